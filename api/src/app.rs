@@ -1,0 +1,82 @@
+//! Building and running the API server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use poem::listener::TcpAcceptor;
+use poem::middleware::Tracing;
+use poem::{EndpointExt, Route, Server};
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::{db, routes};
+
+/// A bound, ready-to-serve API: tests build it on port 0 and read [`Application::local_addr`].
+pub struct Application {
+    acceptor: TcpAcceptor,
+    local_addr: SocketAddr,
+    state: AppState,
+    config: Config,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects PostgreSQL (failing fast when it is unreachable), applies migrations, starts the
+    /// NATS client (which keeps retrying in the background: `/ready` reports it) and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let verifier = Arc::new(config.auth.build()?);
+        let db = db::connect(&config)
+            .await
+            .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        db::migrate(&db).await.context("applying migrations")?;
+        let nats = parley_shared::serve::connect_nats(&config.nats_url, "parley-api").await?;
+        let (acceptor, local_addr) = parley_shared::serve::bind(config.listen).await?;
+        Ok(Self {
+            acceptor,
+            local_addr,
+            state: AppState { db, nats, verifier },
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to the configured
+    /// timeout) and flushes NATS.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let Self {
+            acceptor,
+            local_addr,
+            state,
+            config,
+        } = self;
+        tracing::info!(%local_addr, "parley-api listening");
+        let app = Route::new()
+            .nest("/", routes::health::routes())
+            .data(state.clone())
+            .with(Tracing);
+        Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(config.shutdown_timeout))
+            .await?;
+        if let Err(error) = state.nats.flush().await {
+            tracing::warn!(%error, "NATS flush at shutdown failed");
+        }
+        state.db.close().await;
+        tracing::info!("parley-api stopped");
+        Ok(())
+    }
+}

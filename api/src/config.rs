@@ -1,0 +1,63 @@
+//! The API's settings: flags, each with an environment variable and a default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use parley_shared::auth::AuthArgs;
+use parley_shared::telemetry::LogArgs;
+
+#[derive(Parser, Debug)]
+#[command(name = "parley-api", version, about = "Parley REST API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Apply migrations, then serve HTTP (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "PARLEY_API_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// PostgreSQL connection URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://parley@127.0.0.1:5432/parley",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Upper bound of the PostgreSQL connection pool.
+    #[arg(long, env = "PARLEY_DB_MAX_CONNECTIONS", default_value_t = 32)]
+    pub db_max_connections: u32,
+    /// How long a request waits for a pooled connection (and start-up for the database).
+    #[arg(long, env = "PARLEY_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// On SIGTERM, how long in-flight requests may take before the process exits anyway.
+    #[arg(long, env = "PARLEY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Config {
+    /// Settings from the environment and defaults alone, as the binary would read them with no flags.
+    pub fn from_env() -> Self {
+        Cli::parse_from(["parley-api"]).config
+    }
+}

@@ -1,0 +1,31 @@
+//! Start-up steps both servers take the same way.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+
+/// Binds `addr` (port 0 picks a free port) and returns the acceptor with the address it got.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpAcceptor, SocketAddr)> {
+    let acceptor = TcpListener::bind(addr)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("binding the listen address {addr}"))?;
+    let local = acceptor
+        .local_addr()
+        .first()
+        .and_then(|addr| addr.as_socket_addr().copied())
+        .context("listener has no TCP address")?;
+    Ok((acceptor, local))
+}
+
+/// A NATS client that keeps (re)connecting in the background, forever: a server started before
+/// NATS, or one that loses it, reports not-ready on `/ready` instead of exiting.
+pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .context("connecting to NATS (NATS_URL)")
+}

@@ -1,0 +1,117 @@
+//! A nats-server with JetStream this process owns: start on a port with a store directory, stop,
+//! SIGKILL and restart on the same port and store.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::binaries::nats_server;
+use crate::process::{Output, Supervised};
+use crate::wait;
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct NatsServer {
+    store_dir: PathBuf,
+    port: u16,
+    output: Output,
+    process: Option<Supervised>,
+}
+
+impl NatsServer {
+    /// Starts `nats-server -js` on `127.0.0.1:port` and waits until it greets clients.
+    pub async fn start(store_dir: &Path, port: u16, output: Output) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(store_dir)?;
+        let mut server = Self {
+            store_dir: store_dir.to_path_buf(),
+            port,
+            output,
+            process: None,
+        };
+        server.launch().await?;
+        Ok(server)
+    }
+
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new(nats_server()?);
+        command
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store_dir)
+            .args(["--server_name", &format!("parley-{}", self.port)]);
+        let mut process = Supervised::spawn("nats-server", command, &self.output)?;
+        let port = self.port;
+        let ready = wait::until("nats-server to accept connections", START_TIMEOUT, || {
+            let exited = process.try_exit_status();
+            async move {
+                if let Some(status) = exited {
+                    return Some(Err(anyhow::anyhow!("nats-server exited with {status}")));
+                }
+                greets(port).then_some(Ok(()))
+            }
+        })
+        .await
+        .and_then(|ready| ready);
+        if let Err(error) = ready {
+            let log = wait::log_tail(self.output.log_file(), 20);
+            anyhow::bail!("{error}; nats-server log:\n{log}");
+        }
+        self.process = Some(process);
+        Ok(())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Supervised::pid)
+    }
+
+    /// Graceful stop (SIGTERM).
+    pub async fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop(Signal::SIGTERM, Duration::from_secs(10)).await;
+        }
+    }
+
+    /// SIGKILL, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts a stopped or killed server again on the same port and store.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.process.is_none(), "nats-server is already running");
+        self.launch().await
+    }
+}
+
+/// A NATS server writes `INFO {...}` as soon as a client connects.
+fn greets(port: u16) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(250),
+    ) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));
+    let mut greeting = [0u8; 4];
+    stream.read_exact(&mut greeting).is_ok() && &greeting == b"INFO"
+}
