@@ -224,9 +224,26 @@ impl TestContext {
         }
     }
 
-    /// A pool on this test's database, for arranging data and asserting on it.
+    /// A new database with no tables, on this test's server (for migration tests).
+    pub async fn empty_database(&self) -> String {
+        let database = format!("empty_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&self.database_url)
+            .await
+            .expect("connect to the test database");
+        admin
+            .execute(format!(r#"create database "{database}""#).as_str())
+            .await
+            .expect("create database");
+        admin.close().await.ok();
+        with_database(&self.database_url, &database)
+    }
+
+    /// A pool on this test's database, for arranging data and asserting on it. It gives up on a
+    /// connection after 3 s, so queries during an outage fail quickly instead of after sqlx's 30 s.
     pub async fn pool(&self) -> PgPool {
-        PgPool::connect(&self.database_url)
+        sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(3))
+            .connect(&self.database_url)
             .await
             .expect("connect to the test database")
     }

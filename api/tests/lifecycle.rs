@@ -1,0 +1,162 @@
+//! The real `parley-api` binary against real PostgreSQL and NATS: start, readiness through
+//! outages, graceful stop, migrations.
+
+use std::time::Duration;
+
+use parley_api::{Application, Config};
+use parley_testkit::{Binary, TestContext, wait};
+use serde_json::Value;
+
+const RECOVERY: Duration = Duration::from_secs(30);
+
+async fn get(url: String) -> (u16, Value) {
+    let response = reqwest::get(&url)
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until `GET url` answers `status`, returning the body.
+async fn until_status(url: String, status: u16) -> Value {
+    wait::until(&format!("{url} to answer {status}"), RECOVERY, || {
+        let url = url.clone();
+        async move {
+            let (got, body) = get(url).await;
+            (got == status).then_some(body)
+        }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[tokio::test]
+async fn api_answers_health_and_ready_when_postgres_and_nats_are_up() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    assert_eq!(
+        get(format!("{}/health", api.url())).await,
+        (200, serde_json::json!({ "status": "ok" }))
+    );
+    let body = until_status(format!("{}/ready", api.url()), 200).await;
+    assert_eq!(body["checks"]["postgres"], "ok");
+    assert_eq!(body["checks"]["nats"], "ok");
+}
+
+#[tokio::test]
+async fn ready_reports_a_nats_outage_and_recovers_when_nats_returns() {
+    let mut ctx = TestContext::with_own_services().await;
+    let api = ctx.spawn_api().await;
+    until_status(format!("{}/ready", api.url()), 200).await;
+
+    ctx.nats().kill();
+    let body = until_status(format!("{}/ready", api.url()), 503).await;
+    assert_ne!(body["checks"]["nats"], "ok");
+    assert_eq!(body["checks"]["postgres"], "ok");
+    assert_eq!(
+        get(format!("{}/health", api.url())).await.0,
+        200,
+        "alive while not ready"
+    );
+
+    ctx.nats().start_again().await.expect("restart nats");
+    until_status(format!("{}/ready", api.url()), 200).await;
+}
+
+#[tokio::test]
+async fn ready_reports_a_postgres_outage_and_recovers_when_postgres_returns() {
+    let mut ctx = TestContext::with_own_services().await;
+    let api = ctx.spawn_api().await;
+    until_status(format!("{}/ready", api.url()), 200).await;
+
+    ctx.postgres().kill();
+    let body = until_status(format!("{}/ready", api.url()), 503).await;
+    assert_ne!(body["checks"]["postgres"], "ok");
+
+    ctx.postgres()
+        .start_again()
+        .await
+        .expect("restart postgres");
+    until_status(format!("{}/ready", api.url()), 200).await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_api_cleanly() {
+    let ctx = TestContext::start().await;
+    let mut api = ctx.spawn_api().await;
+    let status = api
+        .terminate()
+        .await
+        .expect("exits within the shutdown deadline");
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        api.log_tail(20)
+    );
+    assert!(api.log_tail(5).contains("parley-api stopped"));
+}
+
+#[tokio::test]
+async fn migrate_subcommand_creates_the_schema_in_an_empty_database() {
+    let ctx = TestContext::start().await;
+    let database_url = ctx.empty_database().await;
+    let status = std::process::Command::new(Binary::Api.path().expect("parley-api binary"))
+        .arg("migrate")
+        .env("DATABASE_URL", &database_url)
+        .env("NATS_URL", ctx.nats_url())
+        .output()
+        .expect("run parley-api migrate");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
+    let users: i64 = sqlx::query_scalar("select count(*) from users")
+        .fetch_one(&pool)
+        .await
+        .expect("users table exists");
+    assert_eq!(users, 0);
+}
+
+#[tokio::test]
+async fn api_refuses_to_start_without_postgres_and_says_why() {
+    let ctx = TestContext::start().await;
+    let output = std::process::Command::new(Binary::Api.path().expect("parley-api binary"))
+        .env("DATABASE_URL", "postgres://parley@127.0.0.1:9/parley")
+        .env("PARLEY_DB_ACQUIRE_TIMEOUT", "1s")
+        .env("NATS_URL", ctx.nats_url())
+        .env("PARLEY_API_LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run parley-api");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("connecting to PostgreSQL (DATABASE_URL)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn in_process_application_binds_port_zero_and_stops_on_signal() {
+    let ctx = TestContext::start().await;
+    let mut config = Config::from_env();
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.database_url = ctx.database_url().into();
+    config.nats_url = ctx.nats_url();
+    let app = Application::build(config).await.expect("build");
+    let addr = app.local_addr();
+    assert_ne!(addr.port(), 0);
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    assert_eq!(get(format!("http://{addr}/health")).await.0, 200);
+    stop.send(()).expect("server still running");
+    tokio::time::timeout(RECOVERY, server)
+        .await
+        .expect("stops")
+        .expect("joins")
+        .expect("clean exit");
+}

@@ -1,0 +1,90 @@
+//! The real `parley-broker` binary against real NATS: start, readiness through an outage,
+//! graceful stop. It is given no database at all.
+
+use std::time::Duration;
+
+use parley_broker::{Application, Config};
+use parley_testkit::{TestContext, wait};
+use serde_json::Value;
+
+const RECOVERY: Duration = Duration::from_secs(30);
+
+async fn until_status(url: String, status: u16) -> Value {
+    wait::until(&format!("{url} to answer {status}"), RECOVERY, || {
+        let url = url.clone();
+        async move {
+            let response = reqwest::get(&url).await.ok()?;
+            if response.status().as_u16() != status {
+                return None;
+            }
+            response.json().await.ok()
+        }
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[tokio::test]
+async fn broker_is_ready_only_while_nats_is_connected() {
+    let mut ctx = TestContext::with_own_services().await;
+    let broker = ctx.spawn_broker().await;
+    until_status(format!("{}/health", broker.url()), 200).await;
+    let body = until_status(format!("{}/ready", broker.url()), 200).await;
+    assert_eq!(body["checks"]["nats"], "ok");
+
+    ctx.nats().kill();
+    let body = until_status(format!("{}/ready", broker.url()), 503).await;
+    assert_ne!(body["checks"]["nats"], "ok");
+    until_status(format!("{}/health", broker.url()), 200).await;
+
+    ctx.nats().start_again().await.expect("restart nats");
+    until_status(format!("{}/ready", broker.url()), 200).await;
+}
+
+#[tokio::test]
+async fn broker_starts_before_nats_and_becomes_ready_when_nats_arrives() {
+    let mut ctx = TestContext::with_own_services().await;
+    ctx.nats().kill();
+    let broker = ctx.spawn_broker().await;
+    until_status(format!("{}/ready", broker.url()), 503).await;
+    ctx.nats().start_again().await.expect("start nats");
+    until_status(format!("{}/ready", broker.url()), 200).await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_broker_cleanly() {
+    let ctx = TestContext::start().await;
+    let mut broker = ctx.spawn_broker().await;
+    let status = broker
+        .terminate()
+        .await
+        .expect("exits within the shutdown deadline");
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        broker.log_tail(20)
+    );
+    assert!(broker.log_tail(5).contains("parley-broker stopped"));
+}
+
+#[tokio::test]
+async fn in_process_broker_binds_port_zero() {
+    let ctx = TestContext::start().await;
+    let mut config = Config::from_env();
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.nats_url = ctx.nats_url();
+    let app = Application::build(config).await.expect("build");
+    let addr = app.local_addr();
+    assert_ne!(addr.port(), 0);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    until_status(format!("http://{addr}/health"), 200).await;
+    stop.send(()).expect("server still running");
+    tokio::time::timeout(RECOVERY, server)
+        .await
+        .expect("stops")
+        .expect("joins")
+        .expect("clean exit");
+}
