@@ -184,6 +184,11 @@ impl AppProcess {
         self.process.as_ref().map(Supervised::pid)
     }
 
+    /// The exit status, once the process has ended by itself.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.process.as_mut()?.try_exit_status()
+    }
+
     /// SIGTERM, then waits for the graceful shutdown to finish. `None` if it had to be killed.
     pub async fn terminate(&mut self) -> Option<ExitStatus> {
         let mut process = self.process.take()?;

@@ -82,6 +82,11 @@ impl NatsServer {
         self.process.as_ref().map(Supervised::pid)
     }
 
+    /// The exit status, once the server has ended by itself.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.as_mut()?.try_exit_status()
+    }
+
     /// Graceful stop (SIGTERM).
     pub async fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {

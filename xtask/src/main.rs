@@ -1,1 +1,45 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's developer commands.
+//!
+//! - `up` ([`stack`]): PostgreSQL, nats-server, parley-api and parley-broker, project-local.
+//! - `down`, `reset` ([`stack`]): stop that stack; also delete its data.
+//! - `token` ([`token`]): a development JWT.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool: stdout is its interface"
+)]
+
+mod install;
+mod stack;
+mod token;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "Parley developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Start PostgreSQL, nats-server, parley-api and parley-broker; Ctrl-C stops them all.
+    Up(stack::UpArgs),
+    /// Stop a stack started by `up` (from another terminal, or one left behind).
+    Down,
+    /// Stop the stack and delete its data (.parley/).
+    Reset,
+    /// Print a development JWT for a user, signed with PARLEY_JWT_SECRET or the dev secret.
+    Token(token::TokenArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Up(args) => stack::up(args).await,
+        Task::Down => stack::down().await,
+        Task::Reset => stack::reset().await,
+        Task::Token(args) => token::print(&args),
+    }
+}
