@@ -40,3 +40,26 @@ impl Config {
         Cli::parse_from(["parley-broker"]).config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn readme_documents_every_environment_variable() {
+        let readme = include_str!("../../README.md");
+        let command = Cli::command();
+        let undocumented: Vec<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .filter(|env| !readme.contains(&format!("| `{env}` |")))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "README.md's configuration tables lack {undocumented:?}"
+        );
+    }
+}

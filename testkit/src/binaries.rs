@@ -12,12 +12,12 @@ pub fn postgres_tool(name: &str) -> anyhow::Result<PathBuf> {
     if let Ok(dir) = std::env::var("PARLEY_PG_BINDIR") {
         dirs.push(PathBuf::from(dir));
     }
-    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
-        if output.status.success() {
-            dirs.push(PathBuf::from(
-                String::from_utf8_lossy(&output.stdout).trim(),
-            ));
-        }
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output()
+        && output.status.success()
+    {
+        dirs.push(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim(),
+        ));
     }
     // Debian keeps the server programs off the PATH, one directory per major version.
     if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {

@@ -1,6 +1,6 @@
 //! Auth settings (flattened into both binaries' configuration) and building a [`Verifier`] from them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -18,7 +18,7 @@ pub const DEV_SECRET: &str = "parley-dev-secret-do-not-use-in-production";
 #[derive(Args, Clone)]
 pub struct AuthArgs {
     /// HS256 shared secret. Ignored when a public key file or JWKS URL is set.
-    #[arg(long, env = "PARLEY_JWT_SECRET", default_value = DEV_SECRET, hide_default_value = true)]
+    #[arg(long, env = "PARLEY_JWT_SECRET", default_value = DEV_SECRET, hide_default_value = true, hide_env_values = true)]
     pub jwt_secret: String,
     /// PEM file with the issuer's public key (RSA → RS*/PS*, EC → ES256/ES384, Ed25519 → EdDSA).
     #[arg(long, env = "PARLEY_JWT_PUBLIC_KEY_FILE")]
@@ -103,13 +103,13 @@ impl AuthArgs {
         let keys = match (&self.jwt_public_key_file, &self.jwks_url) {
             (Some(_), Some(_)) => return Err(AuthConfigError::TwoKeySources),
             (Some(path), None) => KeySource::Static(load_pem(path)?),
-            (None, Some(url)) => KeySource::Jwks(JwksCache::new(
+            (None, Some(url)) => KeySource::Jwks(Box::new(JwksCache::new(
                 url.clone(),
                 JwksOptions {
                     max_age: self.jwks_max_age,
                     min_refetch: self.jwks_min_refetch,
                 },
-            )),
+            ))),
             (None, None) => {
                 if self.jwt_secret.is_empty() {
                     return Err(AuthConfigError::EmptySecret);
@@ -131,22 +131,18 @@ impl AuthArgs {
 }
 
 /// Reads a PEM public key of any supported type; the key's type fixes which algorithms it accepts.
-fn load_pem(path: &PathBuf) -> Result<VerificationKey, AuthConfigError> {
+fn load_pem(path: &Path) -> Result<VerificationKey, AuthConfigError> {
     let pem = std::fs::read(path).map_err(|source| AuthConfigError::ReadKey {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })?;
-    let parsers: [fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>; 3] = [
-        DecodingKey::from_rsa_pem,
-        DecodingKey::from_ec_pem,
-        DecodingKey::from_ed_pem,
-    ];
-    parsers
-        .iter()
-        .find_map(|parse| parse(&pem).ok())
+    DecodingKey::from_rsa_pem(&pem)
+        .or_else(|_| DecodingKey::from_ec_pem(&pem))
+        .or_else(|_| DecodingKey::from_ed_pem(&pem))
+        .ok()
         .map(|key| VerificationKey {
             algorithms: key.family().algorithms().to_vec(),
             key,
         })
-        .ok_or_else(|| AuthConfigError::UnusableKey(path.clone()))
+        .ok_or_else(|| AuthConfigError::UnusableKey(path.to_path_buf()))
 }

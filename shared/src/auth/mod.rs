@@ -85,7 +85,7 @@ impl std::fmt::Debug for VerificationKey {
 #[derive(Debug)]
 enum KeySource {
     Static(VerificationKey),
-    Jwks(jwks::JwksCache),
+    Jwks(Box<jwks::JwksCache>),
 }
 
 /// Verifies bearer JWTs. Cheap to share behind an `Arc`; JWKS keys are cached inside.
