@@ -10,7 +10,10 @@ use serde_json::Value;
 const RECOVERY: Duration = Duration::from_secs(30);
 
 async fn get(url: String) -> (u16, Value) {
-    let response = reqwest::get(&url)
+    let response = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
         .await
         .unwrap_or_else(|error| panic!("GET {url}: {error}"));
     let status = response.status().as_u16();

@@ -26,6 +26,13 @@ pub struct PostgresOptions {
     pub max_connections: u32,
 }
 
+/// Why one start attempt failed.
+enum Launch {
+    /// The server exited during start-up: worth another try.
+    ExitedEarly(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
 #[derive(Debug)]
 pub struct PostgresServer {
     data_dir: PathBuf,
@@ -99,8 +106,32 @@ impl PostgresServer {
         Ok(server)
     }
 
+    /// Starts `postgres` and waits until it accepts connections. Right after a SIGKILL, backends
+    /// orphaned by the old postmaster may hold its shared memory for a moment, and a new
+    /// postmaster exits at once; it is tried again until they are gone.
     async fn launch(&mut self) -> anyhow::Result<()> {
-        let mut postgres = Command::new(postgres_tool("postgres")?);
+        const ATTEMPTS: u32 = 20;
+        let mut attempt = 1;
+        loop {
+            match self.launch_once().await {
+                Ok(process) => {
+                    self.process = Some(process);
+                    return Ok(());
+                }
+                Err(Launch::ExitedEarly(_)) if attempt < ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(Launch::ExitedEarly(error) | Launch::Failed(error)) => {
+                    let log = wait::log_tail(self.output.log_file(), 20);
+                    anyhow::bail!("{error:#}; PostgreSQL log:\n{log}");
+                }
+            }
+        }
+    }
+
+    async fn launch_once(&self) -> Result<Supervised, Launch> {
+        let mut postgres = Command::new(postgres_tool("postgres").map_err(Launch::Failed)?);
         postgres
             .arg("-D")
             .arg(&self.data_dir)
@@ -122,28 +153,29 @@ impl PostgresServer {
         if let Some(run_as) = self.run_as {
             run_as.apply(&mut postgres);
         }
-        let mut process = Supervised::spawn("postgres", postgres, &self.output)?;
+        let mut process = Supervised::spawn("postgres", postgres, &self.output)
+            .map_err(|error| Launch::Failed(error.into()))?;
         let url = self.url("postgres");
         let ready = wait::until("PostgreSQL to accept connections", START_TIMEOUT, || {
             let exited = process.try_exit_status();
             let url = url.clone();
             async move {
                 if let Some(status) = exited {
-                    return Some(Err(anyhow::anyhow!("postgres exited with {status}")));
+                    return Some(Err(status));
                 }
                 let conn = sqlx::PgConnection::connect(&url).await.ok()?;
                 conn.close().await.ok();
                 Some(Ok(()))
             }
         })
-        .await
-        .and_then(|ready| ready);
-        if let Err(error) = ready {
-            let log = wait::log_tail(self.output.log_file(), 20);
-            anyhow::bail!("{error}; PostgreSQL log:\n{log}");
+        .await;
+        match ready {
+            Ok(Ok(())) => Ok(process),
+            Ok(Err(status)) => Err(Launch::ExitedEarly(anyhow::anyhow!(
+                "postgres exited with {status}"
+            ))),
+            Err(timeout) => Err(Launch::Failed(timeout)),
         }
-        self.process = Some(process);
-        Ok(())
     }
 
     pub fn port(&self) -> u16 {
