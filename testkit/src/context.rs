@@ -57,8 +57,11 @@ impl Shared {
                 (Some(server), url)
             }
         };
-        let template = format!("parley_template_{}", Uuid::new_v4().simple());
+        let template = owned_name("parley_template");
         let mut admin = PgConnection::connect(&admin_url).await?;
+        if postgres.is_none() {
+            drop_stale_databases(&mut admin).await?;
+        }
         admin
             .execute(format!(r#"create database "{template}""#).as_str())
             .await?;
@@ -71,6 +74,30 @@ impl Shared {
             template,
         })
     }
+}
+
+/// `<kind>_<our pid>_<random>`: database names that say which test process made them.
+fn owned_name(kind: &str) -> String {
+    format!("{kind}_{}_{}", std::process::id(), Uuid::new_v4().simple())
+}
+
+/// On a server shared with other runs (`TEST_DATABASE_URL`), drops the databases of test
+/// processes that have exited; a private cluster is thrown away whole instead.
+async fn drop_stale_databases(admin: &mut PgConnection) -> anyhow::Result<()> {
+    let names: Vec<String> = sqlx::query_scalar(
+        r"select datname from pg_database where datname ~ '^(parley_template|test|empty)_[0-9]+_[0-9a-f]{32}$'",
+    )
+    .fetch_all(&mut *admin)
+    .await?;
+    for name in names {
+        let owner = name.split('_').find_map(|part| part.parse::<u32>().ok());
+        if owner.is_some_and(|pid| !wait::pid_alive(pid)) {
+            admin
+                .execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str())
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// A temp directory for this test binary, world-searchable so an unprivileged PostgreSQL can
@@ -176,7 +203,7 @@ impl TestContext {
             migrate(&url).await?;
             (Some(server), url)
         } else {
-            let database = format!("test_{}", Uuid::new_v4().simple());
+            let database = owned_name("test");
             let mut admin = PgConnection::connect(&shared.admin_url).await?;
             admin
                 .execute(
@@ -226,7 +253,7 @@ impl TestContext {
 
     /// A new database with no tables, on this test's server (for migration tests).
     pub async fn empty_database(&self) -> String {
-        let database = format!("empty_{}", Uuid::new_v4().simple());
+        let database = owned_name("empty");
         let mut admin = PgConnection::connect(&self.database_url)
             .await
             .expect("connect to the test database");

@@ -10,7 +10,7 @@ const RECOVERY: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn nats_killed_and_restarted_under_a_connected_client_which_reconnects() {
-    let mut ctx = TestContext::start().await;
+    let mut ctx = TestContext::with_own_services().await;
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .connect(ctx.nats_url())
