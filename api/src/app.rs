@@ -7,9 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
-use poem::{EndpointExt, Route, Server};
+use poem::{EndpointExt, Route, Server, get};
 
+use crate::auth::SeenUsers;
+use crate::body_limit::BodyLimit;
 use crate::config::Config;
+use crate::error::problem_for_unhandled;
 use crate::state::AppState;
 use crate::{db, routes};
 
@@ -23,9 +26,7 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Application").field("local_addr", &self.local_addr).finish_non_exhaustive()
     }
 }
 
@@ -34,16 +35,20 @@ impl Application {
     /// NATS client (which keeps retrying in the background: `/ready` reports it) and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let verifier = Arc::new(config.auth.build()?);
-        let db = db::connect(&config)
-            .await
-            .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        let db = db::connect(&config).await.context("connecting to PostgreSQL (DATABASE_URL)")?;
         db::migrate(&db).await.context("applying migrations")?;
         let nats = parley_shared::serve::connect_nats(&config.nats_url, "parley-api").await?;
         let (acceptor, local_addr) = parley_shared::serve::bind(config.listen).await?;
         Ok(Self {
             acceptor,
             local_addr,
-            state: AppState { db, nats, verifier },
+            state: AppState {
+                db,
+                nats,
+                verifier,
+                users: Arc::new(SeenUsers::default()),
+                limits: config.limits.clone(),
+            },
             config,
         })
     }
@@ -54,19 +59,18 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to the configured
     /// timeout) and flushes NATS.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> anyhow::Result<()> {
-        let Self {
-            acceptor,
-            local_addr,
-            state,
-            config,
-        } = self;
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Self { acceptor, local_addr, state, config } = self;
         tracing::info!(%local_addr, "parley-api listening");
+        let api = routes::api_service();
         let app = Route::new()
-            .nest("/", routes::health::routes())
+            .at("/health", get(routes::health::health))
+            .at("/ready", get(routes::health::ready))
+            .at("/openapi.json", api.spec_endpoint())
+            .nest("/docs", api.swagger_ui())
+            .nest("/", api)
+            .with(BodyLimit(state.limits.max_body_bytes))
+            .catch_all_error(problem_for_unhandled)
             .data(state.clone())
             .with(Tracing);
         Server::new_with_acceptor(acceptor)

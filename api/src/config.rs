@@ -50,9 +50,28 @@ pub struct Config {
     #[arg(long, env = "PARLEY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
     #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// Limits on what one request may ask for.
+#[derive(Args, Clone, Debug)]
+pub struct Limits {
+    /// Longest message text, in characters (Unicode scalar values), after trimming.
+    #[arg(long, env = "PARLEY_MESSAGE_MAX_CHARS", default_value_t = 4000)]
+    pub message_max_chars: usize,
+    /// How long after sending its author may edit a message.
+    #[arg(long, env = "PARLEY_EDIT_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub edit_window: Duration,
+    /// Most members a group conversation may have.
+    #[arg(long, env = "PARLEY_GROUP_MAX_MEMBERS", default_value_t = 10_000)]
+    pub group_max_members: i64,
+    /// Largest request body, in bytes; larger bodies get 413.
+    #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
 }
 
 impl Config {
@@ -78,9 +97,6 @@ mod tests {
             .map(|env| env.to_string_lossy().into_owned())
             .filter(|env| !readme.contains(&format!("| `{env}` |")))
             .collect();
-        assert!(
-            undocumented.is_empty(),
-            "README.md's configuration tables lack {undocumented:?}"
-        );
+        assert!(undocumented.is_empty(), "README.md's configuration tables lack {undocumented:?}");
     }
 }

@@ -5,13 +5,27 @@
 //! - [`app`]: [`Application`] — connects PostgreSQL and NATS, applies migrations, binds the
 //!   listener (port 0 in tests) and serves until the shutdown signal.
 //! - [`db`]: the connection pool and the embedded migrations.
-//! - `routes`: one module per resource.
+//! - `auth`: the bearer security scheme; users are created or refreshed on sight.
+//! - `error`: `ApiError`, the one RFC 7807 problem+json error type.
+//! - `membership`, `outbox`: what every conversation write does — lock the conversation's next
+//!   `seq`, check membership, append the domain event in the same transaction.
+//! - `routes`: one module per resource (`conversations`, `members`, `messages`, `events`, `me`).
 
 pub mod app;
+mod auth;
+mod body_limit;
 pub mod config;
 pub mod db;
+mod error;
+mod membership;
+mod outbox;
 mod routes;
 mod state;
 
 pub use app::Application;
 pub use config::{Cli, Command, Config};
+
+/// The OpenAPI document of the `/v1` API, as served at `/openapi.json`.
+pub fn openapi_json() -> String {
+    routes::api_service().spec()
+}

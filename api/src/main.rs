@@ -8,8 +8,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(cli.config).await?;
-            app.run_until_stopped(parley_shared::shutdown::signal())
-                .await
+            app.run_until_stopped(parley_shared::shutdown::signal()).await
         }
         Command::Migrate => {
             let pool = db::connect(&cli.config).await?;

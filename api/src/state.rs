@@ -5,14 +5,14 @@ use std::sync::Arc;
 use parley_shared::auth::Verifier;
 use sqlx::PgPool;
 
+use crate::auth::SeenUsers;
+use crate::config::Limits;
+
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub db: PgPool,
     pub nats: async_nats::Client,
-    // Used by the authenticated routes of the REST API; built at start so a bad key fails fast.
-    #[allow(
-        dead_code,
-        reason = "the /v1 routes that read it arrive with the REST API"
-    )]
     pub verifier: Arc<Verifier>,
+    pub users: Arc<SeenUsers>,
+    pub limits: Limits,
 }

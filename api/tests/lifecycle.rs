@@ -37,10 +37,7 @@ async fn until_status(url: String, status: u16) -> Value {
 async fn api_answers_health_and_ready_when_postgres_and_nats_are_up() {
     let ctx = TestContext::start().await;
     let api = ctx.spawn_api().await;
-    assert_eq!(
-        get(format!("{}/health", api.url())).await,
-        (200, serde_json::json!({ "status": "ok" }))
-    );
+    assert_eq!(get(format!("{}/health", api.url())).await, (200, serde_json::json!({ "status": "ok" })));
     let body = until_status(format!("{}/ready", api.url()), 200).await;
     assert_eq!(body["checks"]["postgres"], "ok");
     assert_eq!(body["checks"]["nats"], "ok");
@@ -56,11 +53,7 @@ async fn ready_reports_a_nats_outage_and_recovers_when_nats_returns() {
     let body = until_status(format!("{}/ready", api.url()), 503).await;
     assert_ne!(body["checks"]["nats"], "ok");
     assert_eq!(body["checks"]["postgres"], "ok");
-    assert_eq!(
-        get(format!("{}/health", api.url())).await.0,
-        200,
-        "alive while not ready"
-    );
+    assert_eq!(get(format!("{}/health", api.url())).await.0, 200, "alive while not ready");
 
     ctx.nats().start_again().await.expect("restart nats");
     until_status(format!("{}/ready", api.url()), 200).await;
@@ -76,10 +69,7 @@ async fn ready_reports_a_postgres_outage_and_recovers_when_postgres_returns() {
     let body = until_status(format!("{}/ready", api.url()), 503).await;
     assert_ne!(body["checks"]["postgres"], "ok");
 
-    ctx.postgres()
-        .start_again()
-        .await
-        .expect("restart postgres");
+    ctx.postgres().start_again().await.expect("restart postgres");
     until_status(format!("{}/ready", api.url()), 200).await;
 }
 
@@ -87,15 +77,8 @@ async fn ready_reports_a_postgres_outage_and_recovers_when_postgres_returns() {
 async fn sigterm_stops_the_api_cleanly() {
     let ctx = TestContext::start().await;
     let mut api = ctx.spawn_api().await;
-    let status = api
-        .terminate()
-        .await
-        .expect("exits within the shutdown deadline");
-    assert!(
-        status.success(),
-        "exit status {status}; log:\n{}",
-        api.log_tail(20)
-    );
+    let status = api.terminate().await.expect("exits within the shutdown deadline");
+    assert!(status.success(), "exit status {status}; log:\n{}", api.log_tail(20));
     assert!(api.log_tail(5).contains("parley-api stopped"));
 }
 
@@ -109,16 +92,10 @@ async fn migrate_subcommand_creates_the_schema_in_an_empty_database() {
         .env("NATS_URL", ctx.nats_url())
         .output()
         .expect("run parley-api migrate");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
-    let users: i64 = sqlx::query_scalar("select count(*) from users")
-        .fetch_one(&pool)
-        .await
-        .expect("users table exists");
+    let users: i64 =
+        sqlx::query_scalar("select count(*) from users").fetch_one(&pool).await.expect("users table exists");
     assert_eq!(users, 0);
 }
 
@@ -134,10 +111,7 @@ async fn api_refuses_to_start_without_postgres_and_says_why() {
         .expect("run parley-api");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("connecting to PostgreSQL (DATABASE_URL)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("connecting to PostgreSQL (DATABASE_URL)"), "{stderr}");
 }
 
 #[tokio::test]
@@ -157,9 +131,5 @@ async fn in_process_application_binds_port_zero_and_stops_on_signal() {
     }));
     assert_eq!(get(format!("http://{addr}/health")).await.0, 200);
     stop.send(()).expect("server still running");
-    tokio::time::timeout(RECOVERY, server)
-        .await
-        .expect("stops")
-        .expect("joins")
-        .expect("clean exit");
+    tokio::time::timeout(RECOVERY, server).await.expect("stops").expect("joins").expect("clean exit");
 }

@@ -21,9 +21,7 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Application").field("local_addr", &self.local_addr).finish_non_exhaustive()
     }
 }
 
@@ -34,12 +32,7 @@ impl Application {
         let verifier = Arc::new(config.auth.build()?);
         let nats = parley_shared::serve::connect_nats(&config.nats_url, "parley-broker").await?;
         let (acceptor, local_addr) = parley_shared::serve::bind(config.listen).await?;
-        Ok(Self {
-            acceptor,
-            local_addr,
-            state: BrokerState { nats, verifier },
-            config,
-        })
+        Ok(Self { acceptor, local_addr, state: BrokerState { nats, verifier }, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -48,20 +41,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves; then stops accepting, waits for open requests up to the
     /// configured timeout and drains the NATS client (pending messages are delivered first).
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> anyhow::Result<()> {
-        let Self {
-            acceptor,
-            local_addr,
-            state,
-            config,
-        } = self;
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Self { acceptor, local_addr, state, config } = self;
         tracing::info!(%local_addr, ws_path = %config.ws_path, "parley-broker listening");
-        let app = Route::new()
-            .nest("/", routes::health::routes())
-            .data(state.clone());
+        let app = Route::new().nest("/", routes::health::routes()).data(state.clone());
         Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(config.shutdown_timeout))
             .await?;

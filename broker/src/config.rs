@@ -57,9 +57,6 @@ mod tests {
             .map(|env| env.to_string_lossy().into_owned())
             .filter(|env| !readme.contains(&format!("| `{env}` |")))
             .collect();
-        assert!(
-            undocumented.is_empty(),
-            "README.md's configuration tables lack {undocumented:?}"
-        );
+        assert!(undocumented.is_empty(), "README.md's configuration tables lack {undocumented:?}");
     }
 }

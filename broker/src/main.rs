@@ -6,6 +6,5 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     parley_shared::telemetry::init(&cli.config.log);
     let app = Application::build(cli.config).await?;
-    app.run_until_stopped(parley_shared::shutdown::signal())
-        .await
+    app.run_until_stopped(parley_shared::shutdown::signal()).await
 }

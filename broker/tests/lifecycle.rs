@@ -55,15 +55,8 @@ async fn broker_starts_before_nats_and_becomes_ready_when_nats_arrives() {
 async fn sigterm_stops_the_broker_cleanly() {
     let ctx = TestContext::start().await;
     let mut broker = ctx.spawn_broker().await;
-    let status = broker
-        .terminate()
-        .await
-        .expect("exits within the shutdown deadline");
-    assert!(
-        status.success(),
-        "exit status {status}; log:\n{}",
-        broker.log_tail(20)
-    );
+    let status = broker.terminate().await.expect("exits within the shutdown deadline");
+    assert!(status.success(), "exit status {status}; log:\n{}", broker.log_tail(20));
     assert!(broker.log_tail(5).contains("parley-broker stopped"));
 }
 
@@ -82,9 +75,5 @@ async fn in_process_broker_binds_port_zero() {
     }));
     until_status(format!("http://{addr}/health"), 200).await;
     stop.send(()).expect("server still running");
-    tokio::time::timeout(RECOVERY, server)
-        .await
-        .expect("stops")
-        .expect("joins")
-        .expect("clean exit");
+    tokio::time::timeout(RECOVERY, server).await.expect("stops").expect("joins").expect("clean exit");
 }

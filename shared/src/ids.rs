@@ -56,6 +56,18 @@ uuid_id!(
     /// A user, identified by the JWT `sub` claim.
     UserId
 );
+uuid_id!(
+    /// A conversation (direct or group).
+    ConversationId
+);
+uuid_id!(
+    /// A message.
+    MessageId
+);
+uuid_id!(
+    /// A domain event; also its NATS message id, which makes JetStream drop duplicates.
+    EventId
+);
 
 #[cfg(test)]
 mod tests {
@@ -63,9 +75,7 @@ mod tests {
 
     #[test]
     fn user_id_round_trips_through_text_and_rejects_subject_wildcards() {
-        let id: UserId = "0191d0c2-6c3e-7f00-8000-000000000001"
-            .parse()
-            .expect("valid uuid");
+        let id: UserId = "0191d0c2-6c3e-7f00-8000-000000000001".parse().expect("valid uuid");
         assert_eq!(id.to_string(), "0191d0c2-6c3e-7f00-8000-000000000001");
         for bad in ["*", ">", "a.b", "", "not-a-uuid"] {
             assert!(bad.parse::<UserId>().is_err(), "{bad:?} must not parse");

@@ -7,10 +7,8 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 
 /// Binds `addr` (port 0 picks a free port) and returns the acceptor with the address it got.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpAcceptor, SocketAddr)> {
-    let acceptor = TcpListener::bind(addr)
-        .into_acceptor()
-        .await
-        .with_context(|| format!("binding the listen address {addr}"))?;
+    let acceptor =
+        TcpListener::bind(addr).into_acceptor().await.with_context(|| format!("binding the listen address {addr}"))?;
     let local = acceptor
         .local_addr()
         .first()

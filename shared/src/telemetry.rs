@@ -27,10 +27,7 @@ pub struct LogArgs {
 /// in-process tests rely on.
 pub fn init(args: &LogArgs) {
     let filter = EnvFilter::try_new(&args.filter).unwrap_or_else(|error| {
-        eprintln!(
-            "invalid PARLEY_LOG filter {:?} ({error}); using \"info\"",
-            args.filter
-        );
+        eprintln!("invalid PARLEY_LOG filter {:?} ({error}); using \"info\"", args.filter);
         EnvFilter::new("info")
     });
     let builder = tracing_subscriber::fmt()
@@ -39,10 +36,6 @@ pub fn init(args: &LogArgs) {
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match args.log_format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     };
 }

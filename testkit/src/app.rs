@@ -45,17 +45,11 @@ impl Binary {
         let path = dir.join(self.name());
         if !path.is_file() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--package", self.name(), "--bin", self.name()])
-                .status()?;
+            let status =
+                Command::new(cargo).args(["build", "--package", self.name(), "--bin", self.name()]).status()?;
             anyhow::ensure!(status.success(), "building {} failed", self.name());
         }
-        anyhow::ensure!(
-            path.is_file(),
-            "{} not found at {}",
-            self.name(),
-            path.display()
-        );
+        anyhow::ensure!(path.is_file(), "{} not found at {}", self.name(), path.display());
         Ok(path)
     }
 }
@@ -64,13 +58,9 @@ impl Binary {
 /// tests, `target/<profile>/xtask` for xtask).
 fn target_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let mut dir = exe
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("executable has no directory"))?;
+    let mut dir = exe.parent().ok_or_else(|| anyhow::anyhow!("executable has no directory"))?;
     if dir.ends_with("deps") {
-        dir = dir
-            .parent()
-            .ok_or_else(|| anyhow::anyhow!("deps has no parent"))?;
+        dir = dir.parent().ok_or_else(|| anyhow::anyhow!("deps has no parent"))?;
     }
     Ok(dir.to_path_buf())
 }
@@ -89,12 +79,7 @@ pub struct AppProcess {
 impl AppProcess {
     /// Starts `binary` with exactly `env` (inherited `PARLEY_*`, `DATABASE_URL` and `NATS_URL`
     /// are removed) and waits until `GET /health` answers 200.
-    pub async fn spawn(
-        binary: Binary,
-        port: u16,
-        env: Vec<(String, String)>,
-        output: Output,
-    ) -> anyhow::Result<Self> {
+    pub async fn spawn(binary: Binary, port: u16, env: Vec<(String, String)>, output: Output) -> anyhow::Result<Self> {
         Self::spawn_with_args(binary, port, env, Vec::new(), output).await
     }
 
@@ -105,14 +90,7 @@ impl AppProcess {
         args: Vec<String>,
         output: Output,
     ) -> anyhow::Result<Self> {
-        let mut app = Self {
-            binary,
-            port,
-            env,
-            args,
-            output,
-            process: None,
-        };
+        let mut app = Self { binary, port, env, args, output, process: None };
         app.start_again().await?;
         Ok(app)
     }
@@ -133,40 +111,24 @@ impl AppProcess {
     /// Starts the process (again, after [`kill`](Self::kill) or [`terminate`](Self::terminate))
     /// on the same port with the same environment.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.process.is_none(),
-            "{} is already running",
-            self.binary.name()
-        );
+        anyhow::ensure!(self.process.is_none(), "{} is already running", self.binary.name());
         let mut process = Supervised::spawn(self.binary.name(), self.command()?, &self.output)?;
         let health = format!("{}/health", self.url());
         let http = reqwest::Client::new();
-        let started = wait::until(
-            &format!("{} to answer {health}", self.binary.name()),
-            START_TIMEOUT,
-            || {
-                let exited = process.try_exit_status();
-                let request = http.get(&health).timeout(Duration::from_secs(2)).send();
-                async move {
-                    if let Some(status) = exited {
-                        return Some(Err(anyhow::anyhow!("exited with {status}")));
-                    }
-                    request
-                        .await
-                        .ok()
-                        .filter(|response| response.status().is_success())
-                        .map(|_| Ok(()))
+        let started = wait::until(&format!("{} to answer {health}", self.binary.name()), START_TIMEOUT, || {
+            let exited = process.try_exit_status();
+            let request = http.get(&health).timeout(Duration::from_secs(2)).send();
+            async move {
+                if let Some(status) = exited {
+                    return Some(Err(anyhow::anyhow!("exited with {status}")));
                 }
-            },
-        )
+                request.await.ok().filter(|response| response.status().is_success()).map(|_| Ok(()))
+            }
+        })
         .await
         .and_then(|started| started);
         if let Err(error) = started {
-            anyhow::bail!(
-                "{} did not start: {error}; its log:\n{}",
-                self.binary.name(),
-                self.log_tail(30)
-            );
+            anyhow::bail!("{} did not start: {error}; its log:\n{}", self.binary.name(), self.log_tail(30));
         }
         self.process = Some(process);
         Ok(())
@@ -211,12 +173,7 @@ impl AppProcess {
 impl Drop for AppProcess {
     fn drop(&mut self) {
         if std::thread::panicking() && self.process.is_some() {
-            eprintln!(
-                "--- last lines of {} (port {}) ---\n{}",
-                self.binary.name(),
-                self.port,
-                self.log_tail(40)
-            );
+            eprintln!("--- last lines of {} (port {}) ---\n{}", self.binary.name(), self.port, self.log_tail(40));
         }
     }
 }

@@ -15,16 +15,11 @@ pub fn postgres_tool(name: &str) -> anyhow::Result<PathBuf> {
     if let Ok(output) = Command::new("pg_config").arg("--bindir").output()
         && output.status.success()
     {
-        dirs.push(PathBuf::from(
-            String::from_utf8_lossy(&output.stdout).trim(),
-        ));
+        dirs.push(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
     }
     // Debian keeps the server programs off the PATH, one directory per major version.
     if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
-        let mut versions: Vec<PathBuf> = entries
-            .flatten()
-            .map(|entry| entry.path().join("bin"))
-            .collect();
+        let mut versions: Vec<PathBuf> = entries.flatten().map(|entry| entry.path().join("bin")).collect();
         versions.sort();
         dirs.extend(versions.into_iter().rev());
     }
@@ -46,13 +41,10 @@ pub fn nats_server() -> anyhow::Result<PathBuf> {
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }

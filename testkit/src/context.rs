@@ -62,17 +62,10 @@ impl Shared {
         if postgres.is_none() {
             drop_stale_databases(&mut admin).await?;
         }
-        admin
-            .execute(format!(r#"create database "{template}""#).as_str())
-            .await?;
+        admin.execute(format!(r#"create database "{template}""#).as_str()).await?;
         admin.close().await?;
         migrate(&with_database(&admin_url, &template)).await?;
-        Ok(Self {
-            root,
-            _postgres: postgres,
-            admin_url,
-            template,
-        })
+        Ok(Self { root, _postgres: postgres, admin_url, template })
     }
 }
 
@@ -92,9 +85,7 @@ async fn drop_stale_databases(admin: &mut PgConnection) -> anyhow::Result<()> {
     for name in names {
         let owner = name.split('_').find_map(|part| part.parse::<u32>().ok());
         if owner.is_some_and(|pid| !wait::pid_alive(pid)) {
-            admin
-                .execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str())
-                .await?;
+            admin.execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str()).await?;
         }
     }
     Ok(())
@@ -108,19 +99,13 @@ fn make_root() -> anyhow::Result<PathBuf> {
     if let Ok(entries) = std::fs::read_dir(&tmp) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let owner = name
-                .strip_prefix("parley-test-")
-                .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok());
+            let owner = name.strip_prefix("parley-test-").and_then(|rest| rest.split('-').next()?.parse::<u32>().ok());
             if owner.is_some_and(|pid| !wait::pid_alive(pid)) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
     }
-    let root = tmp.join(format!(
-        "parley-test-{}-{}",
-        std::process::id(),
-        Uuid::new_v4().simple()
-    ));
+    let root = tmp.join(format!("parley-test-{}-{}", std::process::id(), Uuid::new_v4().simple()));
     std::fs::create_dir_all(&root)?;
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
     Ok(root)
@@ -129,11 +114,7 @@ fn make_root() -> anyhow::Result<PathBuf> {
 async fn start_postgres(data_dir: &Path) -> anyhow::Result<PostgresServer> {
     let output = Output::File(data_dir.with_extension("log"));
     PostgresServer::init(data_dir, &output)?;
-    let options = PostgresOptions {
-        port: wait::free_port()?,
-        durable: false,
-        max_connections: 300,
-    };
+    let options = PostgresOptions { port: wait::free_port()?, durable: false, max_connections: 300 };
     PostgresServer::start(data_dir, options, output).await
 }
 
@@ -146,13 +127,9 @@ async fn migrate(url: &str) -> anyhow::Result<()> {
 
 /// `url` with its database name replaced.
 fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(base, query)| (base, Some(query)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
     let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
+    let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
     let mut out = format!("{}/{database}", &base[..path_start]);
     if let Some(query) = query {
         out.push('?');
@@ -180,16 +157,12 @@ pub struct TestContext {
 impl TestContext {
     /// A fresh database on the shared cluster and a private nats-server.
     pub async fn start() -> Self {
-        Self::build(false)
-            .await
-            .unwrap_or_else(|error| panic!("test harness failed: {error:#}"))
+        Self::build(false).await.unwrap_or_else(|error| panic!("test harness failed: {error:#}"))
     }
 
     /// PostgreSQL and nats-server of this test's own, for tests that stop, kill or restart them.
     pub async fn with_own_services() -> Self {
-        Self::build(true)
-            .await
-            .unwrap_or_else(|error| panic!("test harness failed: {error:#}"))
+        Self::build(true).await.unwrap_or_else(|error| panic!("test harness failed: {error:#}"))
     }
 
     async fn build(own_services: bool) -> anyhow::Result<Self> {
@@ -205,15 +178,7 @@ impl TestContext {
         } else {
             let database = owned_name("test");
             let mut admin = PgConnection::connect(&shared.admin_url).await?;
-            admin
-                .execute(
-                    format!(
-                        r#"create database "{database}" template "{}""#,
-                        shared.template
-                    )
-                    .as_str(),
-                )
-                .await?;
+            admin.execute(format!(r#"create database "{database}" template "{}""#, shared.template).as_str()).await?;
             admin.close().await?;
             (None, with_database(&shared.admin_url, &database))
         };
@@ -221,17 +186,10 @@ impl TestContext {
             Ok(url) if !own_services => TestNats::External(url),
             _ => {
                 let output = Output::File(dir.join("nats.log"));
-                TestNats::Own(
-                    NatsServer::start(&dir.join("nats"), wait::free_port()?, output).await?,
-                )
+                TestNats::Own(NatsServer::start(&dir.join("nats"), wait::free_port()?, output).await?)
             }
         };
-        Ok(Self {
-            dir,
-            database_url,
-            postgres,
-            nats,
-        })
+        Ok(Self { dir, database_url, postgres, nats })
     }
 
     /// This test's directory; every process it starts logs here.
@@ -254,13 +212,8 @@ impl TestContext {
     /// A new database with no tables, on this test's server (for migration tests).
     pub async fn empty_database(&self) -> String {
         let database = owned_name("empty");
-        let mut admin = PgConnection::connect(&self.database_url)
-            .await
-            .expect("connect to the test database");
-        admin
-            .execute(format!(r#"create database "{database}""#).as_str())
-            .await
-            .expect("create database");
+        let mut admin = PgConnection::connect(&self.database_url).await.expect("connect to the test database");
+        admin.execute(format!(r#"create database "{database}""#).as_str()).await.expect("create database");
         admin.close().await.ok();
         with_database(&self.database_url, &database)
     }
@@ -277,9 +230,7 @@ impl TestContext {
 
     /// This test's PostgreSQL server, to stop, kill or restart. Only with [`Self::with_own_services`].
     pub fn postgres(&mut self) -> &mut PostgresServer {
-        self.postgres
-            .as_mut()
-            .expect("this test shares PostgreSQL; use TestContext::with_own_services()")
+        self.postgres.as_mut().expect("this test shares PostgreSQL; use TestContext::with_own_services()")
     }
 
     /// This test's nats-server, to stop, kill or restart.
@@ -294,10 +245,7 @@ impl TestContext {
 
     /// A valid bearer token for `user`, signed with [`TEST_JWT_SECRET`].
     pub fn token(&self, user: UserId, name: &str) -> String {
-        issue_hs256(
-            TEST_JWT_SECRET,
-            &Claims::for_user(user, Some(name.into()), Duration::from_secs(3600)),
-        )
+        issue_hs256(TEST_JWT_SECRET, &Claims::for_user(user, Some(name.into()), Duration::from_secs(3600)))
     }
 
     /// The environment a Parley binary needs to run against this test's services.
@@ -306,10 +254,7 @@ impl TestContext {
             ("DATABASE_URL".into(), self.database_url.clone()),
             ("NATS_URL".into(), self.nats_url()),
             ("PARLEY_JWT_SECRET".into(), TEST_JWT_SECRET.into()),
-            (
-                "PARLEY_LOG".into(),
-                "info,parley_api=debug,parley_broker=debug".into(),
-            ),
+            ("PARLEY_LOG".into(), "info,parley_api=debug,parley_broker=debug".into()),
         ]
     }
 
@@ -329,9 +274,7 @@ impl TestContext {
         env.extend(extra_env);
         let port = wait::free_port().expect("free port");
         let log = self.dir.join(format!("{}-{port}.log", binary.name()));
-        AppProcess::spawn(binary, port, env, Output::File(log))
-            .await
-            .unwrap_or_else(|error| panic!("{error:#}"))
+        AppProcess::spawn(binary, port, env, Output::File(log)).await.unwrap_or_else(|error| panic!("{error:#}"))
     }
 }
 
@@ -359,10 +302,7 @@ mod tests {
     fn with_database_replaces_only_the_database_name() {
         let cases = [
             ("postgres://u@h:1/old", "postgres://u@h:1/new"),
-            (
-                "postgres://u@h:1/old?sslmode=disable",
-                "postgres://u@h:1/new?sslmode=disable",
-            ),
+            ("postgres://u@h:1/old?sslmode=disable", "postgres://u@h:1/new?sslmode=disable"),
             ("postgres://u@h:1", "postgres://u@h:1/new"),
             ("postgres://u:p@h:1/", "postgres://u:p@h:1/new"),
         ];

@@ -26,12 +26,7 @@ impl NatsServer {
     /// Starts `nats-server -js` on `127.0.0.1:port` and waits until it greets clients.
     pub async fn start(store_dir: &Path, port: u16, output: Output) -> anyhow::Result<Self> {
         std::fs::create_dir_all(store_dir)?;
-        let mut server = Self {
-            store_dir: store_dir.to_path_buf(),
-            port,
-            output,
-            process: None,
-        };
+        let mut server = Self { store_dir: store_dir.to_path_buf(), port, output, process: None };
         server.launch().await?;
         Ok(server)
     }
@@ -39,14 +34,7 @@ impl NatsServer {
     async fn launch(&mut self) -> anyhow::Result<()> {
         let mut command = Command::new(nats_server()?);
         command
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.store_dir)
             .args(["--server_name", &format!("parley-{}", self.port)]);
         let mut process = Supervised::spawn("nats-server", command, &self.output)?;
@@ -110,10 +98,9 @@ impl NatsServer {
 
 /// A NATS server writes `INFO {...}` as soon as a client connects.
 fn greets(port: u16) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(250),
-    ) else {
+    let Ok(mut stream) =
+        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(250))
+    else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(250)));

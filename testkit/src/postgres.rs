@@ -90,18 +90,9 @@ impl PostgresServer {
     }
 
     /// Starts the server on an initialised data directory and waits until it accepts connections.
-    pub async fn start(
-        data_dir: &Path,
-        options: PostgresOptions,
-        output: Output,
-    ) -> anyhow::Result<Self> {
-        let mut server = Self {
-            data_dir: data_dir.to_path_buf(),
-            options,
-            output,
-            run_as: RunAs::for_postgres()?,
-            process: None,
-        };
+    pub async fn start(data_dir: &Path, options: PostgresOptions, output: Output) -> anyhow::Result<Self> {
+        let mut server =
+            Self { data_dir: data_dir.to_path_buf(), options, output, run_as: RunAs::for_postgres()?, process: None };
         server.launch().await?;
         Ok(server)
     }
@@ -136,16 +127,8 @@ impl PostgresServer {
             .arg("-D")
             .arg(&self.data_dir)
             .args(["-p", &self.options.port.to_string()])
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "unix_socket_directories=",
-            ])
-            .args([
-                "-c",
-                &format!("max_connections={}", self.options.max_connections),
-            ])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
+            .args(["-c", &format!("max_connections={}", self.options.max_connections)])
             .current_dir(&self.data_dir);
         if !self.options.durable {
             postgres.args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
@@ -153,8 +136,8 @@ impl PostgresServer {
         if let Some(run_as) = self.run_as {
             run_as.apply(&mut postgres);
         }
-        let mut process = Supervised::spawn("postgres", postgres, &self.output)
-            .map_err(|error| Launch::Failed(error.into()))?;
+        let mut process =
+            Supervised::spawn("postgres", postgres, &self.output).map_err(|error| Launch::Failed(error.into()))?;
         let url = self.url("postgres");
         let ready = wait::until("PostgreSQL to accept connections", START_TIMEOUT, || {
             let exited = process.try_exit_status();
@@ -171,9 +154,7 @@ impl PostgresServer {
         .await;
         match ready {
             Ok(Ok(())) => Ok(process),
-            Ok(Err(status)) => Err(Launch::ExitedEarly(anyhow::anyhow!(
-                "postgres exited with {status}"
-            ))),
+            Ok(Err(status)) => Err(Launch::ExitedEarly(anyhow::anyhow!("postgres exited with {status}"))),
             Err(timeout) => Err(Launch::Failed(timeout)),
         }
     }
@@ -184,10 +165,7 @@ impl PostgresServer {
 
     /// The URL of database `database`, as the superuser.
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}@127.0.0.1:{}/{database}",
-            self.options.port
-        )
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.options.port)
     }
 
     pub fn pid(&self) -> Option<u32> {

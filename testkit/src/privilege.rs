@@ -21,10 +21,7 @@ impl RunAs {
         }
         for name in ["postgres", "nobody"] {
             if let Some(user) = User::from_name(name)? {
-                return Ok(Some(Self {
-                    uid: user.uid,
-                    gid: user.gid,
-                }));
+                return Ok(Some(Self { uid: user.uid, gid: user.gid }));
             }
         }
         anyhow::bail!(
@@ -47,13 +44,9 @@ impl RunAs {
     /// True when this account can reach `dir`: every ancestor must be searchable by "others".
     pub fn can_reach(self, dir: &Path) -> bool {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        dir.ancestors()
-            .skip(1)
-            .all(|ancestor| match std::fs::metadata(ancestor) {
-                Ok(meta) => {
-                    meta.uid() == self.uid.as_raw() || meta.permissions().mode() & 0o001 != 0
-                }
-                Err(_) => true,
-            })
+        dir.ancestors().skip(1).all(|ancestor| match std::fs::metadata(ancestor) {
+            Ok(meta) => meta.uid() == self.uid.as_raw() || meta.permissions().mode() & 0o001 != 0,
+            Err(_) => true,
+        })
     }
 }

@@ -36,10 +36,7 @@ impl Output {
     }
 
     fn attach(&self, command: &mut Command) -> io::Result<()> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_file())?;
+        let log = File::options().create(true).append(true).open(self.log_file())?;
         match self {
             Self::File(_) => command.stdout(log.try_clone()?).stderr(log),
             Self::Echo { .. } => command.stdout(Stdio::piped()).stderr(Stdio::piped()),
@@ -52,27 +49,19 @@ impl Output {
             return Ok(());
         };
         let streams: [Option<Box<dyn io::Read + Send>>; 2] = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn io::Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn io::Read + Send>),
         ];
         for stream in streams.into_iter().flatten() {
             let mut log = File::options().create(true).append(true).open(file)?;
             let prefix = prefix.clone();
             // These threads end when the child closes its end of the pipe.
-            std::thread::Builder::new()
-                .name(format!("{name}-output"))
-                .spawn(move || {
-                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                        let _ = writeln!(log, "{line}");
-                        eprintln!("{prefix} {line}");
-                    }
-                })?;
+            std::thread::Builder::new().name(format!("{name}-output")).spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = writeln!(log, "{line}");
+                    eprintln!("{prefix} {line}");
+                }
+            })?;
         }
         Ok(())
     }
@@ -106,11 +95,7 @@ pub struct Supervised {
 impl Supervised {
     /// Spawns `command` in a new process group, to be killed if this process dies, with its
     /// stdout and stderr sent to `output`.
-    pub fn spawn(
-        name: impl Into<String>,
-        mut command: Command,
-        output: &Output,
-    ) -> io::Result<Self> {
+    pub fn spawn(name: impl Into<String>, mut command: Command, output: &Output) -> io::Result<Self> {
         use std::os::unix::process::CommandExt;
         let name = name.into();
         command.process_group(0).stdin(Stdio::null());
@@ -119,14 +104,9 @@ impl Supervised {
         // SAFETY: the closure runs between fork and exec and only makes one async-signal-safe
         // syscall (prctl). It runs after std has applied uid/gid, which would otherwise reset
         // the parent-death signal.
-        #[allow(
-            unsafe_code,
-            reason = "pre_exec is the only way to set PR_SET_PDEATHSIG for a child"
-        )]
+        #[allow(unsafe_code, reason = "pre_exec is the only way to set PR_SET_PDEATHSIG for a child")]
         unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
-            });
+            command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from));
         }
         let (reply, response) = mpsc::channel();
         spawner()
@@ -134,9 +114,7 @@ impl Supervised {
             .map_err(|_| io::Error::other("process spawner lock poisoned"))?
             .send((command, reply))
             .map_err(|_| io::Error::other("process spawner thread is gone"))?;
-        let mut child = response
-            .recv()
-            .map_err(|_| io::Error::other("process spawner thread is gone"))??;
+        let mut child = response.recv().map_err(|_| io::Error::other("process spawner thread is gone"))??;
         output.pump(&name, &mut child)?;
         Ok(Self { name, child })
     }

@@ -24,15 +24,12 @@ where
 
 /// A free TCP port on 127.0.0.1, as the kernel hands them out.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// True while something accepts TCP connections on `127.0.0.1:port`.
 pub fn port_in_use(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-        .is_ok()
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
 /// Whether a process with this pid exists (signal 0 probes without sending anything).

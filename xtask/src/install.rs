@@ -7,10 +7,7 @@ use parley_testkit::binaries::{nats_server, postgres_tool};
 
 pub fn ensure_services() -> anyhow::Result<()> {
     let missing: Vec<&str> = [
-        (
-            "postgresql",
-            postgres_tool("initdb").is_err() || postgres_tool("postgres").is_err(),
-        ),
+        ("postgresql", postgres_tool("initdb").is_err() || postgres_tool("postgres").is_err()),
         ("nats-server", nats_server().is_err()),
     ]
     .into_iter()
@@ -21,42 +18,23 @@ pub fn ensure_services() -> anyhow::Result<()> {
     }
     eprintln!("xtask: installing {}", missing.join(" and "));
     if has("apt-get") {
-        let install = format!(
-            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {}",
-            missing.join(" ")
-        );
+        let install =
+            format!("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {}", missing.join(" "));
         let runner = if nix::unistd::Uid::effective().is_root() {
             Some(vec!["sh", "-c"])
-        } else if Command::new("sudo")
-            .args(["-n", "true"])
-            .status()
-            .is_ok_and(|s| s.success())
-        {
+        } else if Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success()) {
             Some(vec!["sudo", "-n", "sh", "-c"])
         } else {
             None
         };
         match runner {
             Some(runner) => run(&runner, &install)?,
-            None => anyhow::bail!(
-                "PostgreSQL/nats-server are missing; install them with:\n  sudo sh -c '{install}'"
-            ),
+            None => anyhow::bail!("PostgreSQL/nats-server are missing; install them with:\n  sudo sh -c '{install}'"),
         }
     } else if has("brew") {
-        let packages: Vec<&str> = missing
-            .iter()
-            .map(|p| {
-                if *p == "postgresql" {
-                    "postgresql@16"
-                } else {
-                    p
-                }
-            })
-            .collect();
-        run(
-            &["sh", "-c"],
-            &format!("brew install {}", packages.join(" ")),
-        )?;
+        let packages: Vec<&str> =
+            missing.iter().map(|p| if *p == "postgresql" { "postgresql@16" } else { p }).collect();
+        run(&["sh", "-c"], &format!("brew install {}", packages.join(" ")))?;
     } else {
         anyhow::bail!(
             "PostgreSQL/nats-server are missing and no known package manager was found: install {} \
@@ -70,17 +48,11 @@ pub fn ensure_services() -> anyhow::Result<()> {
 }
 
 fn has(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
 }
 
 fn run(prefix: &[&str], script: &str) -> anyhow::Result<()> {
-    let status = Command::new(prefix[0])
-        .args(&prefix[1..])
-        .arg(script)
-        .status()?;
+    let status = Command::new(prefix[0]).args(&prefix[1..]).arg(script).status()?;
     anyhow::ensure!(status.success(), "`{script}` failed with {status}");
     Ok(())
 }

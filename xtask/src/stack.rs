@@ -51,10 +51,7 @@ struct Paths {
 
 impl Paths {
     fn new() -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask lives in the workspace")
-            .to_path_buf();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf();
         let state = root.join(".parley");
         Self { root, state }
     }
@@ -73,11 +70,7 @@ impl Paths {
         let local = self.state.join("pg");
         match RunAs::for_postgres()? {
             Some(run_as) if !run_as.can_reach(&local) => {
-                let name = self
-                    .root
-                    .to_string_lossy()
-                    .trim_start_matches('/')
-                    .replace('/', "_");
+                let name = self.root.to_string_lossy().trim_start_matches('/').replace('/', "_");
                 Ok(PathBuf::from("/var/lib/parley").join(name).join("pg"))
             }
             _ => Ok(local),
@@ -86,18 +79,13 @@ impl Paths {
 }
 
 fn echo(prefix: &str, file: PathBuf) -> Output {
-    Output::Echo {
-        prefix: format!("[{prefix}]"),
-        file,
-    }
+    Output::Echo { prefix: format!("[{prefix}]"), file }
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let paths = Paths::new();
     if let Some(pid) = running_stack(&paths) {
-        anyhow::bail!(
-            "a stack is already running (xtask pid {pid}); stop it with `cargo xtask down`"
-        );
+        anyhow::bail!("a stack is already running (xtask pid {pid}); stop it with `cargo xtask down`");
     }
     for (what, port) in [
         ("PostgreSQL", args.pg_port),
@@ -127,43 +115,24 @@ async fn run_stack(args: &UpArgs, paths: &Paths) -> anyhow::Result<()> {
     let pg_data = paths.pg_data()?;
     let pg_output = echo("postgres", paths.logs().join("postgres.log"));
     PostgresServer::init(&pg_data, &pg_output)?;
-    let options = PostgresOptions {
-        port: args.pg_port,
-        durable: true,
-        max_connections: 100,
-    };
+    let options = PostgresOptions { port: args.pg_port, durable: true, max_connections: 100 };
     let mut postgres = PostgresServer::start(&pg_data, options, pg_output).await?;
     let database_url = postgres.url("parley");
     create_database(&postgres.url("postgres"), "parley").await?;
 
-    let mut nats = NatsServer::start(
-        &paths.state.join("nats"),
-        args.nats_port,
-        echo("nats", paths.logs().join("nats.log")),
-    )
-    .await?;
+    let mut nats =
+        NatsServer::start(&paths.state.join("nats"), args.nats_port, echo("nats", paths.logs().join("nats.log")))
+            .await?;
 
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(key, _)| key.starts_with("PARLEY_"))
-        .collect();
+    let mut env: Vec<(String, String)> = std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")).collect();
     env.push(("DATABASE_URL".into(), database_url.clone()));
     env.push(("NATS_URL".into(), nats.url()));
     migrate(&env)?;
 
-    let api = AppProcess::spawn(
-        Binary::Api,
-        args.api_port,
-        env.clone(),
-        echo("api", paths.logs().join("api.log")),
-    )
-    .await;
-    let broker = AppProcess::spawn(
-        Binary::Broker,
-        args.broker_port,
-        env,
-        echo("broker", paths.logs().join("broker.log")),
-    )
-    .await;
+    let api =
+        AppProcess::spawn(Binary::Api, args.api_port, env.clone(), echo("api", paths.logs().join("api.log"))).await;
+    let broker =
+        AppProcess::spawn(Binary::Broker, args.broker_port, env, echo("broker", paths.logs().join("broker.log"))).await;
     let (mut api, mut broker) = match (api, broker) {
         (Ok(api), Ok(broker)) => (api, broker),
         (api, broker) => {
@@ -192,16 +161,9 @@ async fn run_stack(args: &UpArgs, paths: &Paths) -> anyhow::Result<()> {
     nats.stop().await;
     postgres.stop().await;
     let describe = |status: Option<std::process::ExitStatus>| {
-        status.map_or_else(
-            || "killed after the deadline".to_owned(),
-            |status| status.to_string(),
-        )
+        status.map_or_else(|| "killed after the deadline".to_owned(), |status| status.to_string())
     };
-    eprintln!(
-        "xtask: stopped (api: {}, broker: {})",
-        describe(api_status),
-        describe(broker_status)
-    );
+    eprintln!("xtask: stopped (api: {}, broker: {})", describe(api_status), describe(broker_status));
     Ok(())
 }
 
@@ -209,13 +171,7 @@ async fn run_stack(args: &UpArgs, paths: &Paths) -> anyhow::Result<()> {
 fn build_binaries() -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--package",
-            "parley-api",
-            "--package",
-            "parley-broker",
-        ])
+        .args(["build", "--package", "parley-api", "--package", "parley-broker"])
         .status()
         .context("running cargo build")?;
     anyhow::ensure!(status.success(), "cargo build failed");
@@ -224,15 +180,12 @@ fn build_binaries() -> anyhow::Result<()> {
 
 async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(admin_url).await?;
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await?;
     if !exists {
-        sqlx::raw_sql(&format!(r#"create database "{name}""#))
-            .execute(&mut admin)
-            .await?;
+        sqlx::raw_sql(&format!(r#"create database "{name}""#)).execute(&mut admin).await?;
     }
     admin.close().await?;
     Ok(())
@@ -251,21 +204,14 @@ fn migrate(env: &[(String, String)]) -> anyhow::Result<()> {
 async fn wait_ready(base: &str) -> anyhow::Result<()> {
     let url = format!("{base}/ready");
     wait::until(&url, READY_TIMEOUT, || async {
-        reqwest::get(&url)
-            .await
-            .ok()
-            .filter(|response| response.status().is_success())
-            .map(|_| ())
+        reqwest::get(&url).await.ok().filter(|response| response.status().is_success()).map(|_| ())
     })
     .await
 }
 
 fn print_banner(stack_env: &str, pg_data: &Path) {
-    let token = token::issue(
-        DEV_USER.parse().expect("valid uuid"),
-        Some("Dev User".into()),
-        Duration::from_secs(86_400),
-    );
+    let token =
+        token::issue(DEV_USER.parse().expect("valid uuid"), Some("Dev User".into()), Duration::from_secs(86_400));
     println!(
         "\nParley is up.\n\n{stack_env}\nPostgreSQL data: {}\nSaved to .parley/stack.env. Logs: .parley/logs/.\n\n\
          A development token for user {DEV_USER}, valid 24 h (others: `cargo xtask token <uuid>`):\n\
@@ -306,15 +252,10 @@ async fn stopped_or_crashed(
 
 /// The pid of a running `cargo xtask up`, if the pid file names a live xtask process.
 fn running_stack(paths: &Paths) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(paths.pid_file())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let pid: u32 = std::fs::read_to_string(paths.pid_file()).ok()?.trim().parse().ok()?;
     // A stale file may name a pid that now belongs to something else.
-    let is_xtask = std::fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |cmdline| {
-        String::from_utf8_lossy(&cmdline).contains("xtask")
-    });
+    let is_xtask = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map_or(true, |cmdline| String::from_utf8_lossy(&cmdline).contains("xtask"));
     (wait::pid_alive(pid) && is_xtask && pid != std::process::id()).then_some(pid)
 }
 
@@ -326,10 +267,8 @@ pub async fn down() -> anyhow::Result<()> {
     };
     // `up` stops its processes in order on SIGTERM, exactly as on Ctrl-C.
     kill(Pid::from_raw(i32::try_from(pid)?), Signal::SIGTERM)?;
-    wait::until("the stack to stop", Duration::from_secs(60), || async {
-        (!wait::pid_alive(pid)).then_some(())
-    })
-    .await?;
+    wait::until("the stack to stop", Duration::from_secs(60), || async { (!wait::pid_alive(pid)).then_some(()) })
+        .await?;
     eprintln!("xtask: stack stopped");
     Ok(())
 }
@@ -339,8 +278,7 @@ pub async fn reset() -> anyhow::Result<()> {
     let paths = Paths::new();
     let pg_data = paths.pg_data()?;
     if pg_data.exists() {
-        std::fs::remove_dir_all(&pg_data)
-            .with_context(|| format!("removing {}", pg_data.display()))?;
+        std::fs::remove_dir_all(&pg_data).with_context(|| format!("removing {}", pg_data.display()))?;
     }
     if paths.state.exists() {
         std::fs::remove_dir_all(&paths.state).context("removing .parley")?;

@@ -5,33 +5,25 @@ use std::time::Duration;
 use async_nats::connection::State;
 use poem::http::StatusCode;
 use poem::web::{Data, Json};
-use poem::{IntoResponse, Response, Route, get, handler};
+use poem::{IntoResponse, Response, handler};
 use serde_json::json;
 
 use crate::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn routes() -> Route {
-    Route::new()
-        .at("/health", get(health))
-        .at("/ready", get(ready))
-}
-
 #[handler]
-fn health() -> Json<serde_json::Value> {
+pub fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 #[handler]
-async fn ready(state: Data<&AppState>) -> Response {
-    let postgres =
-        match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("select 1").execute(&state.db)).await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
-        };
+pub async fn ready(state: Data<&AppState>) -> Response {
+    let postgres = match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("select 1").execute(&state.db)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+    };
     let nats = match state.nats.connection_state() {
         State::Connected => Ok(()),
         other => Err(format!("{other:?}").to_lowercase()),
@@ -45,10 +37,6 @@ async fn ready(state: Data<&AppState>) -> Response {
         "status": if ready { "ready" } else { "unavailable" },
         "checks": { "postgres": describe(&postgres), "nats": describe(&nats) },
     }));
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     body.with_status(status).into_response()
 }

@@ -9,9 +9,7 @@ use serde_json::json;
 use crate::state::BrokerState;
 
 pub fn routes() -> Route {
-    Route::new()
-        .at("/health", get(health))
-        .at("/ready", get(ready))
+    Route::new().at("/health", get(health)).at("/ready", get(ready))
 }
 
 #[handler]

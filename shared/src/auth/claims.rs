@@ -40,31 +40,16 @@ impl Claims {
     }
 
     pub(super) fn into_identity(self) -> Result<Identity, AuthError> {
-        let user_id = self
-            .sub
-            .parse::<UserId>()
-            .map_err(|_| AuthError::InvalidSubject)?;
-        let expires_at =
-            DateTime::<Utc>::from_timestamp(self.exp, 0).ok_or(AuthError::Malformed)?;
-        let display_name = self
-            .name
-            .or(self.preferred_username)
-            .filter(|name| !name.trim().is_empty());
-        Ok(Identity {
-            user_id,
-            display_name,
-            expires_at,
-        })
+        let user_id = self.sub.parse::<UserId>().map_err(|_| AuthError::InvalidSubject)?;
+        let expires_at = DateTime::<Utc>::from_timestamp(self.exp, 0).ok_or(AuthError::Malformed)?;
+        let display_name = self.name.or(self.preferred_username).filter(|name| !name.trim().is_empty());
+        Ok(Identity { user_id, display_name, expires_at })
     }
 }
 
 /// Signs `claims` with HS256. For development tokens (`cargo xtask token`) and tests; production
 /// tokens come from the application's identity provider.
 pub fn issue_hs256(secret: &str, claims: &Claims) -> String {
-    jsonwebtoken::encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("HS256 signing of serialisable claims cannot fail")
+    jsonwebtoken::encode(&Header::default(), claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .expect("HS256 signing of serialisable claims cannot fail")
 }

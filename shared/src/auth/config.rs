@@ -61,10 +61,7 @@ pub enum AuthConfigError {
     #[error("set only one of PARLEY_JWT_PUBLIC_KEY_FILE and PARLEY_JWKS_URL")]
     TwoKeySources,
     #[error("cannot read the JWT public key file {path}: {source}")]
-    ReadKey {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadKey { path: PathBuf, source: std::io::Error },
     #[error("the JWT public key file {0} holds no RSA, EC or Ed25519 public key in PEM form")]
     UnusableKey(PathBuf),
     #[error("the JWT secret is empty")]
@@ -88,9 +85,7 @@ impl AuthArgs {
 
     /// True while tokens are checked against the public development secret.
     fn uses_dev_secret(&self) -> bool {
-        self.jwt_public_key_file.is_none()
-            && self.jwks_url.is_none()
-            && self.jwt_secret == super::DEV_SECRET
+        self.jwt_public_key_file.is_none() && self.jwks_url.is_none() && self.jwt_secret == super::DEV_SECRET
     }
 
     /// The verifier these settings describe; warns when it accepts development tokens.
@@ -105,20 +100,14 @@ impl AuthArgs {
             (Some(path), None) => KeySource::Static(load_pem(path)?),
             (None, Some(url)) => KeySource::Jwks(Box::new(JwksCache::new(
                 url.clone(),
-                JwksOptions {
-                    max_age: self.jwks_max_age,
-                    min_refetch: self.jwks_min_refetch,
-                },
+                JwksOptions { max_age: self.jwks_max_age, min_refetch: self.jwks_min_refetch },
             ))),
             (None, None) => {
                 if self.jwt_secret.is_empty() {
                     return Err(AuthConfigError::EmptySecret);
                 }
                 let key = DecodingKey::from_secret(self.jwt_secret.as_bytes());
-                KeySource::Static(VerificationKey {
-                    algorithms: key.family().algorithms().to_vec(),
-                    key,
-                })
+                KeySource::Static(VerificationKey { algorithms: key.family().algorithms().to_vec(), key })
             }
         };
         Ok(Verifier {
@@ -132,17 +121,11 @@ impl AuthArgs {
 
 /// Reads a PEM public key of any supported type; the key's type fixes which algorithms it accepts.
 fn load_pem(path: &Path) -> Result<VerificationKey, AuthConfigError> {
-    let pem = std::fs::read(path).map_err(|source| AuthConfigError::ReadKey {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let pem = std::fs::read(path).map_err(|source| AuthConfigError::ReadKey { path: path.to_path_buf(), source })?;
     DecodingKey::from_rsa_pem(&pem)
         .or_else(|_| DecodingKey::from_ec_pem(&pem))
         .or_else(|_| DecodingKey::from_ed_pem(&pem))
         .ok()
-        .map(|key| VerificationKey {
-            algorithms: key.family().algorithms().to_vec(),
-            key,
-        })
+        .map(|key| VerificationKey { algorithms: key.family().algorithms().to_vec(), key })
         .ok_or_else(|| AuthConfigError::UnusableKey(path.to_path_buf()))
 }

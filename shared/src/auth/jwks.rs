@@ -44,17 +44,8 @@ pub(super) struct JwksCache {
 
 impl JwksCache {
     pub(super) fn new(url: String, options: JwksOptions) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .build()
-            .unwrap_or_default();
-        Self {
-            url,
-            options,
-            http,
-            cached: RwLock::default(),
-            fetching: Mutex::new(()),
-        }
+        let http = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build().unwrap_or_default();
+        Self { url, options, http, cached: RwLock::default(), fetching: Mutex::new(()) }
     }
 
     /// The key for `kid`, fetching the set first when it is stale or does not know `kid`.
@@ -67,12 +58,8 @@ impl JwksCache {
         if let Some(key) = self.lookup_fresh(kid).await? {
             return Ok(key);
         }
-        let recently_fetched = self
-            .cached
-            .read()
-            .await
-            .fetched_at
-            .is_some_and(|at| at.elapsed() < self.options.min_refetch);
+        let recently_fetched =
+            self.cached.read().await.fetched_at.is_some_and(|at| at.elapsed() < self.options.min_refetch);
         if !recently_fetched {
             match self.fetch().await {
                 Ok(fresh) => *self.cached.write().await = fresh,
@@ -97,30 +84,14 @@ impl JwksCache {
     }
 
     async fn fetch(&self) -> Result<Cached, reqwest::Error> {
-        let set: JwkSet = self
-            .http
-            .get(&self.url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let mut cached = Cached {
-            fetched_at: Some(Instant::now()),
-            ..Cached::default()
-        };
-        let usable: Vec<(Option<String>, VerificationKey)> = set
-            .keys
-            .iter()
-            .filter_map(|jwk| Some((jwk.common.key_id.clone(), verification_key(jwk)?)))
-            .collect();
+        let set: JwkSet = self.http.get(&self.url).send().await?.error_for_status()?.json().await?;
+        let mut cached = Cached { fetched_at: Some(Instant::now()), ..Cached::default() };
+        let usable: Vec<(Option<String>, VerificationKey)> =
+            set.keys.iter().filter_map(|jwk| Some((jwk.common.key_id.clone(), verification_key(jwk)?))).collect();
         if let [(None, key)] = usable.as_slice() {
             cached.sole_key = Some(key.clone());
         }
-        cached.keys = usable
-            .into_iter()
-            .filter_map(|(kid, key)| Some((kid?, key)))
-            .collect();
+        cached.keys = usable.into_iter().filter_map(|(kid, key)| Some((kid?, key))).collect();
         tracing::debug!(url = %self.url, keys = cached.keys.len(), "JWKS fetched");
         Ok(cached)
     }

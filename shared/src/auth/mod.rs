@@ -76,9 +76,7 @@ struct VerificationKey {
 
 impl std::fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerificationKey")
-            .field("algorithms", &self.algorithms)
-            .finish_non_exhaustive()
+        f.debug_struct("VerificationKey").field("algorithms", &self.algorithms).finish_non_exhaustive()
     }
 }
 
@@ -146,9 +144,9 @@ fn map_jwt_error(kind: &ErrorKind) -> AuthError {
         ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
         ErrorKind::InvalidAudience => AuthError::WrongAudience,
         ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::InvalidAlgorithmName
-        | ErrorKind::MissingAlgorithm => AuthError::UnsupportedAlgorithm,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+            AuthError::UnsupportedAlgorithm
+        }
         // Key/algorithm mismatches surface as key errors in the crypto provider.
         ErrorKind::InvalidEcdsaKey
         | ErrorKind::InvalidEddsaKey

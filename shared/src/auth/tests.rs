@@ -24,11 +24,7 @@ const EC_PRIVATE: &[u8] = include_bytes!("testdata/ec_private.pem");
 const ED_PRIVATE: &[u8] = include_bytes!("testdata/ed_private.pem");
 
 fn claims() -> Claims {
-    Claims::for_user(
-        USER.parse().expect("uuid"),
-        Some("Alice".into()),
-        Duration::from_secs(300),
-    )
+    Claims::for_user(USER.parse().expect("uuid"), Some("Alice".into()), Duration::from_secs(300))
 }
 
 fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Claims) -> String {
@@ -68,10 +64,7 @@ async fn preferred_username_is_the_fallback_display_name() {
     let mut claims = claims();
     claims.name = None;
     claims.preferred_username = Some("alice42".into());
-    let identity = hs_verifier()
-        .verify(&issue_hs256(SECRET, &claims))
-        .await
-        .expect("valid");
+    let identity = hs_verifier().verify(&issue_hs256(SECRET, &claims)).await.expect("valid");
     assert_eq!(identity.display_name.as_deref(), Some("alice42"));
 }
 
@@ -105,33 +98,21 @@ async fn issuer_and_audience_are_enforced_when_configured() {
 
     let mut wrong_issuer = good.clone();
     wrong_issuer.iss = Some("https://evil.example".into());
-    assert_eq!(
-        verifier.verify(&issue_hs256(SECRET, &wrong_issuer)).await,
-        Err(AuthError::WrongIssuer)
-    );
+    assert_eq!(verifier.verify(&issue_hs256(SECRET, &wrong_issuer)).await, Err(AuthError::WrongIssuer));
 
     let mut wrong_audience = good.clone();
     wrong_audience.aud = Some("someone-else".into());
-    assert_eq!(
-        verifier.verify(&issue_hs256(SECRET, &wrong_audience)).await,
-        Err(AuthError::WrongAudience)
-    );
+    assert_eq!(verifier.verify(&issue_hs256(SECRET, &wrong_audience)).await, Err(AuthError::WrongAudience));
 
     let mut no_audience = good;
     no_audience.aud = None;
-    assert_eq!(
-        verifier.verify(&issue_hs256(SECRET, &no_audience)).await,
-        Err(AuthError::MissingClaim("aud".into()))
-    );
+    assert_eq!(verifier.verify(&issue_hs256(SECRET, &no_audience)).await, Err(AuthError::MissingClaim("aud".into())));
 }
 
 #[tokio::test]
 async fn wrong_signatures_are_rejected() {
     let forged = issue_hs256("another-secret", &claims());
-    assert_eq!(
-        hs_verifier().verify(&forged).await,
-        Err(AuthError::BadSignature)
-    );
+    assert_eq!(hs_verifier().verify(&forged).await, Err(AuthError::BadSignature));
 
     let (verifier, _key) = pem_verifier(RSA_PUBLIC);
     let other = EncodingKey::from_rsa_pem(RSA_OTHER_PRIVATE).expect("rsa key");
@@ -146,56 +127,30 @@ async fn alg_none_is_rejected() {
         b64(br#"{"alg":"none","typ":"JWT"}"#),
         b64(serde_json::to_string(&claims()).expect("json").as_bytes())
     );
-    assert_eq!(
-        hs_verifier().verify(&unsigned).await,
-        Err(AuthError::UnsupportedAlgorithm)
-    );
+    assert_eq!(hs_verifier().verify(&unsigned).await, Err(AuthError::UnsupportedAlgorithm));
     let (verifier, _key) = pem_verifier(RSA_PUBLIC);
-    assert_eq!(
-        verifier.verify(&unsigned).await,
-        Err(AuthError::UnsupportedAlgorithm)
-    );
+    assert_eq!(verifier.verify(&unsigned).await, Err(AuthError::UnsupportedAlgorithm));
 }
 
 #[tokio::test]
 async fn hs256_signed_with_the_rsa_public_key_is_rejected() {
     // The classic algorithm-confusion forgery: the attacker knows the public key.
-    let forged = sign(
-        Algorithm::HS256,
-        &EncodingKey::from_secret(RSA_PUBLIC),
-        None,
-        &claims(),
-    );
+    let forged = sign(Algorithm::HS256, &EncodingKey::from_secret(RSA_PUBLIC), None, &claims());
     let (verifier, _key) = pem_verifier(RSA_PUBLIC);
-    assert_eq!(
-        verifier.verify(&forged).await,
-        Err(AuthError::AlgorithmNotAllowed(Algorithm::HS256))
-    );
+    assert_eq!(verifier.verify(&forged).await, Err(AuthError::AlgorithmNotAllowed(Algorithm::HS256)));
 }
 
 #[tokio::test]
 async fn pem_keys_of_every_family_verify_their_own_algorithm() {
     let cases: [(Algorithm, EncodingKey, &[u8]); 3] = [
         (Algorithm::RS256, rsa_key(), RSA_PUBLIC),
-        (
-            Algorithm::ES256,
-            EncodingKey::from_ec_pem(EC_PRIVATE).expect("ec"),
-            include_bytes!("testdata/ec_public.pem"),
-        ),
-        (
-            Algorithm::EdDSA,
-            EncodingKey::from_ed_pem(ED_PRIVATE).expect("ed"),
-            include_bytes!("testdata/ed_public.pem"),
-        ),
+        (Algorithm::ES256, EncodingKey::from_ec_pem(EC_PRIVATE).expect("ec"), include_bytes!("testdata/ec_public.pem")),
+        (Algorithm::EdDSA, EncodingKey::from_ed_pem(ED_PRIVATE).expect("ed"), include_bytes!("testdata/ed_public.pem")),
     ];
     for (alg, private, public) in cases {
         let (verifier, _key) = pem_verifier(public);
         let identity = verifier.verify(&sign(alg, &private, None, &claims())).await;
-        assert_eq!(
-            identity.map(|id| id.user_id.to_string()),
-            Ok(USER.to_string()),
-            "{alg:?}"
-        );
+        assert_eq!(identity.map(|id| id.user_id.to_string()), Ok(USER.to_string()), "{alg:?}");
     }
 }
 
@@ -203,14 +158,8 @@ async fn pem_keys_of_every_family_verify_their_own_algorithm() {
 async fn non_uuid_subject_and_garbage_are_rejected() {
     let mut claims = claims();
     claims.sub = "auth0|abc.*".into();
-    assert_eq!(
-        hs_verifier().verify(&issue_hs256(SECRET, &claims)).await,
-        Err(AuthError::InvalidSubject)
-    );
-    assert_eq!(
-        hs_verifier().verify("not a jwt").await,
-        Err(AuthError::Malformed)
-    );
+    assert_eq!(hs_verifier().verify(&issue_hs256(SECRET, &claims)).await, Err(AuthError::InvalidSubject));
+    assert_eq!(hs_verifier().verify("not a jwt").await, Err(AuthError::Malformed));
 }
 
 #[test]
@@ -241,33 +190,17 @@ struct JwksServer {
 impl JwksServer {
     async fn start(keys: Vec<Jwk>) -> Self {
         #[handler]
-        async fn jwks(
-            keys: Data<&Arc<RwLock<JwkSet>>>,
-            fetches: Data<&Arc<AtomicUsize>>,
-        ) -> Json<JwkSet> {
+        async fn jwks(keys: Data<&Arc<RwLock<JwkSet>>>, fetches: Data<&Arc<AtomicUsize>>) -> Json<JwkSet> {
             fetches.fetch_add(1, Ordering::SeqCst);
             Json(keys.read().await.clone())
         }
         let keys = Arc::new(RwLock::new(JwkSet { keys }));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let acceptor = TcpListener::bind("127.0.0.1:0")
-            .into_acceptor()
-            .await
-            .expect("bind");
-        let addr = acceptor.local_addr()[0]
-            .as_socket_addr()
-            .copied()
-            .expect("tcp address");
-        let app = Route::new()
-            .at("/jwks.json", get(jwks))
-            .data(keys.clone())
-            .data(fetches.clone());
+        let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.expect("bind");
+        let addr = acceptor.local_addr()[0].as_socket_addr().copied().expect("tcp address");
+        let app = Route::new().at("/jwks.json", get(jwks)).data(keys.clone()).data(fetches.clone());
         tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
-        Self {
-            url: format!("http://{addr}/jwks.json"),
-            keys,
-            fetches,
-        }
+        Self { url: format!("http://{addr}/jwks.json"), keys, fetches }
     }
 
     fn fetches(&self) -> usize {
@@ -293,20 +226,8 @@ async fn valid_rs256_token_verifies_through_a_jwks() {
     let server = JwksServer::start(vec![rsa_jwk("k1", &rsa_key())]).await;
     let verifier = server.verifier(Duration::from_secs(30));
     let token = sign(Algorithm::RS256, &rsa_key(), Some("k1"), &claims());
-    assert_eq!(
-        verifier
-            .verify(&token)
-            .await
-            .map(|id| id.user_id.to_string()),
-        Ok(USER.into())
-    );
-    assert_eq!(
-        verifier
-            .verify(&token)
-            .await
-            .map(|id| id.user_id.to_string()),
-        Ok(USER.into())
-    );
+    assert_eq!(verifier.verify(&token).await.map(|id| id.user_id.to_string()), Ok(USER.into()));
+    assert_eq!(verifier.verify(&token).await.map(|id| id.user_id.to_string()), Ok(USER.into()));
     assert_eq!(server.fetches(), 1, "the key set is cached");
 }
 
@@ -324,11 +245,7 @@ async fn unknown_kid_causes_one_rate_limited_refetch_then_rejection() {
     let before = server.fetches();
     let unknown = sign(Algorithm::RS256, &rsa_key(), Some("k-unknown"), &claims());
     assert_eq!(verifier.verify(&unknown).await, Err(AuthError::UnknownKey));
-    assert_eq!(
-        server.fetches(),
-        before + 1,
-        "one refetch for an unknown kid"
-    );
+    assert_eq!(server.fetches(), before + 1, "one refetch for an unknown kid");
 
     // …and inside it, none at all, however many arrive.
     let limited = server.verifier(Duration::from_secs(30));
@@ -344,34 +261,20 @@ async fn unknown_kid_causes_one_rate_limited_refetch_then_rejection() {
 async fn rotated_key_is_picked_up_by_the_refetch() {
     let server = JwksServer::start(vec![rsa_jwk("k1", &rsa_key())]).await;
     let verifier = server.verifier(Duration::ZERO);
-    verifier
-        .verify(&sign(Algorithm::RS256, &rsa_key(), Some("k1"), &claims()))
-        .await
-        .expect("k1");
+    verifier.verify(&sign(Algorithm::RS256, &rsa_key(), Some("k1"), &claims())).await.expect("k1");
 
     let rotated = EncodingKey::from_rsa_pem(RSA_OTHER_PRIVATE).expect("rsa key");
     server.keys.write().await.keys.push(rsa_jwk("k2", &rotated));
     let token = sign(Algorithm::RS256, &rotated, Some("k2"), &claims());
-    assert!(
-        verifier.verify(&token).await.is_ok(),
-        "k2 found after one refetch"
-    );
+    assert!(verifier.verify(&token).await.is_ok(), "k2 found after one refetch");
 }
 
 #[tokio::test]
 async fn hs256_token_is_refused_by_a_jwks_verifier() {
     let server = JwksServer::start(vec![rsa_jwk("k1", &rsa_key())]).await;
-    let forged = sign(
-        Algorithm::HS256,
-        &EncodingKey::from_secret(RSA_PUBLIC),
-        Some("k1"),
-        &claims(),
-    );
+    let forged = sign(Algorithm::HS256, &EncodingKey::from_secret(RSA_PUBLIC), Some("k1"), &claims());
     assert_eq!(
-        server
-            .verifier(Duration::from_secs(30))
-            .verify(&forged)
-            .await,
+        server.verifier(Duration::from_secs(30)).verify(&forged).await,
         Err(AuthError::AlgorithmNotAllowed(Algorithm::HS256))
     );
 }
@@ -381,10 +284,7 @@ async fn unreachable_jwks_is_reported_as_unavailable_keys() {
     let mut args = AuthArgs::with_secret("unused");
     args.jwks_url = Some("http://127.0.0.1:9/jwks.json".into());
     let token = sign(Algorithm::RS256, &rsa_key(), Some("k1"), &claims());
-    assert_eq!(
-        args.build().expect("verifier").verify(&token).await,
-        Err(AuthError::KeysUnavailable)
-    );
+    assert_eq!(args.build().expect("verifier").verify(&token).await, Err(AuthError::KeysUnavailable));
 }
 
 fn b64(bytes: &[u8]) -> String {

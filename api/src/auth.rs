@@ -1,0 +1,70 @@
+//! The bearer security scheme of every `/v1` route, and "create or refresh the user on sight".
+
+use std::time::Duration;
+
+use parley_shared::auth::Identity;
+use parley_shared::ids::UserId;
+use poem::Request;
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::Bearer;
+use sqlx::PgPool;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Who is calling: the verified `sub` of the bearer JWT.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub id: UserId,
+}
+
+/// `Authorization: Bearer <JWT>`, verified against the configured key source.
+#[derive(SecurityScheme, Debug)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "authenticate")]
+pub struct BearerAuth(pub Caller);
+
+async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller> {
+    let state = request.data::<AppState>().ok_or_else(ApiError::internal)?;
+    let identity = state.verifier.verify(&bearer.token).await.map_err(ApiError::from)?;
+    state.users.seen(&state.db, &identity).await?;
+    Ok(Caller { id: identity.user_id })
+}
+
+/// Users whose row is known to be current, so most requests skip the upsert.
+#[derive(Debug)]
+pub struct SeenUsers {
+    recent: moka::sync::Cache<UserId, Option<String>>,
+}
+
+impl Default for SeenUsers {
+    fn default() -> Self {
+        Self {
+            recent: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
+        }
+    }
+}
+
+impl SeenUsers {
+    /// Creates the user's row, or refreshes its display name and `last_seen_at`, at most once a
+    /// minute per user and process (and at once when the name in the token changed).
+    pub async fn seen(&self, db: &PgPool, identity: &Identity) -> Result<(), ApiError> {
+        if self.recent.get(&identity.user_id).as_ref() == Some(&identity.display_name) {
+            return Ok(());
+        }
+        sqlx::query(
+            "insert into users (id, display_name, last_seen_at) values ($1, $2, now())
+             on conflict (id) do update
+                set display_name = coalesce(excluded.display_name, users.display_name), last_seen_at = now()",
+        )
+        .bind(identity.user_id.as_uuid())
+        .bind(identity.display_name.as_deref().map(|name| truncate(name, 200)))
+        .execute(db)
+        .await?;
+        self.recent.insert(identity.user_id, identity.display_name.clone());
+        Ok(())
+    }
+}
+
+fn truncate(name: &str, max_chars: usize) -> &str {
+    name.char_indices().nth(max_chars).map_or(name, |(end, _)| &name[..end])
+}

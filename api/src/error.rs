@@ -1,0 +1,223 @@
+//! The one error type of every route: RFC 7807 `application/problem+json` with a stable `code`.
+//!
+//! Handlers return `Result<_, ApiError>`. Errors raised outside handlers (a path or body that
+//! does not parse, a missing bearer token, an unknown route, a body over the size limit) are
+//! turned into the same shape by [`problem_for_unhandled`]. Internal failures are logged with
+//! their cause and answered without it.
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{ToJSON, Type};
+use poem_openapi::{ApiResponse, Object};
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// An RFC 7807 problem detail.
+#[derive(Object, Clone, Debug, PartialEq, Eq)]
+#[oai(example)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:parley:problem:<code>`.
+    #[oai(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// Stable, machine-readable code, e.g. `not_found`, `validation_failed`, `edit_window_expired`.
+    pub code: String,
+    /// The request field at fault, when there is one.
+    #[oai(skip_serializing_if_is_none)]
+    pub field: Option<String>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            problem_type: format!("urn:parley:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            field: None,
+        }
+    }
+}
+
+impl poem_openapi::types::Example for Problem {
+    fn example() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "conversation not found")
+    }
+}
+
+/// A [`Problem`] sent as `application/problem+json`.
+#[derive(Debug)]
+pub struct ProblemJson(pub Box<Problem>);
+
+impl ProblemJson {
+    pub fn new(problem: Problem) -> Self {
+        Self(Box::new(problem))
+    }
+}
+
+impl Payload for ProblemJson {
+    const CONTENT_TYPE: &'static str = PROBLEM_CONTENT_TYPE;
+
+    fn schema_ref() -> MetaSchemaRef {
+        Problem::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+impl IntoResponse for ProblemJson {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Response::builder().status(status).content_type(PROBLEM_CONTENT_TYPE).body(self.0.to_json_string())
+    }
+}
+
+/// Every error a Parley route can answer with.
+#[derive(ApiResponse, Debug)]
+pub enum ApiError {
+    /// The request is malformed; `field` names the part at fault.
+    #[oai(status = 400)]
+    BadRequest(ProblemJson),
+    /// The bearer token is missing, invalid or expired.
+    #[oai(status = 401)]
+    Unauthorized(ProblemJson, #[oai(header = "WWW-Authenticate")] String),
+    /// The caller is a member but may not do this.
+    #[oai(status = 403)]
+    Forbidden(ProblemJson),
+    /// Not found, or not visible to the caller (non-members cannot tell the difference).
+    #[oai(status = 404)]
+    NotFound(ProblemJson),
+    /// The request conflicts with the current state.
+    #[oai(status = 409)]
+    Conflict(ProblemJson),
+    /// The request body is over the size limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(ProblemJson),
+    /// The request is well-formed but cannot be applied.
+    #[oai(status = 422)]
+    Unprocessable(ProblemJson),
+    /// The per-user rate limit is exhausted; retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
+    /// A dependency (PostgreSQL) is unavailable; retry later.
+    #[oai(status = 503)]
+    Unavailable(ProblemJson),
+    /// An unexpected failure; details are in the server log.
+    #[oai(status = 500)]
+    Internal(ProblemJson),
+}
+
+impl ApiError {
+    pub fn bad_request(field: &str, detail: impl Into<String>) -> Self {
+        let mut problem = Problem::new(StatusCode::BAD_REQUEST, "validation_failed", detail);
+        problem.field = Some(field.to_owned());
+        Self::BadRequest(ProblemJson::new(problem))
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{}\"", detail.replace('"', "'"));
+        Self::Unauthorized(ProblemJson::new(Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)), challenge)
+    }
+
+    pub fn forbidden(code: &str, detail: impl Into<String>) -> Self {
+        Self::Forbidden(ProblemJson::new(Problem::new(StatusCode::FORBIDDEN, code, detail)))
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound(ProblemJson::new(Problem::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))))
+    }
+
+    pub fn conflict(code: &str, detail: impl Into<String>) -> Self {
+        Self::Conflict(ProblemJson::new(Problem::new(StatusCode::CONFLICT, code, detail)))
+    }
+
+    pub fn unprocessable(code: &str, detail: impl Into<String>) -> Self {
+        Self::Unprocessable(ProblemJson::new(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)))
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::Unavailable(ProblemJson::new(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)))
+    }
+
+    pub fn internal() -> Self {
+        Self::Internal(ProblemJson::new(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an unexpected error occurred; it has been logged",
+        )))
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(%error, "database unavailable");
+                Self::unavailable("the database is unavailable; retry shortly")
+            }
+            _ => {
+                tracing::error!(error = ?error, "database error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<parley_shared::auth::AuthError> for ApiError {
+    fn from(error: parley_shared::auth::AuthError) -> Self {
+        match error {
+            parley_shared::auth::AuthError::KeysUnavailable => Self::unavailable(error.to_string()),
+            other => Self::unauthorized(other.to_string()),
+        }
+    }
+}
+
+/// Turns any error that reached the router without being an [`ApiError`] into problem+json.
+pub async fn problem_for_unhandled(error: poem::Error) -> Response {
+    let field = if let Some(param) = error.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        Some(param.name.to_owned())
+    } else {
+        error.downcast_ref::<poem_openapi::error::ParsePathError>().map(|path| path.name.to_owned())
+    };
+    let status = error.status();
+    let detail = error.to_string();
+    let mut response = error.into_response();
+    if response.content_type().is_some_and(|content_type| content_type.starts_with(PROBLEM_CONTENT_TYPE)) {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "validation_failed",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        status if status.is_server_error() => "internal",
+        _ => "error",
+    };
+    let detail = if detail.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { detail };
+    let mut problem = Problem::new(status, code, detail);
+    problem.field = field;
+    let headers = std::mem::take(response.headers_mut());
+    let mut out = ProblemJson::new(problem).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        out.headers_mut().insert(poem::http::header::WWW_AUTHENTICATE, poem::http::HeaderValue::from_static("Bearer"));
+    }
+    for (name, value) in &headers {
+        if name == poem::http::header::ALLOW || name == poem::http::header::RETRY_AFTER {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}

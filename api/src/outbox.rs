@@ -1,0 +1,59 @@
+//! Recording domain events. Every write appends its event to `events` in the same transaction
+//! as the change itself, at the conversation's next `seq`: the row lock taken by the `update`
+//! serialises writers of one conversation, so seq is gapless and commit order is seq order.
+//! Publishing those rows to NATS is the relay's job; a committed row is never lost.
+
+use parley_shared::events::Event;
+use parley_shared::ids::{ConversationId, EventId, UserId};
+use sqlx::PgConnection;
+
+use crate::error::ApiError;
+use uuid::Uuid;
+
+/// An event written to the outbox, to be published once the transaction commits.
+#[must_use = "recorded events must be handed to the publisher after commit"]
+#[derive(Clone, Copy, Debug)]
+#[allow(dead_code, reason = "read by the NATS publisher, which arrives with the domain-events work")]
+pub struct Recorded {
+    pub id: EventId,
+    pub seq: i64,
+}
+
+/// Takes the conversation's next seq, locking its row until commit. Writers call this *before*
+/// checking membership, so the check sees any membership change that committed while they
+/// waited for the lock. `activity` also moves the conversation up members' lists; receipts do not.
+pub async fn next_seq(tx: &mut PgConnection, conversation: ConversationId, activity: bool) -> Result<i64, ApiError> {
+    sqlx::query_scalar(
+        "update conversations
+            set last_seq = last_seq + 1,
+                last_activity_at = case when $2 then now() else last_activity_at end
+          where id = $1
+      returning last_seq",
+    )
+    .bind(conversation.as_uuid())
+    .bind(activity)
+    .fetch_optional(tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found("conversation"))
+}
+
+/// Appends `event` at `seq`, which [`next_seq`] handed out in this transaction.
+pub async fn append(
+    tx: &mut PgConnection,
+    conversation: ConversationId,
+    seq: i64,
+    actor: UserId,
+    event: &Event,
+) -> Result<Recorded, sqlx::Error> {
+    let id = EventId::from_uuid(Uuid::now_v7());
+    sqlx::query("insert into events (id, conversation_id, seq, type, actor_id, data) values ($1, $2, $3, $4, $5, $6)")
+        .bind(id.as_uuid())
+        .bind(conversation.as_uuid())
+        .bind(seq)
+        .bind(event.kind())
+        .bind(actor.as_uuid())
+        .bind(event.data())
+        .execute(tx)
+        .await?;
+    Ok(Recorded { id, seq })
+}

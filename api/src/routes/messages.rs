@@ -1,0 +1,476 @@
+//! `/v1/conversations/{id}/messages`: send (idempotent), page through, edit, delete.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use parley_shared::events::{self, Event, MessageCreated, MessageDeleted, MessageEdited};
+use parley_shared::ids::{ConversationId, MessageId, UserId};
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::ApiTags;
+use crate::auth::BearerAuth;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{membership, outbox};
+
+/// File metadata; the file itself lives wherever the application stores files.
+#[derive(Object, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attachment {
+    /// An `https://` URL.
+    #[oai(validator(max_length = 2048))]
+    pub url: String,
+    #[oai(validator(pattern = r"^[\w.+-]+/[\w.+-]+$", max_length = 255))]
+    pub mime_type: String,
+    #[oai(validator(minimum(value = "0")))]
+    pub size_bytes: i64,
+    #[oai(validator(max_length = 255))]
+    pub name: Option<String>,
+}
+
+#[derive(Object, Debug, serde::Serialize)]
+pub struct NewMessage {
+    /// The text: trimmed, non-empty, at most the configured length (default 4,000 characters).
+    pub text: String,
+    /// A message of the same conversation this one answers.
+    pub reply_to: Option<Uuid>,
+    pub attachment: Option<Attachment>,
+    /// The sender's own id for this message; echoed in the `message.created` event so the
+    /// sender's devices can match it with their optimistic copy.
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub client_message_id: Option<String>,
+}
+
+#[derive(Object, Debug)]
+pub struct MessagePatch {
+    /// The new text, with the same rules as when sending.
+    pub text: String,
+}
+
+#[derive(Object, Clone, Debug)]
+pub struct ReactionCount {
+    pub emoji: String,
+    pub count: i64,
+    /// Whether the caller is among those who reacted.
+    pub me: bool,
+}
+
+#[derive(Object, Clone, Debug)]
+pub struct Message {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    /// Position in the conversation's event sequence.
+    pub seq: i64,
+    pub author_id: Uuid,
+    /// Absent once the message is deleted.
+    pub text: Option<String>,
+    pub reply_to: Option<Uuid>,
+    pub attachment: Option<Attachment>,
+    pub client_message_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted: bool,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub reactions: Vec<ReactionCount>,
+}
+
+#[derive(Object, Debug)]
+pub struct MessagePage {
+    /// In seq order.
+    pub items: Vec<Message>,
+    /// More messages lie beyond this page in the direction asked for.
+    pub has_more: bool,
+}
+
+#[derive(ApiResponse, Debug)]
+pub enum SendResponse {
+    /// The message was stored (or, for a repeated `Idempotency-Key`, had been).
+    #[oai(status = 201)]
+    Created(Json<Message>),
+}
+
+#[derive(ApiResponse, Debug)]
+pub enum DeleteResponse {
+    /// The message is deleted (or already was).
+    #[oai(status = 204)]
+    Deleted,
+}
+
+pub struct MessagesApi;
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::Messages")]
+impl MessagesApi {
+    /// Send a message
+    ///
+    /// With an `Idempotency-Key`, a retried request (same key, same body) returns the message
+    /// the first one created instead of sending it twice; the same key with another body is 422.
+    #[oai(path = "/conversations/:id/messages", method = "post", operation_id = "sendMessage")]
+    async fn send(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        id: Path<Uuid>,
+        /// Any client-chosen string up to 255 characters, unique per user and message.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255))]
+        idempotency_key: Header<Option<String>>,
+        body: Json<NewMessage>,
+    ) -> Result<SendResponse, ApiError> {
+        let (caller, conversation) = (auth.0.id, ConversationId::from_uuid(id.0));
+        let text = validate_text(&body.0.text, state.limits.message_max_chars)?;
+        if let Some(attachment) = &body.0.attachment {
+            validate_attachment(attachment)?;
+        }
+        let message_id = MessageId::from_uuid(Uuid::now_v7());
+        let mut tx = state.db.begin().await?;
+        if let Some(key) = &idempotency_key.0 {
+            let request = serde_json::json!({ "conversation_id": id.0, "message": &body.0 });
+            // A concurrent request with the same key waits here for this one to commit, then
+            // finds the key taken and answers with this message.
+            let claimed: Option<Uuid> = sqlx::query_scalar(
+                "insert into idempotency_keys (user_id, key, request, message_id) values ($1, $2, $3, $4)
+                 on conflict (user_id, key) do nothing returning message_id",
+            )
+            .bind(caller.as_uuid())
+            .bind(key)
+            .bind(&request)
+            .bind(message_id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if claimed.is_none() {
+                tx.rollback().await?;
+                return replay(&state.db, caller, key, &request).await;
+            }
+        }
+        let seq = outbox::next_seq(&mut tx, conversation, true).await?;
+        let member = membership::require(&mut *tx, conversation, caller).await?;
+        if let Some(reply_to) = body.0.reply_to {
+            let visible: bool = sqlx::query_scalar(
+                "select exists (select 1 from messages where id = $1 and conversation_id = $2 and seq >= $3)",
+            )
+            .bind(reply_to)
+            .bind(id.0)
+            .bind(member.visible_from_seq)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !visible {
+                return Err(ApiError::bad_request("reply_to", "not a message of this conversation"));
+            }
+        }
+        let attachment = body.0.attachment.clone();
+        sqlx::query(
+            "insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(message_id.as_uuid())
+        .bind(id.0)
+        .bind(seq)
+        .bind(caller.as_uuid())
+        .bind(&body.0.client_message_id)
+        .bind(&text)
+        .bind(body.0.reply_to)
+        .bind(attachment.as_ref().map(sqlx::types::Json))
+        .execute(&mut *tx)
+        .await?;
+        let event = Event::MessageCreated(MessageCreated {
+            message_id,
+            author_id: caller,
+            body: Some(text),
+            reply_to: body.0.reply_to.map(MessageId::from_uuid),
+            attachment: attachment.map(|a| events::Attachment {
+                url: a.url,
+                mime_type: a.mime_type,
+                size_bytes: a.size_bytes,
+                name: a.name,
+            }),
+            client_message_id: body.0.client_message_id.clone(),
+        });
+        let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
+        tx.commit().await?;
+        Ok(SendResponse::Created(Json(load_one(&state.db, caller, *message_id.as_uuid()).await?)))
+    }
+
+    /// Page through messages
+    ///
+    /// Without cursors: the latest `limit` messages. `before_seq`: the `limit` messages just
+    /// before it; `after_seq`: the `limit` messages just after it. Always returned in seq order.
+    /// Deleted messages appear as tombstones without text.
+    #[oai(path = "/conversations/:id/messages", method = "get", operation_id = "listMessages")]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        id: Path<Uuid>,
+        #[oai(validator(minimum(value = "0")))] before_seq: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "0")))] after_seq: Query<Option<i64>>,
+        /// 1 to 100.
+        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<i64>,
+    ) -> Result<Json<MessagePage>, ApiError> {
+        let caller = auth.0.id;
+        let member = membership::require(&state.db, ConversationId::from_uuid(id.0), caller).await?;
+        let ascending = after_seq.0.is_some() && before_seq.0.is_none();
+        let mut ids: Vec<Uuid> = sqlx::query_scalar(
+            "select id from messages
+              where conversation_id = $1 and seq >= $2
+                and ($3::bigint is null or seq < $3) and ($4::bigint is null or seq > $4)
+              order by case when $5 then seq end asc, seq desc
+              limit $6",
+        )
+        .bind(id.0)
+        .bind(member.visible_from_seq)
+        .bind(before_seq.0)
+        .bind(after_seq.0)
+        .bind(ascending)
+        .bind(limit.0 + 1)
+        .fetch_all(&state.db)
+        .await?;
+        let has_more = ids.len() > usize::try_from(limit.0).unwrap_or(usize::MAX);
+        ids.truncate(usize::try_from(limit.0).unwrap_or(usize::MAX));
+        let mut items = load(&state.db, caller, &ids).await?;
+        items.sort_by_key(|message| message.seq);
+        Ok(Json(MessagePage { items, has_more }))
+    }
+
+    /// Edit a message
+    ///
+    /// Only its author, and only within the edit window (default 15 minutes; 403
+    /// `edit_window_expired` after it). A deleted message cannot be edited (409).
+    #[oai(path = "/conversations/:id/messages/:message_id", method = "patch", operation_id = "editMessage")]
+    async fn edit(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        id: Path<Uuid>,
+        message_id: Path<Uuid>,
+        body: Json<MessagePatch>,
+    ) -> Result<Json<Message>, ApiError> {
+        let (caller, conversation) = (auth.0.id, ConversationId::from_uuid(id.0));
+        let text = validate_text(&body.0.text, state.limits.message_max_chars)?;
+        let mut tx = state.db.begin().await?;
+        let seq = outbox::next_seq(&mut tx, conversation, false).await?;
+        let member = membership::require(&mut *tx, conversation, caller).await?;
+        let target = find(&mut tx, id.0, message_id.0, member.visible_from_seq).await?;
+        if target.author_id != *caller.as_uuid() {
+            return Err(ApiError::forbidden("not_author", "only the author may edit a message"));
+        }
+        if target.deleted {
+            return Err(ApiError::conflict("message_deleted", "the message has been deleted"));
+        }
+        let window = chrono::Duration::from_std(state.limits.edit_window).unwrap_or(chrono::Duration::MAX);
+        if Utc::now() - target.created_at > window {
+            return Err(ApiError::forbidden("edit_window_expired", "the edit window for this message has closed"));
+        }
+        let edited_at: DateTime<Utc> =
+            sqlx::query_scalar("update messages set body = $2, edited_at = now() where id = $1 returning edited_at")
+                .bind(message_id.0)
+                .bind(&text)
+                .fetch_one(&mut *tx)
+                .await?;
+        let event = Event::MessageEdited(MessageEdited {
+            message_id: MessageId::from_uuid(message_id.0),
+            body: Some(text),
+            edited_at,
+        });
+        let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
+        tx.commit().await?;
+        Ok(Json(load_one(&state.db, caller, message_id.0).await?))
+    }
+
+    /// Delete a message
+    ///
+    /// Its author, or an owner of the group. The text and attachment are erased everywhere,
+    /// including from stored events; the tombstone keeps its seq.
+    #[oai(path = "/conversations/:id/messages/:message_id", method = "delete", operation_id = "deleteMessage")]
+    async fn delete(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        id: Path<Uuid>,
+        message_id: Path<Uuid>,
+    ) -> Result<DeleteResponse, ApiError> {
+        let (caller, conversation) = (auth.0.id, ConversationId::from_uuid(id.0));
+        let mut tx = state.db.begin().await?;
+        let seq = outbox::next_seq(&mut tx, conversation, false).await?;
+        let member = membership::require(&mut *tx, conversation, caller).await?;
+        let target = find(&mut tx, id.0, message_id.0, member.visible_from_seq).await?;
+        if target.author_id != *caller.as_uuid() && !(member.is_group() && member.is_owner()) {
+            return Err(ApiError::forbidden("not_author", "only the author or a group owner may delete a message"));
+        }
+        if target.deleted {
+            tx.rollback().await?;
+            return Ok(DeleteResponse::Deleted);
+        }
+        sqlx::query("update messages set body = null, attachment = null, deleted_at = now() where id = $1")
+            .bind(message_id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("delete from reactions where message_id = $1").bind(message_id.0).execute(&mut *tx).await?;
+        // The text also lives in the events that created and edited the message.
+        sqlx::query(
+            "update events set data = data - 'body' - 'attachment'
+              where conversation_id = $1 and type in ('message.created', 'message.edited')
+                and data ->> 'message_id' = $2::text",
+        )
+        .bind(id.0)
+        .bind(message_id.0)
+        .execute(&mut *tx)
+        .await?;
+        let event = Event::MessageDeleted(MessageDeleted { message_id: MessageId::from_uuid(message_id.0) });
+        let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
+        tx.commit().await?;
+        Ok(DeleteResponse::Deleted)
+    }
+}
+
+fn default_limit() -> i64 {
+    50
+}
+
+/// Trimmed, non-empty, at most `max_chars` characters.
+fn validate_text(text: &str, max_chars: usize) -> Result<String, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request("text", "text must not be empty"));
+    }
+    if text.chars().count() > max_chars {
+        return Err(ApiError::bad_request("text", format!("text is longer than {max_chars} characters")));
+    }
+    Ok(text.to_owned())
+}
+
+fn validate_attachment(attachment: &Attachment) -> Result<(), ApiError> {
+    let url = &attachment.url;
+    let host = url.strip_prefix("https://").unwrap_or_default();
+    if host.is_empty() || host.starts_with('/') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::bad_request("attachment.url", "the attachment URL must be an https:// URL"));
+    }
+    Ok(())
+}
+
+async fn replay(db: &PgPool, caller: UserId, key: &str, request: &serde_json::Value) -> Result<SendResponse, ApiError> {
+    let (same_request, message_id): (bool, Uuid) =
+        sqlx::query_as("select request = $3, message_id from idempotency_keys where user_id = $1 and key = $2")
+            .bind(caller.as_uuid())
+            .bind(key)
+            .bind(request)
+            .fetch_one(db)
+            .await?;
+    if !same_request {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        ));
+    }
+    Ok(SendResponse::Created(Json(load_one(db, caller, message_id).await?)))
+}
+
+struct Target {
+    author_id: Uuid,
+    created_at: DateTime<Utc>,
+    deleted: bool,
+}
+
+/// The message, locked for update, if it belongs to the conversation and is visible to the caller.
+async fn find(
+    tx: &mut sqlx::PgConnection,
+    conversation: Uuid,
+    message: Uuid,
+    visible_from_seq: i64,
+) -> Result<Target, ApiError> {
+    let row: Option<(Uuid, DateTime<Utc>, bool)> = sqlx::query_as(
+        "select author_id, created_at, deleted_at is not null from messages
+          where id = $1 and conversation_id = $2 and seq >= $3 for update",
+    )
+    .bind(message)
+    .bind(conversation)
+    .bind(visible_from_seq)
+    .fetch_optional(tx)
+    .await?;
+    let (author_id, created_at, deleted) = row.ok_or_else(|| ApiError::not_found("message"))?;
+    Ok(Target { author_id, created_at, deleted })
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: Uuid,
+    conversation_id: Uuid,
+    seq: i64,
+    author_id: Uuid,
+    body: Option<String>,
+    reply_to: Option<Uuid>,
+    attachment: Option<sqlx::types::Json<Attachment>>,
+    client_message_id: Option<String>,
+    created_at: DateTime<Utc>,
+    edited_at: Option<DateTime<Utc>>,
+    deleted_at: Option<DateTime<Utc>>,
+}
+
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, author_id, body, reply_to, attachment, client_message_id, created_at, edited_at, deleted_at";
+
+async fn load_one(db: &PgPool, caller: UserId, id: Uuid) -> Result<Message, ApiError> {
+    load(db, caller, &[id]).await?.pop().ok_or_else(|| ApiError::not_found("message"))
+}
+
+/// Messages by id, with the caller's view of their reactions. Visibility is the caller's job.
+async fn load(db: &PgPool, caller: UserId, ids: &[Uuid]) -> Result<Vec<Message>, ApiError> {
+    let rows: Vec<MessageRow> = sqlx::query_as(&format!("select {MESSAGE_COLUMNS} from messages where id = any($1)"))
+        .bind(ids)
+        .fetch_all(db)
+        .await?;
+    with_reactions(db, caller, rows).await
+}
+
+/// The latest visible message of each conversation the caller is a member of, by conversation.
+pub async fn latest(db: &PgPool, caller: UserId, conversations: &[Uuid]) -> Result<HashMap<Uuid, Message>, ApiError> {
+    let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+        "select distinct on (msg.conversation_id) {}
+           from messages msg
+           join conversation_members me on me.conversation_id = msg.conversation_id and me.user_id = $2
+          where msg.conversation_id = any($1) and msg.seq >= me.visible_from_seq
+          order by msg.conversation_id, msg.seq desc",
+        MESSAGE_COLUMNS.split(", ").map(|column| format!("msg.{column}")).collect::<Vec<_>>().join(", ")
+    ))
+    .bind(conversations)
+    .bind(caller.as_uuid())
+    .fetch_all(db)
+    .await?;
+    Ok(with_reactions(db, caller, rows).await?.into_iter().map(|message| (message.conversation_id, message)).collect())
+}
+
+async fn with_reactions(db: &PgPool, caller: UserId, rows: Vec<MessageRow>) -> Result<Vec<Message>, ApiError> {
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let counts: Vec<(Uuid, String, i64, bool)> = sqlx::query_as(
+        "select message_id, emoji, count(*), bool_or(user_id = $2) from reactions
+          where message_id = any($1) group by message_id, emoji order by message_id, min(created_at)",
+    )
+    .bind(&ids)
+    .bind(caller.as_uuid())
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Message {
+            reactions: counts
+                .iter()
+                .filter(|(message, ..)| *message == row.id)
+                .map(|(_, emoji, count, me)| ReactionCount { emoji: emoji.clone(), count: *count, me: *me })
+                .collect(),
+            id: row.id,
+            conversation_id: row.conversation_id,
+            seq: row.seq,
+            author_id: row.author_id,
+            text: row.body,
+            reply_to: row.reply_to,
+            attachment: row.attachment.map(|json| json.0),
+            client_message_id: row.client_message_id,
+            created_at: row.created_at,
+            edited_at: row.edited_at,
+            deleted: row.deleted_at.is_some(),
+            deleted_at: row.deleted_at,
+        })
+        .collect())
+}

@@ -1,0 +1,39 @@
+//! The committed contract is the one the code serves.
+
+use serde_json::Value;
+
+#[test]
+fn committed_openapi_json_matches_the_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == parley_api::openapi_json() + "\n",
+        "openapi/openapi.json differs from the code: run `cargo xtask openapi` and commit the result"
+    );
+}
+
+#[test]
+fn every_operation_has_an_id_a_summary_and_its_error_responses() {
+    let spec: Value = serde_json::from_str(&parley_api::openapi_json()).expect("spec is JSON");
+    let paths = spec["paths"].as_object().expect("paths");
+    assert!(!paths.is_empty());
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().expect("operations") {
+            let name = format!("{method} {path}");
+            assert!(operation["operationId"].is_string(), "{name} lacks an operationId");
+            assert!(operation["summary"].is_string(), "{name} lacks a summary");
+            for status in ["400", "401", "404", "500"] {
+                let response = &operation["responses"][status];
+                assert!(
+                    response["content"]["application/problem+json"].is_object(),
+                    "{name} does not document its {status} problem response"
+                );
+            }
+            assert_eq!(
+                operation["security"][0]["BearerAuth"],
+                serde_json::json!([]),
+                "{name} is not behind the bearer scheme"
+            );
+        }
+    }
+}
