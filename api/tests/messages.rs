@@ -1,0 +1,304 @@
+//! Messages over real HTTP against the real binary and PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::User;
+use parley_testkit::{Binary, TestContext};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+#[tokio::test]
+async fn fifty_concurrent_posts_get_fifty_consecutive_seqs() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    let group = alice.group("busy", &[]).await;
+    let posts = (0..50).map(|i| {
+        let alice = alice.clone();
+        tokio::spawn(async move { alice.say(group, &format!("message {i}")).await })
+    });
+    let mut seqs: Vec<i64> = futures_util::future::join_all(posts)
+        .await
+        .into_iter()
+        .map(|m| m.expect("task")["seq"].as_i64().expect("seq"))
+        .collect();
+    seqs.sort_unstable();
+    // Seq 1 is the conversation.created event; the 50 messages take 2..=51, no gap, no repeat.
+    assert_eq!(seqs, (2..=51).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn one_idempotency_key_retried_concurrently_creates_one_message() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    let group = alice.group("retries", &[]).await;
+    let path = format!("/v1/conversations/{group}/messages");
+    let body = json!({ "text": "only once", "client_message_id": "c-1" });
+    let attempts = (0..10).map(|_| {
+        let (alice, path, body) = (alice.clone(), path.clone(), body.clone());
+        tokio::spawn(async move { alice.post_with_key(&path, "key-1", body).await })
+    });
+    let replies = futures_util::future::join_all(attempts).await;
+    let ids: Vec<Value> = replies.into_iter().map(|r| r.expect("task").expect(201)["id"].clone()).collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "every retry returns the same message");
+    let count: i64 =
+        sqlx::query_scalar("select count(*) from messages").fetch_one(&ctx.pool().await).await.expect("count");
+    assert_eq!(count, 1);
+
+    alice
+        .post_with_key(&path, "key-1", json!({ "text": "something else" }))
+        .await
+        .expect_problem(422, "idempotency_key_reused");
+    // Keys are per user: Bob may use the same string.
+    let bob = User::new(&ctx, &api.url(), "Bob");
+    let members = format!("/v1/conversations/{group}/members");
+    alice.post(&members, json!({ "user_id": bob.uuid() })).await.expect(201);
+    bob.post_with_key(&path, "key-1", body).await.expect(201);
+}
+
+#[tokio::test]
+async fn invalid_messages_are_refused_with_the_field_at_fault() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    let group = alice.group("validation", &[]).await;
+    let other_group = alice.group("elsewhere", &[]).await;
+    let elsewhere = alice.say(other_group, "elsewhere").await;
+    let path = format!("/v1/conversations/{group}/messages");
+    let attachment = |url: &str| json!({ "url": url, "mime_type": "image/png", "size_bytes": 10 });
+    let cases = [
+        (json!({ "text": "" }), Some("text")),
+        (json!({ "text": " \n\t " }), Some("text")),
+        (json!({ "text": "x".repeat(4001) }), Some("text")),
+        (json!({ "text": "ok", "attachment": attachment("http://example.test/a.png") }), Some("attachment.url")),
+        (json!({ "text": "ok", "attachment": attachment("https://") }), Some("attachment.url")),
+        (json!({ "text": "ok", "reply_to": elsewhere["id"] }), Some("reply_to")),
+        (json!({ "text": "ok", "reply_to": Uuid::now_v7() }), Some("reply_to")),
+        (json!({ "text": ["a"] }), None),
+        (json!({ "text": null }), None),
+        (json!({}), None),
+        (
+            json!({ "text": "ok", "attachment": { "url": "https://x.test/a", "mime_type": "not a type", "size_bytes": 1 } }),
+            None,
+        ),
+        (
+            json!({ "text": "ok", "attachment": { "url": "https://x.test/a", "mime_type": "a/b", "size_bytes": -1 } }),
+            None,
+        ),
+    ];
+    for (body, field) in cases {
+        let problem = alice.post(&path, body.clone()).await.expect_problem(400, "validation_failed");
+        if let Some(field) = field {
+            assert_eq!(problem["field"], field, "for {body}");
+        }
+    }
+    alice.post_raw(&path, "application/json", b"{not json".to_vec()).await.expect_problem(400, "validation_failed");
+    // 4,000 characters of a multi-byte script is allowed: the limit counts characters, not bytes.
+    let long = "日".repeat(4000);
+    assert_eq!(alice.say(group, &long).await["text"], long);
+    let count: i64 = sqlx::query_scalar("select count(*) from messages where conversation_id = $1")
+        .bind(group)
+        .fetch_one(&ctx.pool().await)
+        .await
+        .expect("count");
+    assert_eq!(count, 1, "nothing of the refused requests was stored");
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    let group = alice.group("big", &[]).await;
+    let huge = serde_json::to_vec(&json!({ "text": "x".repeat(70 * 1024) })).expect("json");
+    alice
+        .post_raw(&format!("/v1/conversations/{group}/messages"), "application/json", huge)
+        .await
+        .expect_problem(413, "payload_too_large");
+}
+
+#[tokio::test]
+async fn messages_page_by_seq_in_both_directions() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    let group = alice.group("pages", &[]).await;
+    for i in 1..=5 {
+        alice.say(group, &format!("m{i}")).await;
+    }
+    let texts = |page: &Value| -> Vec<String> {
+        page["items"].as_array().expect("items").iter().map(|m| m["text"].as_str().expect("text").to_owned()).collect()
+    };
+    let path = format!("/v1/conversations/{group}/messages");
+    let latest = alice.get(&format!("{path}?limit=2")).await.expect(200);
+    assert_eq!(texts(&latest), ["m4", "m5"]);
+    assert_eq!(latest["has_more"], true);
+    let before = latest["items"][0]["seq"].as_i64().expect("seq");
+    let older = alice.get(&format!("{path}?limit=2&before_seq={before}")).await.expect(200);
+    assert_eq!(texts(&older), ["m2", "m3"]);
+    let after = alice.get(&format!("{path}?limit=10&after_seq={before}")).await.expect(200);
+    assert_eq!(texts(&after), ["m5"]);
+    assert_eq!(after["has_more"], false);
+    alice.get(&format!("{path}?limit=101")).await.expect_problem(400, "validation_failed");
+    alice.get(&format!("{path}?before_seq=abc")).await.expect_problem(400, "validation_failed");
+}
+
+#[tokio::test]
+async fn only_the_author_edits_and_only_within_the_window() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn(Binary::Api, vec![("PARLEY_EDIT_WINDOW".into(), "2s".into())]).await;
+    let (alice, bob) = (User::new(&ctx, &api.url(), "Alice"), User::new(&ctx, &api.url(), "Bob"));
+    let group = alice.group("edits", &[&bob]).await;
+    let message = alice.say(group, "draft").await;
+    let path = format!("/v1/conversations/{group}/messages/{}", message["id"].as_str().expect("id"));
+
+    bob.patch(&path, json!({ "text": "hijacked" })).await.expect_problem(403, "not_author");
+    let edited = alice.patch(&path, json!({ "text": "final" })).await.expect(200);
+    assert_eq!(edited["text"], "final");
+    assert!(edited["edited_at"].is_string());
+    assert_eq!(edited["seq"], message["seq"], "an edit keeps the message's seq");
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    alice.patch(&path, json!({ "text": "too late" })).await.expect_problem(403, "edit_window_expired");
+    alice
+        .patch(&format!("/v1/conversations/{group}/messages/{}", Uuid::now_v7()), json!({ "text": "x" }))
+        .await
+        .expect_problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn a_deleted_messages_text_never_comes_back() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let (alice, bob) = (User::new(&ctx, &api.url(), "Alice"), User::new(&ctx, &api.url(), "Bob"));
+    let group = alice.group("oops", &[&bob]).await;
+    let secret = "my password is hunter2";
+    let message = bob.say(group, secret).await;
+    let id = message["id"].as_str().expect("id");
+    let path = format!("/v1/conversations/{group}/messages/{id}");
+    bob.patch(&path, json!({ "text": format!("{secret}!") })).await.expect(200);
+
+    alice
+        .delete(&format!(
+            "/v1/conversations/{group}/messages/{}",
+            alice.say(group, "x").await["id"].as_str().expect("id")
+        ))
+        .await
+        .expect(204);
+    // Bob is not an owner and not the author of Alice's message…
+    let alices = alice.say(group, "alice's").await;
+    bob.delete(&format!("/v1/conversations/{group}/messages/{}", alices["id"].as_str().expect("id")))
+        .await
+        .expect_problem(403, "not_author");
+    // …but the author may delete his own, twice without harm.
+    bob.delete(&path).await.expect(204);
+    bob.delete(&path).await.expect(204);
+    bob.patch(&path, json!({ "text": "back" })).await.expect_problem(409, "message_deleted");
+
+    let reads = [
+        alice.get(&format!("/v1/conversations/{group}/messages")).await.expect(200),
+        alice.get(&format!("/v1/conversations/{group}")).await.expect(200),
+        alice.get("/v1/conversations").await.expect(200),
+        alice.get(&format!("/v1/conversations/{group}/events")).await.expect(200),
+        bob.get(&format!("/v1/conversations/{group}/events")).await.expect(200),
+    ];
+    for read in reads {
+        assert!(!read.to_string().contains("hunter2"), "deleted text leaked: {read}");
+    }
+    let page = alice.get(&format!("/v1/conversations/{group}/messages")).await.expect(200);
+    let tombstone = page["items"].as_array().expect("items").iter().find(|m| m["id"] == id).expect("tombstone").clone();
+    assert_eq!(tombstone["deleted"], true);
+    assert!(tombstone["text"].is_null());
+    assert_eq!(tombstone["seq"], message["seq"]);
+    let stored: i64 = sqlx::query_scalar("select count(*) from events where data::text like '%hunter2%'")
+        .fetch_one(&ctx.pool().await)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0, "no stored event keeps the text");
+}
+
+#[tokio::test]
+async fn every_write_stores_exactly_one_event_of_its_kind_at_the_next_seq() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let (alice, bob) = (User::new(&ctx, &api.url(), "Alice"), User::new(&ctx, &api.url(), "Bob"));
+    let group = alice.group("audit", &[]).await;
+    let base = format!("/v1/conversations/{group}");
+    alice.post(&format!("{base}/members"), json!({ "user_id": bob.uuid() })).await.expect(201);
+    let message = bob.say(group, "hello").await;
+    let message_path = format!("{base}/messages/{}", message["id"].as_str().expect("id"));
+    bob.patch(&message_path, json!({ "text": "hello!" })).await.expect(200);
+    alice.patch(&base, json!({ "title": "renamed" })).await.expect(200);
+    bob.delete(&message_path).await.expect(204);
+    bob.delete(&format!("{base}/members/{}", bob.uuid())).await.expect(204);
+    // Refused writes store nothing.
+    bob.say_refused(group).await;
+
+    let events = alice.get(&format!("{base}/events")).await.expect(200);
+    let items = events["items"].as_array().expect("items");
+    let kinds: Vec<&str> = items.iter().map(|e| e["type"].as_str().expect("type")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "conversation.created",
+            "member.added",
+            "message.created",
+            "message.edited",
+            "conversation.updated",
+            "message.deleted",
+            "member.removed"
+        ]
+    );
+    let seqs: Vec<i64> = items.iter().map(|e| e["seq"].as_i64().expect("seq")).collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<i64>>());
+    assert_eq!(events["last_seq"], 7);
+    assert_eq!(items[2]["data"]["message_id"], message["id"]);
+    assert_eq!(items[2]["actor"], bob.uuid().to_string());
+
+    let later = alice.get(&format!("{base}/events?after_seq=5&limit=1")).await.expect(200);
+    assert_eq!(later["items"][0]["seq"], 6);
+    assert_eq!(later["has_more"], true);
+}
+
+trait Refused {
+    async fn say_refused(&self, group: Uuid);
+}
+
+impl Refused for User {
+    async fn say_refused(&self, group: Uuid) {
+        self.post(&format!("/v1/conversations/{group}/messages"), json!({ "text": "after leaving" }))
+            .await
+            .expect_problem(404, "not_found");
+    }
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_get_401_with_a_challenge() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let anonymous = User::anonymous(&api.url());
+    let forged = User::anonymous(&api.url()).with_token(&parley_shared::auth::issue_hs256(
+        "wrong-secret",
+        &parley_shared::auth::Claims::for_user(
+            parley_shared::ids::UserId::from_uuid(Uuid::now_v7()),
+            None,
+            Duration::from_secs(60),
+        ),
+    ));
+    let garbage = User::anonymous(&api.url()).with_token("not-a-jwt");
+    for user in [anonymous, forged, garbage] {
+        let reply = user.get("/v1/me").await;
+        assert!(
+            reply.headers.get("www-authenticate").is_some_and(|v| v.to_str().unwrap_or_default().starts_with("Bearer"))
+        );
+        reply.expect_problem(401, "unauthorized");
+    }
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    let me = alice.get("/v1/me").await.expect(200);
+    assert_eq!(me["id"], alice.uuid().to_string());
+    assert_eq!(me["display_name"], "Alice");
+    alice.get("/v1/nowhere").await.expect_problem(404, "not_found");
+}
