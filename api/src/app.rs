@@ -13,6 +13,7 @@ use crate::auth::SeenUsers;
 use crate::body_limit::BodyLimit;
 use crate::config::Config;
 use crate::error::problem_for_unhandled;
+use crate::rate_limit::RateLimits;
 use crate::state::AppState;
 use crate::{db, routes};
 
@@ -48,6 +49,7 @@ impl Application {
                 verifier,
                 users: Arc::new(SeenUsers::default()),
                 limits: config.limits.clone(),
+                rate_limits: Arc::new(RateLimits::new(&config.limits)),
             },
             config,
         })

@@ -26,6 +26,9 @@ pub struct BearerAuth(pub Caller);
 async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller> {
     let state = request.data::<AppState>().ok_or_else(ApiError::internal)?;
     let identity = state.verifier.verify(&bearer.token).await.map_err(ApiError::from)?;
+    if request.method() != poem::http::Method::GET {
+        state.rate_limits.write(identity.user_id)?;
+    }
     state.users.seen(&state.db, &identity).await?;
     Ok(Caller { id: identity.user_id })
 }

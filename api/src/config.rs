@@ -69,6 +69,12 @@ pub struct Limits {
     /// Most members a group conversation may have.
     #[arg(long, env = "PARLEY_GROUP_MAX_MEMBERS", default_value_t = 10_000)]
     pub group_max_members: i64,
+    /// Sustained writes (POST, PUT, PATCH, DELETE) per second and user; more get 429.
+    #[arg(long, env = "PARLEY_WRITE_RATE_PER_SECOND", default_value_t = 30)]
+    pub write_rate_per_second: u32,
+    /// Writes a user may burst above the sustained rate.
+    #[arg(long, env = "PARLEY_WRITE_BURST", default_value_t = 60)]
+    pub write_burst: u32,
     /// Largest request body, in bytes; larger bodies get 413.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

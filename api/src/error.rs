@@ -146,6 +146,14 @@ impl ApiError {
         Self::Unprocessable(ProblemJson::new(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)))
     }
 
+    pub fn too_many_requests(retry_after_seconds: u64) -> Self {
+        let detail = format!("rate limit exceeded; retry in {retry_after_seconds} s");
+        Self::TooManyRequests(
+            ProblemJson::new(Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)),
+            retry_after_seconds,
+        )
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::Unavailable(ProblemJson::new(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)))
     }

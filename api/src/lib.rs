@@ -19,6 +19,7 @@ pub mod db;
 mod error;
 mod membership;
 mod outbox;
+mod rate_limit;
 mod routes;
 mod state;
 

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 
 use crate::auth::SeenUsers;
 use crate::config::Limits;
+use crate::rate_limit::RateLimits;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -15,4 +16,5 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     pub users: Arc<SeenUsers>,
     pub limits: Limits,
+    pub rate_limits: Arc<RateLimits>,
 }

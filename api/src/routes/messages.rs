@@ -76,6 +76,10 @@ pub struct Message {
     pub deleted: bool,
     pub deleted_at: Option<DateTime<Utc>>,
     pub reactions: Vec<ReactionCount>,
+    /// How many members other than the author have read this message.
+    pub read_count: i64,
+    /// Who they are (at most 100; `read_count` has the total).
+    pub read_by: Vec<Uuid>,
 }
 
 #[derive(Object, Debug)]
@@ -416,12 +420,12 @@ async fn load_one(db: &PgPool, caller: UserId, id: Uuid) -> Result<Message, ApiE
 }
 
 /// Messages by id, with the caller's view of their reactions. Visibility is the caller's job.
-async fn load(db: &PgPool, caller: UserId, ids: &[Uuid]) -> Result<Vec<Message>, ApiError> {
+pub async fn load(db: &PgPool, caller: UserId, ids: &[Uuid]) -> Result<Vec<Message>, ApiError> {
     let rows: Vec<MessageRow> = sqlx::query_as(&format!("select {MESSAGE_COLUMNS} from messages where id = any($1)"))
         .bind(ids)
         .fetch_all(db)
         .await?;
-    with_reactions(db, caller, rows).await
+    enrich(db, caller, rows).await
 }
 
 /// The latest visible message of each conversation the caller is a member of, by conversation.
@@ -438,10 +442,10 @@ pub async fn latest(db: &PgPool, caller: UserId, conversations: &[Uuid]) -> Resu
     .bind(caller.as_uuid())
     .fetch_all(db)
     .await?;
-    Ok(with_reactions(db, caller, rows).await?.into_iter().map(|message| (message.conversation_id, message)).collect())
+    Ok(enrich(db, caller, rows).await?.into_iter().map(|message| (message.conversation_id, message)).collect())
 }
 
-async fn with_reactions(db: &PgPool, caller: UserId, rows: Vec<MessageRow>) -> Result<Vec<Message>, ApiError> {
+async fn enrich(db: &PgPool, caller: UserId, rows: Vec<MessageRow>) -> Result<Vec<Message>, ApiError> {
     let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
     let counts: Vec<(Uuid, String, i64, bool)> = sqlx::query_as(
         "select message_id, emoji, count(*), bool_or(user_id = $2) from reactions
@@ -451,6 +455,21 @@ async fn with_reactions(db: &PgPool, caller: UserId, rows: Vec<MessageRow>) -> R
     .bind(caller.as_uuid())
     .fetch_all(db)
     .await?;
+    let mut readers: HashMap<Uuid, (i64, Vec<Uuid>)> = sqlx::query_as::<_, (Uuid, i64, Vec<Uuid>)>(
+        "select msg.id, count(m.user_id),
+                coalesce((array_agg(m.user_id order by m.user_id) filter (where m.user_id is not null))[1:100], '{}')
+           from messages msg
+           left join conversation_members m
+                  on m.conversation_id = msg.conversation_id and m.read_seq >= msg.seq and m.user_id <> msg.author_id
+          where msg.id = any($1)
+          group by msg.id",
+    )
+    .bind(&ids)
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|(id, count, users)| (id, (count, users)))
+    .collect();
     Ok(rows
         .into_iter()
         .map(|row| Message {
@@ -471,6 +490,8 @@ async fn with_reactions(db: &PgPool, caller: UserId, rows: Vec<MessageRow>) -> R
             edited_at: row.edited_at,
             deleted: row.deleted_at.is_some(),
             deleted_at: row.deleted_at,
+            read_count: readers.get(&row.id).map_or(0, |(count, _)| *count),
+            read_by: readers.remove(&row.id).map(|(_, users)| users).unwrap_or_default(),
         })
         .collect())
 }

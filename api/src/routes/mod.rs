@@ -7,6 +7,10 @@ pub mod health;
 pub mod me;
 pub mod members;
 pub mod messages;
+pub mod reactions;
+pub mod receipts;
+pub mod search;
+pub mod typing;
 
 use poem_openapi::{OpenApiService, Tags};
 
@@ -20,17 +24,40 @@ pub enum ApiTags {
     Members,
     /// Sending, reading, editing and deleting messages.
     Messages,
+    /// Delivery and read cursors.
+    Receipts,
+    /// Full-text search.
+    Search,
     /// The stored event log, for catching up.
     Events,
 }
 
-pub type Api =
-    (me::MeApi, conversations::ConversationsApi, members::MembersApi, messages::MessagesApi, events::EventsApi);
+pub type Api = (
+    me::MeApi,
+    conversations::ConversationsApi,
+    members::MembersApi,
+    messages::MessagesApi,
+    reactions::ReactionsApi,
+    receipts::ReceiptsApi,
+    typing::TypingApi,
+    search::SearchApi,
+    events::EventsApi,
+);
 
 /// The `/v1` API with its OpenAPI document.
 pub fn api_service() -> OpenApiService<Api, ()> {
     OpenApiService::new(
-        (me::MeApi, conversations::ConversationsApi, members::MembersApi, messages::MessagesApi, events::EventsApi),
+        (
+            me::MeApi,
+            conversations::ConversationsApi,
+            members::MembersApi,
+            messages::MessagesApi,
+            reactions::ReactionsApi,
+            receipts::ReceiptsApi,
+            typing::TypingApi,
+            search::SearchApi,
+            events::EventsApi,
+        ),
         "Parley API",
         env!("CARGO_PKG_VERSION"),
     )

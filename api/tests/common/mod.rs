@@ -127,3 +127,9 @@ impl User {
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client")
 }
+
+impl User {
+    pub async fn put_empty(&self, path: &str) -> Reply {
+        self.send(self.http.put(self.url(path))).await
+    }
+}
