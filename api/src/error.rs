@@ -16,7 +16,7 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// An RFC 7807 problem detail.
 #[derive(Object, Clone, Debug, PartialEq, Eq)]
-#[oai(example)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct Problem {
     /// A URI naming the kind of problem: `urn:parley:problem:<code>`.
     #[oai(rename = "type")]
@@ -103,6 +103,9 @@ pub enum ApiError {
     /// The request body is over the size limit.
     #[oai(status = 413)]
     PayloadTooLarge(ProblemJson),
+    /// The request body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(ProblemJson),
     /// The request is well-formed but cannot be applied.
     #[oai(status = 422)]
     Unprocessable(ProblemJson),
@@ -200,7 +203,7 @@ pub async fn problem_for_unhandled(error: poem::Error) -> Response {
     };
     let status = error.status();
     let detail = error.to_string();
-    let mut response = error.into_response();
+    let response = error.into_response();
     if response.content_type().is_some_and(|content_type| content_type.starts_with(PROBLEM_CONTENT_TYPE)) {
         return response;
     }
@@ -217,15 +220,16 @@ pub async fn problem_for_unhandled(error: poem::Error) -> Response {
     let detail = if detail.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { detail };
     let mut problem = Problem::new(status, code, detail);
     problem.field = field;
-    let headers = std::mem::take(response.headers_mut());
-    let mut out = ProblemJson::new(problem).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        out.headers_mut().insert(poem::http::header::WWW_AUTHENTICATE, poem::http::HeaderValue::from_static("Bearer"));
-    }
-    for (name, value) in &headers {
-        if name == poem::http::header::ALLOW || name == poem::http::header::RETRY_AFTER {
-            out.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    out
+    let problem = ProblemJson::new(problem);
+    // Through ApiError, so each status carries the headers the contract documents for it.
+    let error = match status {
+        StatusCode::BAD_REQUEST => ApiError::BadRequest(problem),
+        StatusCode::UNAUTHORIZED => ApiError::Unauthorized(problem, "Bearer".into()),
+        StatusCode::NOT_FOUND => ApiError::NotFound(problem),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(problem),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(problem),
+        status if status.is_server_error() => ApiError::Internal(problem),
+        _ => return problem.into_response(),
+    };
+    error.into_response()
 }

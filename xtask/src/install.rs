@@ -56,3 +56,24 @@ fn run(prefix: &[&str], script: &str) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "`{script}` failed with {status}");
     Ok(())
 }
+
+/// Debian's Chromium (or any `chromium`/`chromium-browser` on the PATH), installed when missing.
+pub fn ensure_chromium() -> anyhow::Result<std::path::PathBuf> {
+    let find = || {
+        ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
+            let out = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().ok()?;
+            out.status.success().then(|| std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+    };
+    if let Some(path) = find() {
+        return Ok(path);
+    }
+    let install = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium";
+    if has("apt-get") && nix::unistd::Uid::effective().is_root() {
+        eprintln!("xtask: installing chromium");
+        run(&["sh", "-c"], install)?;
+    } else {
+        anyhow::bail!("Chromium is missing; install it with:\n  sudo sh -c '{install}'");
+    }
+    find().ok_or_else(|| anyhow::anyhow!("chromium is still not on the PATH after installing it"))
+}

@@ -3,10 +3,12 @@
 //! - `up` ([`stack`]): PostgreSQL, nats-server, parley-api and parley-broker, project-local.
 //! - `down`, `reset` ([`stack`]): stop that stack; also delete its data.
 //! - `token` ([`token`]): a development JWT.
+//! - `api-check` ([`api_check`]): schemathesis and Swagger UI against a private stack.
 //! - `openapi`: regenerate `openapi/openapi.json` (a test fails while it differs from the code).
 
 #![allow(clippy::print_stdout, reason = "a command-line tool: stdout is its interface")]
 
+mod api_check;
 mod install;
 mod stack;
 mod token;
@@ -32,6 +34,8 @@ enum Task {
     Token(token::TokenArgs),
     /// Write openapi/openapi.json from the API's code.
     Openapi,
+    /// Check the live API against its contract: schemathesis, and Swagger UI in headless Chromium.
+    ApiCheck,
 }
 
 #[tokio::main]
@@ -42,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         Task::Reset => stack::reset().await,
         Task::Token(args) => token::print(&args),
         Task::Openapi => write_openapi(),
+        Task::ApiCheck => api_check::run().await,
     }
 }
 

@@ -168,7 +168,7 @@ async fn run_stack(args: &UpArgs, paths: &Paths) -> anyhow::Result<()> {
 }
 
 /// Builds the binaries `up` runs, into the same target directory as this xtask.
-fn build_binaries() -> anyhow::Result<()> {
+pub fn build_binaries() -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "--package", "parley-api", "--package", "parley-broker"])

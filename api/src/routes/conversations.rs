@@ -50,6 +50,7 @@ impl Role {
 /// An application's reference that scopes a direct conversation: one conversation per pair of
 /// users and context (e.g. per marketplace listing).
 #[derive(Object, Clone, Debug, PartialEq, Eq)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ConversationContext {
     /// What the reference points at, e.g. `listing`.
     #[oai(validator(min_length = 1, max_length = 50))]
@@ -64,6 +65,7 @@ pub struct ConversationContext {
 
 /// A conversation between exactly two users.
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct NewDirectConversation {
     /// The other user (created if Parley has not seen them yet).
     pub user_id: Uuid,
@@ -72,6 +74,7 @@ pub struct NewDirectConversation {
 
 /// A named group; the creator becomes its owner.
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct NewGroupConversation {
     #[oai(validator(min_length = 1, max_length = 200))]
     pub title: String,
@@ -90,6 +93,7 @@ pub enum NewConversation {
 }
 
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ConversationPatch {
     /// New title (groups only).
     #[oai(validator(min_length = 1, max_length = 200))]
@@ -97,6 +101,7 @@ pub struct ConversationPatch {
 }
 
 #[derive(Object, Clone, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Member {
     pub user_id: Uuid,
     pub display_name: Option<String>,
@@ -109,6 +114,7 @@ pub struct Member {
 }
 
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Conversation {
     pub id: Uuid,
     pub kind: ConversationKind,
@@ -135,6 +141,7 @@ pub struct Conversation {
 }
 
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ConversationPage {
     pub items: Vec<Conversation>,
     /// Pass as `cursor` for the next page; absent on the last page.

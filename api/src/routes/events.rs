@@ -17,6 +17,7 @@ use crate::state::AppState;
 
 /// One domain event, exactly as brokers deliver it over WebSocket (see asyncapi.yaml).
 #[derive(Object, Debug, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StoredEvent {
     /// UUIDv7; also the NATS message id.
     pub id: Uuid,
@@ -36,6 +37,7 @@ pub struct StoredEvent {
 }
 
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EventPage {
     /// In seq order.
     pub items: Vec<StoredEvent>,

@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 #[derive(Object, Debug, sqlx::FromRow)]
+#[oai(skip_serializing_if_is_none)]
 pub struct User {
     /// The `sub` of the user's tokens.
     pub id: Uuid,

@@ -17,6 +17,7 @@ use crate::state::AppState;
 use crate::{membership, outbox};
 
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct NewMember {
     /// The user to add (created if Parley has not seen them yet).
     pub user_id: Uuid,

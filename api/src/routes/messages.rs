@@ -20,6 +20,7 @@ use crate::{membership, outbox};
 
 /// File metadata; the file itself lives wherever the application stores files.
 #[derive(Object, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Attachment {
     /// An `https://` URL.
     #[oai(validator(max_length = 2048))]
@@ -33,6 +34,7 @@ pub struct Attachment {
 }
 
 #[derive(Object, Debug, serde::Serialize)]
+#[oai(skip_serializing_if_is_none)]
 pub struct NewMessage {
     /// The text: trimmed, non-empty, at most the configured length (default 4,000 characters).
     pub text: String,
@@ -46,12 +48,14 @@ pub struct NewMessage {
 }
 
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MessagePatch {
     /// The new text, with the same rules as when sending.
     pub text: String,
 }
 
 #[derive(Object, Clone, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ReactionCount {
     pub emoji: String,
     pub count: i64,
@@ -60,6 +64,7 @@ pub struct ReactionCount {
 }
 
 #[derive(Object, Clone, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -83,6 +88,7 @@ pub struct Message {
 }
 
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MessagePage {
     /// In seq order.
     pub items: Vec<Message>,

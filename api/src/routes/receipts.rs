@@ -16,6 +16,7 @@ use crate::state::AppState;
 use crate::{membership, outbox};
 
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ReceiptBody {
     /// The latest seq the caller has received (or read).
     #[oai(validator(minimum(value = "0")))]
@@ -23,6 +24,7 @@ pub struct ReceiptBody {
 }
 
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Cursors {
     pub delivered_seq: i64,
     pub read_seq: i64,

@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 #[derive(Object, Debug)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SearchPage {
     /// Best match first.
     pub items: Vec<Message>,
