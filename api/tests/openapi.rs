@@ -34,6 +34,36 @@ fn every_operation_has_an_id_a_summary_and_its_error_responses() {
                 serde_json::json!([]),
                 "{name} is not behind the bearer scheme"
             );
+            for content in operation["requestBody"]["content"].as_object().into_iter().flat_map(|c| c.values()) {
+                assert_has_example(&spec, &content["schema"], &format!("{name} request"));
+            }
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                for content in response["content"].as_object().into_iter().flat_map(|c| c.values()) {
+                    assert_has_example(&spec, &content["schema"], &format!("{name} {status} response"));
+                }
+            }
         }
     }
+}
+
+/// The schema (after `$ref`, and in each branch of a `oneOf`) carries an example.
+fn assert_has_example(spec: &Value, schema: &Value, what: &str) {
+    let resolved = match schema["$ref"].as_str() {
+        Some(reference) => &spec["components"]["schemas"][reference.trim_start_matches("#/components/schemas/")],
+        None => schema,
+    };
+    if let Some(branches) = resolved["oneOf"].as_array() {
+        for branch in branches {
+            assert_has_example(spec, branch, what);
+        }
+        return;
+    }
+    // A discriminated branch: the tag object plus a `$ref` to the variant, which has the example.
+    if let Some(parts) = resolved["allOf"].as_array() {
+        let variant = parts.iter().find(|part| part.get("$ref").is_some());
+        assert!(variant.is_some(), "{what} has no example");
+        assert_has_example(spec, variant.unwrap_or(&Value::Null), what);
+        return;
+    }
+    assert!(resolved.get("example").is_some(), "{what} has no example: {resolved}");
 }

@@ -10,8 +10,8 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Union};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::ApiTags;
 use super::messages::{self, Message};
+use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -50,7 +50,7 @@ impl Role {
 /// An application's reference that scopes a direct conversation: one conversation per pair of
 /// users and context (e.g. per marketplace listing).
 #[derive(Object, Clone, Debug, PartialEq, Eq)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct ConversationContext {
     /// What the reference points at, e.g. `listing`.
     #[oai(validator(min_length = 1, max_length = 50))]
@@ -65,7 +65,7 @@ pub struct ConversationContext {
 
 /// A conversation between exactly two users.
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct NewDirectConversation {
     /// The other user (created if Parley has not seen them yet).
     pub user_id: Uuid,
@@ -74,7 +74,7 @@ pub struct NewDirectConversation {
 
 /// A named group; the creator becomes its owner.
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct NewGroupConversation {
     #[oai(validator(min_length = 1, max_length = 200))]
     pub title: String,
@@ -93,7 +93,7 @@ pub enum NewConversation {
 }
 
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct ConversationPatch {
     /// New title (groups only).
     #[oai(validator(min_length = 1, max_length = 200))]
@@ -101,7 +101,7 @@ pub struct ConversationPatch {
 }
 
 #[derive(Object, Clone, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct Member {
     pub user_id: Uuid,
     pub display_name: Option<String>,
@@ -114,7 +114,7 @@ pub struct Member {
 }
 
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct Conversation {
     pub id: Uuid,
     pub kind: ConversationKind,
@@ -141,7 +141,7 @@ pub struct Conversation {
 }
 
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct ConversationPage {
     pub items: Vec<Conversation>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -510,4 +510,73 @@ pub async fn load(db: &PgPool, caller: UserId, ids: &[Uuid]) -> Result<Vec<Conve
         });
     }
     Ok(out)
+}
+
+impl poem_openapi::types::Example for ConversationContext {
+    fn example() -> Self {
+        Self { kind: "listing".into(), id: "123".into(), title: Some("Blue bike".into()) }
+    }
+}
+
+impl poem_openapi::types::Example for NewDirectConversation {
+    fn example() -> Self {
+        Self { user_id: examples::BOB, context: Some(ConversationContext::example()) }
+    }
+}
+
+impl poem_openapi::types::Example for NewGroupConversation {
+    fn example() -> Self {
+        Self { title: "Weekend trip".into(), member_ids: vec![examples::BOB] }
+    }
+}
+
+impl poem_openapi::types::Example for ConversationPatch {
+    fn example() -> Self {
+        Self { title: "Weekend trip (Sat)".into() }
+    }
+}
+
+impl poem_openapi::types::Example for Member {
+    fn example() -> Self {
+        Self {
+            user_id: examples::BOB,
+            display_name: Some("Bob".into()),
+            role: Role::Member,
+            joined_at: examples::time(),
+            delivered_seq: 2,
+            read_seq: 2,
+        }
+    }
+}
+
+impl poem_openapi::types::Example for Conversation {
+    fn example() -> Self {
+        Self {
+            id: examples::CONVERSATION,
+            kind: ConversationKind::Group,
+            title: Some("Weekend trip".into()),
+            context: None,
+            created_by: examples::ALICE,
+            created_at: examples::time(),
+            updated_at: examples::time(),
+            last_seq: 2,
+            last_activity_at: examples::time(),
+            member_count: 2,
+            members: vec![Member::example()],
+            last_message: Some(Message::example()),
+            unread_count: 0,
+            read_seq: 2,
+            delivered_seq: 2,
+            visible_from_seq: 1,
+        }
+    }
+}
+
+impl poem_openapi::types::Example for ConversationPage {
+    fn example() -> Self {
+        Self {
+            items: vec![Conversation::example()],
+            next_cursor: Some(format!("1790000000000000_{}", examples::CONVERSATION)),
+        }
+    }
 }

@@ -17,7 +17,7 @@ use crate::state::AppState;
 
 /// One domain event, exactly as brokers deliver it over WebSocket (see asyncapi.yaml).
 #[derive(Object, Debug, sqlx::FromRow)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct StoredEvent {
     /// UUIDv7; also the NATS message id.
     pub id: Uuid,
@@ -37,7 +37,7 @@ pub struct StoredEvent {
 }
 
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct EventPage {
     /// In seq order.
     pub items: Vec<StoredEvent>,
@@ -93,4 +93,29 @@ impl EventsApi {
 
 fn default_limit() -> i64 {
     100
+}
+
+impl poem_openapi::types::Example for StoredEvent {
+    fn example() -> Self {
+        Self {
+            id: uuid::Uuid::from_u128(0x0191d0c4_5e6f_7a00_8000_0000000e0e17),
+            kind: "message.created".into(),
+            conversation_id: super::examples::CONVERSATION,
+            seq: 2,
+            actor: super::examples::ALICE,
+            occurred_at: super::examples::time(),
+            data: serde_json::json!({
+                "message_id": super::examples::MESSAGE,
+                "author_id": super::examples::ALICE,
+                "body": "Is the bike still available?",
+                "client_message_id": "c-7f3a"
+            }),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for EventPage {
+    fn example() -> Self {
+        Self { items: vec![<StoredEvent as poem_openapi::types::Example>::example()], has_more: false, last_seq: 2 }
+    }
 }

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 #[derive(Object, Debug, sqlx::FromRow)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct User {
     /// The `sub` of the user's tokens.
     pub id: Uuid,
@@ -36,5 +36,16 @@ impl MeApi {
             .fetch_one(&state.db)
             .await?;
         Ok(Json(user))
+    }
+}
+
+impl poem_openapi::types::Example for User {
+    fn example() -> Self {
+        Self {
+            id: super::examples::ALICE,
+            display_name: Some("Alice".into()),
+            created_at: super::examples::time(),
+            last_seen_at: Some(super::examples::time()),
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::state::AppState;
 use crate::{membership, outbox};
 
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct NewMember {
     /// The user to add (created if Parley has not seen them yet).
     pub user_id: Uuid,
@@ -157,5 +157,11 @@ impl MembersApi {
         let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
         Ok(RemoveResponse::Removed)
+    }
+}
+
+impl poem_openapi::types::Example for NewMember {
+    fn example() -> Self {
+        Self { user_id: super::examples::BOB, role: Some(Role::Member) }
     }
 }

@@ -12,7 +12,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::ApiTags;
+use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -20,7 +20,7 @@ use crate::{membership, outbox};
 
 /// File metadata; the file itself lives wherever the application stores files.
 #[derive(Object, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct Attachment {
     /// An `https://` URL.
     #[oai(validator(max_length = 2048))]
@@ -34,7 +34,7 @@ pub struct Attachment {
 }
 
 #[derive(Object, Debug, serde::Serialize)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct NewMessage {
     /// The text: trimmed, non-empty, at most the configured length (default 4,000 characters).
     pub text: String,
@@ -48,7 +48,7 @@ pub struct NewMessage {
 }
 
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct MessagePatch {
     /// The new text, with the same rules as when sending.
     pub text: String,
@@ -64,7 +64,7 @@ pub struct ReactionCount {
 }
 
 #[derive(Object, Clone, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -88,7 +88,7 @@ pub struct Message {
 }
 
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct MessagePage {
     /// In seq order.
     pub items: Vec<Message>,
@@ -500,4 +500,60 @@ async fn enrich(db: &PgPool, caller: UserId, rows: Vec<MessageRow>) -> Result<Ve
             read_by: readers.remove(&row.id).map(|(_, users)| users).unwrap_or_default(),
         })
         .collect())
+}
+
+impl poem_openapi::types::Example for Attachment {
+    fn example() -> Self {
+        Self {
+            url: "https://files.example.com/bike.jpg".into(),
+            mime_type: "image/jpeg".into(),
+            size_bytes: 204_800,
+            name: Some("bike.jpg".into()),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for NewMessage {
+    fn example() -> Self {
+        Self {
+            text: "Is the bike still available?".into(),
+            reply_to: None,
+            attachment: None,
+            client_message_id: Some("c-7f3a".into()),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for MessagePatch {
+    fn example() -> Self {
+        Self { text: "Is the blue bike still available?".into() }
+    }
+}
+
+impl poem_openapi::types::Example for Message {
+    fn example() -> Self {
+        Self {
+            id: examples::MESSAGE,
+            conversation_id: examples::CONVERSATION,
+            seq: 2,
+            author_id: examples::ALICE,
+            text: Some("Is the bike still available?".into()),
+            reply_to: None,
+            attachment: None,
+            client_message_id: Some("c-7f3a".into()),
+            created_at: examples::time(),
+            edited_at: None,
+            deleted: false,
+            deleted_at: None,
+            reactions: vec![ReactionCount { emoji: "👍".into(), count: 1, me: false }],
+            read_count: 1,
+            read_by: vec![examples::BOB],
+        }
+    }
+}
+
+impl poem_openapi::types::Example for MessagePage {
+    fn example() -> Self {
+        Self { items: vec![Message::example()], has_more: false }
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod conversations;
 pub mod events;
+mod examples;
 pub mod health;
 pub mod me;
 pub mod members;

@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::{membership, outbox};
 
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct ReceiptBody {
     /// The latest seq the caller has received (or read).
     #[oai(validator(minimum(value = "0")))]
@@ -24,7 +24,7 @@ pub struct ReceiptBody {
 }
 
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct Cursors {
     pub delivered_seq: i64,
     pub read_seq: i64,
@@ -117,4 +117,16 @@ async fn move_cursor(
     .await?
     .ok_or_else(|| ApiError::not_found("conversation"))?;
     Ok(Json(Cursors { delivered_seq: cursors.0, read_seq: cursors.1, unread_count: cursors.2 }))
+}
+
+impl poem_openapi::types::Example for ReceiptBody {
+    fn example() -> Self {
+        Self { seq: 2 }
+    }
+}
+
+impl poem_openapi::types::Example for Cursors {
+    fn example() -> Self {
+        Self { delivered_seq: 2, read_seq: 2, unread_count: 0 }
+    }
 }

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 #[derive(Object, Debug)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct SearchPage {
     /// Best match first.
     pub items: Vec<Message>,
@@ -73,4 +73,10 @@ impl SearchApi {
 
 fn default_limit() -> i64 {
     20
+}
+
+impl poem_openapi::types::Example for SearchPage {
+    fn example() -> Self {
+        Self { items: vec![<Message as poem_openapi::types::Example>::example()], next_offset: Some(20) }
+    }
 }
