@@ -69,9 +69,9 @@ fn target_dir() -> anyhow::Result<PathBuf> {
 #[derive(Debug)]
 pub struct AppProcess {
     binary: Binary,
+    executable: PathBuf,
     port: u16,
     env: Vec<(String, String)>,
-    args: Vec<String>,
     output: Output,
     process: Option<Supervised>,
 }
@@ -80,30 +80,31 @@ impl AppProcess {
     /// Starts `binary` with exactly `env` (inherited `PARLEY_*`, `DATABASE_URL` and `NATS_URL`
     /// are removed) and waits until `GET /health` answers 200.
     pub async fn spawn(binary: Binary, port: u16, env: Vec<(String, String)>, output: Output) -> anyhow::Result<Self> {
-        Self::spawn_with_args(binary, port, env, Vec::new(), output).await
+        Self::spawn_executable(binary, binary.path()?, port, env, output).await
     }
 
-    pub async fn spawn_with_args(
+    /// Like [`spawn`](Self::spawn), with an explicit executable (a release build, say).
+    pub async fn spawn_executable(
         binary: Binary,
+        executable: PathBuf,
         port: u16,
         env: Vec<(String, String)>,
-        args: Vec<String>,
         output: Output,
     ) -> anyhow::Result<Self> {
-        let mut app = Self { binary, port, env, args, output, process: None };
+        let mut app = Self { binary, executable, port, env, output, process: None };
         app.start_again().await?;
         Ok(app)
     }
 
     fn command(&self) -> anyhow::Result<Command> {
-        let mut command = Command::new(self.binary.path()?);
+        let mut command = Command::new(&self.executable);
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
             if key.starts_with("PARLEY_") || key == "DATABASE_URL" || key == "NATS_URL" {
                 command.env_remove(key.as_ref());
             }
         }
-        command.args(&self.args).envs(self.env.iter().cloned());
+        command.envs(self.env.iter().cloned());
         command.env(self.binary.listen_env(), format!("127.0.0.1:{}", self.port));
         Ok(command)
     }

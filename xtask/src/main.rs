@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout, reason = "a command-line tool: stdout is its interface")]
 
 mod api_check;
+mod bench;
 mod install;
 mod stack;
 mod token;
@@ -36,6 +37,8 @@ enum Task {
     Openapi,
     /// Check the live API against its contract: schemathesis, and Swagger UI in headless Chromium.
     ApiCheck,
+    /// Run a benchmark scenario (`rest`) and write a report to target/bench/.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -47,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Task::Token(args) => token::print(&args),
         Task::Openapi => write_openapi(),
         Task::ApiCheck => api_check::run().await,
+        Task::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -156,8 +156,8 @@ impl MessagesApi {
             }
         }
         let seq = outbox::next_seq(&mut tx, conversation, true).await?;
-        let member = membership::require(&mut *tx, conversation, caller).await?;
         if let Some(reply_to) = body.0.reply_to {
+            let member = membership::require(&mut *tx, conversation, caller).await?;
             let visible: bool = sqlx::query_scalar(
                 "select exists (select 1 from messages where id = $1 and conversation_id = $2 and seq >= $3)",
             )
@@ -171,9 +171,13 @@ impl MessagesApi {
             }
         }
         let attachment = body.0.attachment.clone();
-        sqlx::query(
+        // The membership check rides on the insert (one round trip fewer on the hottest path);
+        // it runs after next_seq's lock, so it sees a removal that committed meanwhile.
+        let created_at: Option<DateTime<Utc>> = sqlx::query_scalar(
             "insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment)
-             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+             select $1, $2, $3, $4, $5, $6, $7, $8
+              where exists (select 1 from conversation_members where conversation_id = $2 and user_id = $4)
+             returning created_at",
         )
         .bind(message_id.as_uuid())
         .bind(id.0)
@@ -183,8 +187,27 @@ impl MessagesApi {
         .bind(&text)
         .bind(body.0.reply_to)
         .bind(attachment.as_ref().map(sqlx::types::Json))
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let created_at = created_at.ok_or_else(|| ApiError::not_found("conversation"))?;
+        // A new message has no reactions and no readers: answer without reading it back.
+        let message = Message {
+            id: *message_id.as_uuid(),
+            conversation_id: id.0,
+            seq,
+            author_id: *caller.as_uuid(),
+            text: Some(text.clone()),
+            reply_to: body.0.reply_to,
+            attachment: attachment.clone(),
+            client_message_id: body.0.client_message_id.clone(),
+            created_at,
+            edited_at: None,
+            deleted: false,
+            deleted_at: None,
+            reactions: Vec::new(),
+            read_count: 0,
+            read_by: Vec::new(),
+        };
         let event = Event::MessageCreated(MessageCreated {
             message_id,
             author_id: caller,
@@ -200,7 +223,7 @@ impl MessagesApi {
         });
         let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
-        Ok(SendResponse::Created(Json(load_one(&state.db, caller, *message_id.as_uuid()).await?)))
+        Ok(SendResponse::Created(Json(message)))
     }
 
     /// Page through messages
@@ -223,21 +246,27 @@ impl MessagesApi {
         let caller = auth.0.id;
         let member = membership::require(&state.db, ConversationId::from_uuid(id.0), caller).await?;
         let ascending = after_seq.0.is_some() && before_seq.0.is_none();
-        let mut ids: Vec<Uuid> = sqlx::query_scalar(
+        // Two statements rather than one with a computed sort key, so both walk the
+        // (conversation_id, seq) index instead of sorting the whole history.
+        let query = if ascending {
             "select id from messages
               where conversation_id = $1 and seq >= $2
                 and ($3::bigint is null or seq < $3) and ($4::bigint is null or seq > $4)
-              order by case when $5 then seq end asc, seq desc
-              limit $6",
-        )
-        .bind(id.0)
-        .bind(member.visible_from_seq)
-        .bind(before_seq.0)
-        .bind(after_seq.0)
-        .bind(ascending)
-        .bind(limit.0 + 1)
-        .fetch_all(&state.db)
-        .await?;
+              order by seq asc limit $5"
+        } else {
+            "select id from messages
+              where conversation_id = $1 and seq >= $2
+                and ($3::bigint is null or seq < $3) and ($4::bigint is null or seq > $4)
+              order by seq desc limit $5"
+        };
+        let mut ids: Vec<Uuid> = sqlx::query_scalar(query)
+            .bind(id.0)
+            .bind(member.visible_from_seq)
+            .bind(before_seq.0)
+            .bind(after_seq.0)
+            .bind(limit.0 + 1)
+            .fetch_all(&state.db)
+            .await?;
         let has_more = ids.len() > usize::try_from(limit.0).unwrap_or(usize::MAX);
         ids.truncate(usize::try_from(limit.0).unwrap_or(usize::MAX));
         let mut items = load(&state.db, caller, &ids).await?;

@@ -1,0 +1,240 @@
+//! `cargo xtask bench rest`: REST throughput against the same transaction run by pgbench.
+//!
+//! One private, durable PostgreSQL (fsync on, as in production), a nats-server and one
+//! `parley-api` (release build, rate limits lifted). For each concurrency C: C clients, each a
+//! user with its own group, POST messages for the measured interval; then they GET pages of
+//! 50 messages; then pgbench runs the transaction the API runs for a message (bump the
+//! conversation's seq, insert the message, insert the event) with C connections, one
+//! conversation each. The load generator shares the machine, so the ratios are the result;
+//! absolute numbers move with whatever else runs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use parley_shared::auth::{Claims, issue_hs256};
+use parley_shared::ids::UserId;
+use parley_testkit::nats::NatsServer;
+use parley_testkit::postgres::{PostgresOptions, PostgresServer};
+use parley_testkit::process::Output;
+use parley_testkit::{AppProcess, Binary, binaries, wait};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const SECRET: &str = "bench-secret";
+const CONCURRENCY: [usize; 2] = [8, 32];
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Scenario: `rest`.
+    scenario: String,
+    /// Seconds each measurement runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.scenario == "rest", "unknown scenario {:?}; available: rest", args.scenario);
+    crate::install::ensure_services()?;
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--package", "parley-api"])
+        .status()?;
+    anyhow::ensure!(status.success(), "cargo build --release failed");
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+
+    let dir = tempfile::Builder::new().prefix("parley-bench-").tempdir()?;
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let pg_output = Output::File(dir.path().join("postgres.log"));
+    PostgresServer::init(&dir.path().join("pg"), &pg_output)?;
+    let options = PostgresOptions { port: wait::free_port()?, durable: true, max_connections: 200 };
+    let mut postgres = PostgresServer::start(&dir.path().join("pg"), options, pg_output).await?;
+    let mut nats =
+        NatsServer::start(&dir.path().join("nats"), wait::free_port()?, Output::File(dir.path().join("nats.log")))
+            .await?;
+    let database_url = postgres.url("postgres");
+    let env = vec![
+        ("DATABASE_URL".into(), database_url.clone()),
+        ("NATS_URL".into(), nats.url()),
+        ("PARLEY_JWT_SECRET".into(), SECRET.into()),
+        ("PARLEY_LOG".into(), "warn".into()),
+        ("PARLEY_WRITE_RATE_PER_SECOND".into(), "1000000".into()),
+        ("PARLEY_WRITE_BURST".into(), "1000000".into()),
+    ];
+    let api = spawn_release_api(&release, env, dir.path()).await?;
+
+    let mut rows = Vec::new();
+    for clients in CONCURRENCY {
+        let users = setup_users(&api.url(), clients).await?;
+        let duration = Duration::from_secs(args.seconds);
+        let posts = drive(&users, duration, Op::Post).await?;
+        let pages = drive(&users, duration, Op::Page).await?;
+        let pgbench = run_pgbench(&postgres, dir.path(), &users, duration)?;
+        eprintln!(
+            "bench rest C={clients}: POST {posts:.0}/s, GET page {pages:.0}/s, pgbench {pgbench:.0} tx/s, POST/pgbench {:.2}",
+            posts / pgbench
+        );
+        rows.push(json!({
+            "clients": clients, "post_per_s": posts, "get_page_per_s": pages, "pgbench_tx_per_s": pgbench,
+            "post_ratio": posts / pgbench, "get_ratio": pages / pgbench,
+        }));
+    }
+    drop(api);
+    nats.stop().await;
+    postgres.stop().await;
+    write_report(&rows, args.seconds)
+}
+
+async fn spawn_release_api(release: &Path, mut env: Vec<(String, String)>, dir: &Path) -> anyhow::Result<AppProcess> {
+    env.push(("PARLEY_DB_MAX_CONNECTIONS".into(), "32".into()));
+    let executable = release.join(Binary::Api.name());
+    AppProcess::spawn_executable(Binary::Api, executable, wait::free_port()?, env, Output::File(dir.join("api.log")))
+        .await
+}
+
+/// One client: a user, its token and its own group conversation.
+#[derive(Clone, Debug)]
+struct BenchUser {
+    id: UserId,
+    token: String,
+    conversation: Uuid,
+    api: String,
+}
+
+async fn setup_users(api: &str, clients: usize) -> anyhow::Result<Vec<BenchUser>> {
+    let http = reqwest::Client::new();
+    let mut users = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let id = UserId::from_uuid(Uuid::now_v7());
+        let token = issue_hs256(SECRET, &Claims::for_user(id, Some("bench".into()), Duration::from_secs(3600)));
+        let created: Value = http
+            .post(format!("{api}/v1/conversations"))
+            .bearer_auth(&token)
+            .json(&json!({ "kind": "group", "title": "bench" }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let conversation = created["id"].as_str().context("conversation id")?.parse()?;
+        users.push(BenchUser { id, token, conversation, api: api.to_owned() });
+    }
+    Ok(users)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Post,
+    Page,
+}
+
+/// Each user loops on `op` for `duration`; returns successful requests per second.
+async fn drive(users: &[BenchUser], duration: Duration, op: Op) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|user| {
+            let (done, failed) = (done.clone(), failed.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let messages = format!("{}/v1/conversations/{}/messages", user.api, user.conversation);
+                while started.elapsed() < duration {
+                    let request = match op {
+                        Op::Post => http.post(&messages).json(&json!({ "text": "bench message" })),
+                        Op::Page => http.get(format!("{messages}?limit=50")),
+                    };
+                    match request.bearer_auth(&user.token).send().await {
+                        Ok(response) if response.status().is_success() => {
+                            let _ = response.bytes().await;
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let failed = failed.load(Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "{failed} requests failed during the {op:?} run");
+    Ok(done.load(Ordering::Relaxed) as f64 / elapsed)
+}
+
+/// pgbench with the API's message transaction, one connection and conversation per user.
+fn run_pgbench(postgres: &PostgresServer, dir: &Path, users: &[BenchUser], duration: Duration) -> anyhow::Result<f64> {
+    let url = postgres.url("postgres");
+    let clients: Vec<String> =
+        users.iter().enumerate().map(|(n, user)| format!("({n}, '{}', '{}')", user.conversation, user.id)).collect();
+    let setup = format!(
+        "drop table if exists bench_clients; create table bench_clients (n int primary key, conversation_id uuid, user_id uuid);
+         insert into bench_clients values {};",
+        clients.join(", ")
+    );
+    psql(&url, &setup)?;
+    // The same three statements the API runs for a message, in one transaction.
+    let script = dir.join("message.sql");
+    std::fs::write(
+        &script,
+        r"select conversation_id as cid, user_id as uid from bench_clients where n = :client_id \gset
+begin;
+update conversations set last_seq = last_seq + 1, last_activity_at = now() where id = :cid returning last_seq as seq \gset
+insert into messages (id, conversation_id, seq, author_id, body) values (gen_random_uuid(), :cid, :seq, :uid, 'bench message');
+insert into events (id, conversation_id, seq, type, actor_id, data) values (gen_random_uuid(), :cid, :seq, 'message.created', :uid, '{}'::jsonb);
+commit;
+",
+    )?;
+    let output = std::process::Command::new(binaries::postgres_tool("pgbench")?)
+        .args(["--no-vacuum", "--protocol=prepared", "--file"])
+        .arg(&script)
+        .args(["--client", &users.len().to_string(), "--jobs", "2", "--time", &duration.as_secs().to_string()])
+        .arg(&url)
+        .output()
+        .context("running pgbench")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "pgbench failed: {}{stdout}", String::from_utf8_lossy(&output.stderr));
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no tps in pgbench output:\n{stdout}"))
+}
+
+fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    let output = std::process::Command::new(binaries::postgres_tool("psql")?)
+        .args(["--quiet", "--set", "ON_ERROR_STOP=1", "--command", sql, url])
+        .output()?;
+    anyhow::ensure!(output.status.success(), "psql failed: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(())
+}
+
+fn write_report(rows: &[Value], seconds: u64) -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let report = json!({ "scenario": "rest", "seconds_per_run": seconds, "results": rows });
+    std::fs::write(dir.join("rest.json"), serde_json::to_string_pretty(&report)?)?;
+    let mut table = String::from(
+        "| clients | POST msg/s | GET page/s | pgbench tx/s | POST ÷ pgbench | GET ÷ pgbench |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        table.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |\n",
+            row["clients"],
+            row["post_per_s"].as_f64().unwrap_or_default(),
+            row["get_page_per_s"].as_f64().unwrap_or_default(),
+            row["pgbench_tx_per_s"].as_f64().unwrap_or_default(),
+            row["post_ratio"].as_f64().unwrap_or_default(),
+            row["get_ratio"].as_f64().unwrap_or_default(),
+        ));
+    }
+    std::fs::write(dir.join("rest.md"), &table)?;
+    println!("{table}\nReport: target/bench/rest.json, target/bench/rest.md");
+    Ok(())
+}
