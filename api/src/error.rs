@@ -177,6 +177,17 @@ impl From<sqlx::Error> for ApiError {
                 tracing::warn!(%error, "database unavailable");
                 Self::unavailable("the database is unavailable; retry shortly")
             }
+            // Class 22, data exception: a value PostgreSQL cannot store (a NUL character, say).
+            // The input is at fault, not the server.
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")) => {
+                tracing::info!(%error, "input refused by the database");
+                let problem = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "validation_failed",
+                    "a value in the request cannot be stored",
+                );
+                Self::BadRequest(ProblemJson::new(problem))
+            }
             _ => {
                 tracing::error!(error = ?error, "database error");
                 Self::internal()

@@ -149,6 +149,11 @@ async fn non_members_get_404_on_every_conversation_route() {
         mallory.patch(&format!("{base}/messages/{message_id}"), json!({ "text": "x" })).await,
         mallory.delete(&format!("{base}/messages/{message_id}")).await,
         mallory.get(&format!("{base}/events")).await,
+        mallory.put_empty(&format!("{base}/messages/{message_id}/reactions/%F0%9F%91%8D")).await,
+        mallory.delete(&format!("{base}/messages/{message_id}/reactions/%F0%9F%91%8D")).await,
+        mallory.post(&format!("{base}/read"), json!({ "seq": 1 })).await,
+        mallory.post(&format!("{base}/delivered"), json!({ "seq": 1 })).await,
+        mallory.post(&format!("{base}/typing"), json!({})).await,
     ];
     for reply in replies {
         let body = reply.expect_problem(404, "not_found");
@@ -160,6 +165,8 @@ async fn non_members_get_404_on_every_conversation_route() {
     assert_eq!(missing, hidden);
     let list = mallory.get("/v1/conversations").await.expect(200);
     assert_eq!(list["items"], json!([]));
+    let found = mallory.get("/v1/search/messages?q=secret").await.expect(200);
+    assert_eq!(found["items"], json!([]));
 }
 
 #[tokio::test]

@@ -125,6 +125,10 @@ async fn search_finds_only_the_callers_visible_undeleted_messages() {
         bob.get(&format!("/v1/search/messages?q={odd}")).await.expect(200);
     }
     bob.get("/v1/search/messages?q=").await.expect_problem(400, "validation_failed");
+    bob.get("/v1/search/messages?q=a%00b").await.expect_problem(400, "validation_failed");
+    // Any stored string with a NUL is refused as input, never answered with 500.
+    let title = bob.post("/v1/conversations", json!({ "kind": "group", "title": "t\u{0000}" })).await;
+    title.expect_problem(400, "validation_failed");
     let page = alice.get("/v1/search/messages?q=fox%20or%20dog&limit=1").await.expect(200);
     assert_eq!(page["next_offset"], 1);
 }

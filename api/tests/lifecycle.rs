@@ -22,15 +22,7 @@ async fn get(url: String) -> (u16, Value) {
 
 /// Waits until `GET url` answers `status`, returning the body.
 async fn until_status(url: String, status: u16) -> Value {
-    wait::until(&format!("{url} to answer {status}"), RECOVERY, || {
-        let url = url.clone();
-        async move {
-            let (got, body) = get(url).await;
-            (got == status).then_some(body)
-        }
-    })
-    .await
-    .unwrap_or_else(|error| panic!("{error}"))
+    wait::until_http_status(&url, status, RECOVERY).await.unwrap_or_else(|error| panic!("{error}"))
 }
 
 #[tokio::test]

@@ -77,6 +77,8 @@ async fn invalid_messages_are_refused_with_the_field_at_fault() {
         (json!({ "text": "ok", "attachment": attachment("https://") }), Some("attachment.url")),
         (json!({ "text": "ok", "reply_to": elsewhere["id"] }), Some("reply_to")),
         (json!({ "text": "ok", "reply_to": Uuid::now_v7() }), Some("reply_to")),
+        (json!({ "text": "nul \u{0000} inside" }), Some("text")),
+        (json!({ "text": "ok", "client_message_id": "nul\u{0000}" }), None),
         (json!({ "text": ["a"] }), None),
         (json!({ "text": null }), None),
         (json!({}), None),
@@ -204,6 +206,8 @@ async fn a_deleted_messages_text_never_comes_back() {
         alice.get("/v1/conversations").await.expect(200),
         alice.get(&format!("/v1/conversations/{group}/events")).await.expect(200),
         bob.get(&format!("/v1/conversations/{group}/events")).await.expect(200),
+        alice.get("/v1/search/messages?q=hunter2").await.expect(200),
+        bob.get("/v1/search/messages?q=password").await.expect(200),
     ];
     for read in reads {
         assert!(!read.to_string().contains("hunter2"), "deleted text leaked: {read}");

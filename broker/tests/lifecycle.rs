@@ -9,19 +9,9 @@ use serde_json::Value;
 
 const RECOVERY: Duration = Duration::from_secs(30);
 
+/// Waits until `GET url` answers `status`, returning the body.
 async fn until_status(url: String, status: u16) -> Value {
-    wait::until(&format!("{url} to answer {status}"), RECOVERY, || {
-        let url = url.clone();
-        async move {
-            let response = reqwest::get(&url).await.ok()?;
-            if response.status().as_u16() != status {
-                return None;
-            }
-            response.json().await.ok()
-        }
-    })
-    .await
-    .unwrap_or_else(|error| panic!("{error}"))
+    wait::until_http_status(&url, status, RECOVERY).await.unwrap_or_else(|error| panic!("{error}"))
 }
 
 #[tokio::test]

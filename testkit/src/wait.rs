@@ -46,3 +46,19 @@ pub fn log_tail(path: &std::path::Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Waits until `GET url` answers `status` and returns its JSON body (`Null` when it has none).
+pub async fn until_http_status(url: &str, status: u16, timeout: Duration) -> anyhow::Result<serde_json::Value> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    until(&format!("{url} to answer {status}"), timeout, || {
+        let request = http.get(url).send();
+        async move {
+            let response = request.await.ok()?;
+            if response.status().as_u16() != status {
+                return None;
+            }
+            Some(response.json().await.unwrap_or(serde_json::Value::Null))
+        }
+    })
+    .await
+}

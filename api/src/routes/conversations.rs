@@ -158,6 +158,7 @@ pub enum CreateResponse {
     Existing(Json<Conversation>),
 }
 
+#[derive(Default)]
 pub struct ConversationsApi;
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Conversations")]

@@ -47,6 +47,7 @@ pub struct EventPage {
     pub last_seq: i64,
 }
 
+#[derive(Default)]
 pub struct EventsApi;
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Events")]

@@ -22,6 +22,7 @@ pub struct User {
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
+#[derive(Default)]
 pub struct MeApi;
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Users")]

@@ -39,6 +39,7 @@ pub enum RemoveResponse {
     Removed,
 }
 
+#[derive(Default)]
 pub struct MembersApi;
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Members")]

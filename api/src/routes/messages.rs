@@ -110,6 +110,7 @@ pub enum DeleteResponse {
     Deleted,
 }
 
+#[derive(Default)]
 pub struct MessagesApi;
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Messages")]
@@ -377,6 +378,9 @@ fn validate_text(text: &str, max_chars: usize) -> Result<String, ApiError> {
     }
     if text.chars().count() > max_chars {
         return Err(ApiError::bad_request("text", format!("text is longer than {max_chars} characters")));
+    }
+    if text.contains('\0') {
+        return Err(ApiError::bad_request("text", "text must not contain NUL characters"));
     }
     Ok(text.to_owned())
 }

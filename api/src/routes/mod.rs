@@ -47,22 +47,7 @@ pub type Api = (
 
 /// The `/v1` API with its OpenAPI document.
 pub fn api_service() -> OpenApiService<Api, ()> {
-    OpenApiService::new(
-        (
-            me::MeApi,
-            conversations::ConversationsApi,
-            members::MembersApi,
-            messages::MessagesApi,
-            reactions::ReactionsApi,
-            receipts::ReceiptsApi,
-            typing::TypingApi,
-            search::SearchApi,
-            events::EventsApi,
-        ),
-        "Parley API",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description(
+    OpenApiService::new(Api::default(), "Parley API", env!("CARGO_PKG_VERSION")).description(
         "Real-time messaging backend. Every route needs `Authorization: Bearer <JWT>`; errors are \
          RFC 7807 `application/problem+json` with a stable `code`. Live events arrive over the \
          broker's WebSocket; this API's `/events` endpoint replays them by `seq`.",

@@ -21,6 +21,7 @@ pub enum ReactionResponse {
     Done,
 }
 
+#[derive(Default)]
 pub struct ReactionsApi;
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Messages")]

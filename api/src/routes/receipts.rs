@@ -38,6 +38,7 @@ enum Kind {
     Read,
 }
 
+#[derive(Default)]
 pub struct ReceiptsApi;
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Receipts")]

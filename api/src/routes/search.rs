@@ -22,6 +22,7 @@ pub struct SearchPage {
     pub next_offset: Option<i64>,
 }
 
+#[derive(Default)]
 pub struct SearchApi;
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Search")]
@@ -47,6 +48,9 @@ impl SearchApi {
         offset: Query<i64>,
     ) -> Result<Json<SearchPage>, ApiError> {
         let caller: UserId = auth.0.id;
+        if q.0.contains('\0') {
+            return Err(ApiError::bad_request("q", "the query must not contain NUL characters"));
+        }
         let mut ids: Vec<Uuid> = sqlx::query_scalar(
             "select msg.id
                from messages msg

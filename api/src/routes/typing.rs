@@ -20,6 +20,7 @@ pub enum TypingResponse {
     Accepted,
 }
 
+#[derive(Default)]
 pub struct TypingApi;
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Conversations")]

@@ -81,6 +81,10 @@ impl User {
         self.send(self.http.post(self.url(path)).header("content-type", content_type).body(body)).await
     }
 
+    pub async fn put_empty(&self, path: &str) -> Reply {
+        self.send(self.http.put(self.url(path))).await
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> Reply {
         self.send(self.http.patch(self.url(path)).json(&body)).await
     }
@@ -126,10 +130,4 @@ impl User {
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client")
-}
-
-impl User {
-    pub async fn put_empty(&self, path: &str) -> Reply {
-        self.send(self.http.put(self.url(path))).await
-    }
 }
