@@ -22,6 +22,7 @@ mod outbox;
 mod rate_limit;
 mod routes;
 mod state;
+mod text;
 
 pub use app::Application;
 pub use config::{Cli, Command, Config};

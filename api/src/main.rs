@@ -7,8 +7,10 @@ async fn main() -> anyhow::Result<()> {
     parley_shared::telemetry::init(&cli.config.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            // Signal handlers first: a SIGTERM during start-up must stop us gracefully too.
+            let stop = parley_shared::shutdown::signal();
             let app = Application::build(cli.config).await?;
-            app.run_until_stopped(parley_shared::shutdown::signal()).await
+            app.run_until_stopped(stop).await
         }
         Command::Migrate => {
             let pool = db::connect(&cli.config).await?;

@@ -185,6 +185,10 @@ async fn only_owners_rename_groups_and_direct_conversations_have_no_title() {
         .patch(&format!("/v1/conversations/{group}"), json!({ "title": "" }))
         .await
         .expect_problem(400, "validation_failed");
+    alice
+        .patch(&format!("/v1/conversations/{group}"), json!({ "title": 12 }))
+        .await
+        .expect_problem(400, "validation_failed");
 
     let direct = alice.post("/v1/conversations", json!({ "kind": "direct", "user_id": bob.uuid() })).await.expect(201);
     let direct = direct["id"].as_str().expect("id");

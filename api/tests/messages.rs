@@ -79,7 +79,10 @@ async fn invalid_messages_are_refused_with_the_field_at_fault() {
         (json!({ "text": "ok", "reply_to": Uuid::now_v7() }), Some("reply_to")),
         (json!({ "text": "nul \u{0000} inside" }), Some("text")),
         (json!({ "text": "ok", "client_message_id": "nul\u{0000}" }), None),
+        (json!({ "text": 42 }), None),
+        (json!({ "text": true }), None),
         (json!({ "text": ["a"] }), None),
+        (json!({ "text": "ok", "client_message_id": 7 }), None),
         (json!({ "text": null }), None),
         (json!({}), None),
         (

@@ -5,6 +5,8 @@ use parley_broker::{Application, Cli};
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     parley_shared::telemetry::init(&cli.config.log);
+    // Signal handlers first: a SIGTERM during start-up must stop us gracefully too.
+    let stop = parley_shared::shutdown::signal();
     let app = Application::build(cli.config).await?;
-    app.run_until_stopped(parley_shared::shutdown::signal()).await
+    app.run_until_stopped(stop).await
 }

@@ -15,6 +15,7 @@ use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::text::Text;
 use crate::{membership, outbox};
 
 /// Members listed in a conversation; `member_count` has the total.
@@ -54,13 +55,13 @@ impl Role {
 pub struct ConversationContext {
     /// What the reference points at, e.g. `listing`.
     #[oai(validator(min_length = 1, max_length = 50))]
-    pub kind: String,
+    pub kind: Text,
     /// The application's id of it, e.g. `123`.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub id: String,
+    pub id: Text,
     /// A label to show, e.g. `Blue bike`.
     #[oai(validator(max_length = 200))]
-    pub title: Option<String>,
+    pub title: Option<Text>,
 }
 
 /// A conversation between exactly two users.
@@ -77,7 +78,7 @@ pub struct NewDirectConversation {
 #[oai(skip_serializing_if_is_none, example)]
 pub struct NewGroupConversation {
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub title: String,
+    pub title: Text,
     /// Other initial members (created if Parley has not seen them yet).
     #[oai(default)]
     pub member_ids: Vec<Uuid>,
@@ -97,7 +98,7 @@ pub enum NewConversation {
 pub struct ConversationPatch {
     /// New title (groups only).
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub title: String,
+    pub title: Text,
 }
 
 #[derive(Object, Clone, Debug)]
@@ -335,7 +336,11 @@ async fn create_direct(db: &PgPool, caller: UserId, direct: NewDirectConversatio
     let event = Event::ConversationCreated(ConversationCreated {
         kind: "direct".into(),
         title: None,
-        context: context.map(|c| events::Context { kind: c.kind, id: c.id, title: c.title }),
+        context: context.map(|c| events::Context {
+            kind: c.kind.into(),
+            id: c.id.into(),
+            title: c.title.map(Into::into),
+        }),
         member_ids: vec![caller, UserId::from_uuid(other)],
     });
     let _recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
@@ -479,9 +484,9 @@ pub async fn load(db: &PgPool, caller: UserId, ids: &[Uuid]) -> Result<Vec<Conve
             title: row.title.clone(),
             context: match (&row.context_kind, &row.context_id) {
                 (Some(kind), Some(context_id)) => Some(ConversationContext {
-                    kind: kind.clone(),
-                    id: context_id.clone(),
-                    title: row.context_title.clone(),
+                    kind: Text(kind.clone()),
+                    id: Text(context_id.clone()),
+                    title: row.context_title.clone().map(Text),
                 }),
                 _ => None,
             },

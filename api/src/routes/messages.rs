@@ -16,6 +16,7 @@ use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::text::Text;
 use crate::{membership, outbox};
 
 /// File metadata; the file itself lives wherever the application stores files.
@@ -24,34 +25,34 @@ use crate::{membership, outbox};
 pub struct Attachment {
     /// An `https://` URL.
     #[oai(validator(max_length = 2048))]
-    pub url: String,
+    pub url: Text,
     #[oai(validator(pattern = r"^[\w.+-]+/[\w.+-]+$", max_length = 255))]
-    pub mime_type: String,
+    pub mime_type: Text,
     #[oai(validator(minimum(value = "0")))]
     pub size_bytes: i64,
     #[oai(validator(max_length = 255))]
-    pub name: Option<String>,
+    pub name: Option<Text>,
 }
 
 #[derive(Object, Debug, serde::Serialize)]
 #[oai(skip_serializing_if_is_none, example)]
 pub struct NewMessage {
     /// The text: trimmed, non-empty, at most the configured length (default 4,000 characters).
-    pub text: String,
+    pub text: Text,
     /// A message of the same conversation this one answers.
     pub reply_to: Option<Uuid>,
     pub attachment: Option<Attachment>,
     /// The sender's own id for this message; echoed in the `message.created` event so the
     /// sender's devices can match it with their optimistic copy.
     #[oai(validator(min_length = 1, max_length = 100))]
-    pub client_message_id: Option<String>,
+    pub client_message_id: Option<Text>,
 }
 
 #[derive(Object, Debug)]
 #[oai(skip_serializing_if_is_none, example)]
 pub struct MessagePatch {
     /// The new text, with the same rules as when sending.
-    pub text: String,
+    pub text: Text,
 }
 
 #[derive(Object, Clone, Debug)]
@@ -200,7 +201,7 @@ impl MessagesApi {
             text: Some(text.clone()),
             reply_to: body.0.reply_to,
             attachment: attachment.clone(),
-            client_message_id: body.0.client_message_id.clone(),
+            client_message_id: body.0.client_message_id.clone().map(String::from),
             created_at,
             edited_at: None,
             deleted: false,
@@ -215,12 +216,12 @@ impl MessagesApi {
             body: Some(text),
             reply_to: body.0.reply_to.map(MessageId::from_uuid),
             attachment: attachment.map(|a| events::Attachment {
-                url: a.url,
-                mime_type: a.mime_type,
+                url: a.url.into(),
+                mime_type: a.mime_type.into(),
                 size_bytes: a.size_bytes,
-                name: a.name,
+                name: a.name.map(Into::into),
             }),
-            client_message_id: body.0.client_message_id.clone(),
+            client_message_id: body.0.client_message_id.clone().map(String::from),
         });
         let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
