@@ -35,10 +35,10 @@ impl Application {
     /// Connects PostgreSQL (failing fast when it is unreachable), applies migrations, starts the
     /// NATS client (which keeps retrying in the background: `/ready` reports it) and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let verifier = Arc::new(config.auth.build()?);
+        let verifier = Arc::new(config.service.auth.build()?);
         let db = db::connect(&config).await.context("connecting to PostgreSQL (DATABASE_URL)")?;
         db::migrate(&db).await.context("applying migrations")?;
-        let nats = parley_shared::serve::connect_nats(&config.nats_url, "parley-api").await?;
+        let nats = parley_shared::serve::connect_nats(&config.service.nats_url, "parley-api").await?;
         let (acceptor, local_addr) = parley_shared::serve::bind(config.listen).await?;
         Ok(Self {
             acceptor,
@@ -76,7 +76,7 @@ impl Application {
             .data(state.clone())
             .with(Tracing);
         Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(config.shutdown_timeout))
+            .run_with_graceful_shutdown(app, shutdown, Some(config.service.shutdown_timeout))
             .await?;
         if let Err(error) = state.nats.flush().await {
             tracing::warn!(%error, "NATS flush at shutdown failed");

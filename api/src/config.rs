@@ -4,8 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use parley_shared::auth::AuthArgs;
-use parley_shared::telemetry::LogArgs;
+use parley_shared::config::ServiceArgs;
 
 #[derive(Parser, Debug)]
 #[command(name = "parley-api", version, about = "Parley REST API")]
@@ -43,18 +42,10 @@ pub struct Config {
     /// How long a request waits for a pooled connection (and start-up for the database).
     #[arg(long, env = "PARLEY_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub db_acquire_timeout: Duration,
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// On SIGTERM, how long in-flight requests may take before the process exits anyway.
-    #[arg(long, env = "PARLEY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_timeout: Duration,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
-    pub auth: AuthArgs,
-    #[command(flatten)]
-    pub log: LogArgs,
+    pub service: ServiceArgs,
 }
 
 /// Limits on what one request may ask for.
@@ -95,14 +86,8 @@ mod tests {
 
     #[test]
     fn readme_documents_every_environment_variable() {
-        let readme = include_str!("../../README.md");
-        let command = Cli::command();
-        let undocumented: Vec<String> = command
-            .get_arguments()
-            .filter_map(|arg| arg.get_env())
-            .map(|env| env.to_string_lossy().into_owned())
-            .filter(|env| !readme.contains(&format!("| `{env}` |")))
-            .collect();
+        let undocumented =
+            parley_shared::config::undocumented_env_vars(&Cli::command(), include_str!("../../README.md"));
         assert!(undocumented.is_empty(), "README.md's configuration tables lack {undocumented:?}");
     }
 }

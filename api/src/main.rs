@@ -4,7 +4,7 @@ use parley_api::{Application, Cli, Command, db};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    parley_shared::telemetry::init(&cli.config.log);
+    parley_shared::telemetry::init(&cli.config.service.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             // Signal handlers first: a SIGTERM during start-up must stop us gracefully too.

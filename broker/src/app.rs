@@ -29,8 +29,8 @@ impl Application {
     /// Starts the NATS client (retrying in the background until NATS answers: `/ready` says
     /// when) and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let verifier = Arc::new(config.auth.build()?);
-        let nats = parley_shared::serve::connect_nats(&config.nats_url, "parley-broker").await?;
+        let verifier = Arc::new(config.service.auth.build()?);
+        let nats = parley_shared::serve::connect_nats(&config.service.nats_url, "parley-broker").await?;
         let (acceptor, local_addr) = parley_shared::serve::bind(config.listen).await?;
         Ok(Self { acceptor, local_addr, state: BrokerState { nats, verifier }, config })
     }
@@ -46,7 +46,7 @@ impl Application {
         tracing::info!(%local_addr, ws_path = %config.ws_path, "parley-broker listening");
         let app = Route::new().nest("/", routes::health::routes()).data(state.clone());
         Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(config.shutdown_timeout))
+            .run_with_graceful_shutdown(app, shutdown, Some(config.service.shutdown_timeout))
             .await?;
         if let Err(error) = state.nats.drain().await {
             tracing::warn!(%error, "NATS drain at shutdown failed");

@@ -1,11 +1,9 @@
 //! The broker's settings: flags, each with an environment variable and a default.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::{Args, Parser};
-use parley_shared::auth::AuthArgs;
-use parley_shared::telemetry::LogArgs;
+use parley_shared::config::ServiceArgs;
 
 #[derive(Parser, Debug)]
 #[command(name = "parley-broker", version, about = "Parley WebSocket broker")]
@@ -22,16 +20,8 @@ pub struct Config {
     /// Path of the WebSocket endpoint.
     #[arg(long, env = "PARLEY_WS_PATH", default_value = "/ws")]
     pub ws_path: String,
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// On SIGTERM, how long connections may take to close before the process exits anyway.
-    #[arg(long, env = "PARLEY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_timeout: Duration,
     #[command(flatten)]
-    pub auth: AuthArgs,
-    #[command(flatten)]
-    pub log: LogArgs,
+    pub service: ServiceArgs,
 }
 
 impl Config {
@@ -49,14 +39,8 @@ mod tests {
 
     #[test]
     fn readme_documents_every_environment_variable() {
-        let readme = include_str!("../../README.md");
-        let command = Cli::command();
-        let undocumented: Vec<String> = command
-            .get_arguments()
-            .filter_map(|arg| arg.get_env())
-            .map(|env| env.to_string_lossy().into_owned())
-            .filter(|env| !readme.contains(&format!("| `{env}` |")))
-            .collect();
+        let undocumented =
+            parley_shared::config::undocumented_env_vars(&Cli::command(), include_str!("../../README.md"));
         assert!(undocumented.is_empty(), "README.md's configuration tables lack {undocumented:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! What both Parley processes (`parley-api` and `parley-broker`) need, and nothing else.
 //!
 //! - [`auth`]: verification of bearer JWTs (HS256 secret, PEM public key or JWKS URL) into an [`auth::Identity`].
+//! - [`config`]: the settings both binaries share (NATS, shutdown, auth, logs).
 //! - [`events`]: the domain-event envelope and payloads (the contract with the broker and clients).
 //! - [`ids`]: validated id newtypes; NATS subjects are only ever built from these.
 //! - [`telemetry`]: log set-up (text or JSON) shared by both binaries.
@@ -8,6 +9,7 @@
 //! - [`shutdown`]: the SIGTERM / SIGINT future both servers stop on.
 
 pub mod auth;
+pub mod config;
 pub mod events;
 pub mod ids;
 pub mod serve;

@@ -57,14 +57,11 @@ impl Shared {
                 (Some(server), url)
             }
         };
-        let template = owned_name("parley_template");
-        let mut admin = PgConnection::connect(&admin_url).await?;
         if postgres.is_none() {
-            drop_stale_databases(&mut admin).await?;
+            drop_stale_databases(&admin_url).await?;
         }
-        admin.execute(format!(r#"create database "{template}""#).as_str()).await?;
-        admin.close().await?;
-        migrate(&with_database(&admin_url, &template)).await?;
+        let (template, template_url) = create_database(&admin_url, "parley_template", None).await?;
+        migrate(&template_url).await?;
         Ok(Self { root, _postgres: postgres, admin_url, template })
     }
 }
@@ -76,11 +73,12 @@ fn owned_name(kind: &str) -> String {
 
 /// On a server shared with other runs (`TEST_DATABASE_URL`), drops the databases of test
 /// processes that have exited; a private cluster is thrown away whole instead.
-async fn drop_stale_databases(admin: &mut PgConnection) -> anyhow::Result<()> {
+async fn drop_stale_databases(admin_url: &str) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(admin_url).await?;
     let names: Vec<String> = sqlx::query_scalar(
         r"select datname from pg_database where datname ~ '^(parley_template|test|empty)_[0-9]+_[0-9a-f]{32}$'",
     )
-    .fetch_all(&mut *admin)
+    .fetch_all(&mut admin)
     .await?;
     for name in names {
         let owner = name.split('_').find_map(|part| part.parse::<u32>().ok());
@@ -88,7 +86,20 @@ async fn drop_stale_databases(admin: &mut PgConnection) -> anyhow::Result<()> {
             admin.execute(format!(r#"drop database if exists "{name}" with (force)"#).as_str()).await?;
         }
     }
+    admin.close().await?;
     Ok(())
+}
+
+/// Creates a database named after this process (see [`owned_name`]) on the server of
+/// `server_url`, optionally cloned from `template`; returns its name and URL.
+async fn create_database(server_url: &str, kind: &str, template: Option<&str>) -> anyhow::Result<(String, String)> {
+    let name = owned_name(kind);
+    let clone = template.map(|template| format!(r#" template "{template}""#)).unwrap_or_default();
+    let mut admin = PgConnection::connect(server_url).await?;
+    admin.execute(format!(r#"create database "{name}"{clone}"#).as_str()).await?;
+    admin.close().await?;
+    let url = with_database(server_url, &name);
+    Ok((name, url))
 }
 
 /// A temp directory for this test binary, world-searchable so an unprivileged PostgreSQL can
@@ -176,11 +187,8 @@ impl TestContext {
             migrate(&url).await?;
             (Some(server), url)
         } else {
-            let database = owned_name("test");
-            let mut admin = PgConnection::connect(&shared.admin_url).await?;
-            admin.execute(format!(r#"create database "{database}" template "{}""#, shared.template).as_str()).await?;
-            admin.close().await?;
-            (None, with_database(&shared.admin_url, &database))
+            let (_, url) = create_database(&shared.admin_url, "test", Some(&shared.template)).await?;
+            (None, url)
         };
         let nats = match std::env::var("TEST_NATS_URL") {
             Ok(url) if !own_services => TestNats::External(url),
@@ -211,11 +219,8 @@ impl TestContext {
 
     /// A new database with no tables, on this test's server (for migration tests).
     pub async fn empty_database(&self) -> String {
-        let database = owned_name("empty");
-        let mut admin = PgConnection::connect(&self.database_url).await.expect("connect to the test database");
-        admin.execute(format!(r#"create database "{database}""#).as_str()).await.expect("create database");
-        admin.close().await.ok();
-        with_database(&self.database_url, &database)
+        let (_, url) = create_database(&self.database_url, "empty", None).await.expect("create an empty database");
+        url
     }
 
     /// A pool on this test's database, for arranging data and asserting on it. It gives up on a

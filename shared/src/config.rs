@@ -1,0 +1,34 @@
+//! Settings every Parley process reads the same way, flattened into each binary's own.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::auth::AuthArgs;
+use crate::telemetry::LogArgs;
+
+#[derive(Args, Clone, Debug)]
+pub struct ServiceArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// On SIGTERM/SIGINT, how long in-flight requests and open connections may take to finish
+    /// before the process exits anyway.
+    #[arg(long, env = "PARLEY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The environment variables `command` reads that `readme` has no configuration-table row for;
+/// each binary's tests keep this empty.
+pub fn undocumented_env_vars(command: &clap::Command, readme: &str) -> Vec<String> {
+    command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .filter(|env| !readme.contains(&format!("| `{env}` |")))
+        .collect()
+}
