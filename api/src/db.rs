@@ -1,14 +1,32 @@
 //! The PostgreSQL pool and the migrations embedded from `migrations/`.
 
-use sqlx::PgPool;
+use std::time::Duration;
+
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 
 use crate::config::Config;
+
+/// A connection idle for less than this is handed out without a liveness ping.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(config.db_max_connections)
         .acquire_timeout(config.db_acquire_timeout)
+        // sqlx pings every connection it hands out: one extra round trip per request, a fifth
+        // of the message POST's. Like HikariCP, ping only connections that sat idle for a
+        // while; a busy connection that died fails its query, is discarded, and the error
+        // maps to 503.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect(&config.database_url)
         .await
 }

@@ -173,13 +173,34 @@ impl MessagesApi {
             }
         }
         let attachment = body.0.attachment.clone();
-        // The membership check rides on the insert (one round trip fewer on the hottest path);
-        // it runs after next_seq's lock, so it sees a removal that committed meanwhile.
+        let event = Event::MessageCreated(MessageCreated {
+            message_id,
+            author_id: caller,
+            body: Some(text.clone()),
+            reply_to: body.0.reply_to.map(MessageId::from_uuid),
+            attachment: attachment.clone().map(|a| events::Attachment {
+                url: a.url.into(),
+                mime_type: a.mime_type.into(),
+                size_bytes: a.size_bytes,
+                name: a.name.map(Into::into),
+            }),
+            client_message_id: body.0.client_message_id.clone().map(String::from),
+        });
+        let event = outbox::EventRow::new(conversation, seq, caller, &event);
+        // One statement for the message, its membership check and its event: the hottest path
+        // saves two round trips. The check runs after next_seq's lock (a statement of its own),
+        // so it sees a removal that committed meanwhile.
         let created_at: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment)
-             select $1, $2, $3, $4, $5, $6, $7, $8
-              where exists (select 1 from conversation_members where conversation_id = $2 and user_id = $4)
-             returning created_at",
+            "with message as (
+                 insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment)
+                 select $1, $2, $3, $4, $5, $6, $7, $8
+                  where exists (select 1 from conversation_members where conversation_id = $2 and user_id = $4)
+                 returning created_at
+             ), event as (
+                 insert into events (id, conversation_id, seq, type, actor_id, data)
+                 select $9, $2, $3, $10, $4, $11 from message
+             )
+             select created_at from message",
         )
         .bind(message_id.as_uuid())
         .bind(id.0)
@@ -189,18 +210,22 @@ impl MessagesApi {
         .bind(&text)
         .bind(body.0.reply_to)
         .bind(attachment.as_ref().map(sqlx::types::Json))
+        .bind(event.id.as_uuid())
+        .bind(event.kind)
+        .bind(&event.data)
         .fetch_optional(&mut *tx)
         .await?;
         let created_at = created_at.ok_or_else(|| ApiError::not_found("conversation"))?;
+        let _recorded = event.recorded();
         // A new message has no reactions and no readers: answer without reading it back.
         let message = Message {
             id: *message_id.as_uuid(),
             conversation_id: id.0,
             seq,
             author_id: *caller.as_uuid(),
-            text: Some(text.clone()),
+            text: Some(text),
             reply_to: body.0.reply_to,
-            attachment: attachment.clone(),
+            attachment,
             client_message_id: body.0.client_message_id.clone().map(String::from),
             created_at,
             edited_at: None,
@@ -210,20 +235,6 @@ impl MessagesApi {
             read_count: 0,
             read_by: Vec::new(),
         };
-        let event = Event::MessageCreated(MessageCreated {
-            message_id,
-            author_id: caller,
-            body: Some(text),
-            reply_to: body.0.reply_to.map(MessageId::from_uuid),
-            attachment: attachment.map(|a| events::Attachment {
-                url: a.url.into(),
-                mime_type: a.mime_type.into(),
-                size_bytes: a.size_bytes,
-                name: a.name.map(Into::into),
-            }),
-            client_message_id: body.0.client_message_id.clone().map(String::from),
-        });
-        let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
         Ok(SendResponse::Created(Json(message)))
     }
