@@ -8,12 +8,14 @@ use anyhow::Context;
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server, get};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::SeenUsers;
 use crate::body_limit::BodyLimit;
 use crate::config::Config;
 use crate::error::problem_for_unhandled;
 use crate::rate_limit::RateLimits;
+use crate::relay::{Outbox, Relay};
 use crate::state::AppState;
 use crate::{db, routes};
 
@@ -46,6 +48,8 @@ impl Application {
             state: AppState {
                 db,
                 nats,
+                subjects: config.service.nats_prefix.clone(),
+                outbox: Outbox::default(),
                 verifier,
                 users: Arc::new(SeenUsers::default()),
                 limits: config.limits.clone(),
@@ -75,9 +79,25 @@ impl Application {
             .catch_all_error(problem_for_unhandled)
             .data(state.clone())
             .with(Tracing);
-        Server::new_with_acceptor(acceptor)
+        let stop_relay = CancellationToken::new();
+        let relay = Relay {
+            db: state.db.clone(),
+            database_url: config.database_url.clone(),
+            nats: state.nats.clone(),
+            subjects: state.subjects.clone(),
+            config: config.relay.clone(),
+            outbox: state.outbox.clone(),
+        };
+        let relay = tokio::spawn(relay.run(stop_relay.clone()));
+        let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(config.service.shutdown_timeout))
-            .await?;
+            .await;
+        // The server has finished its requests: let the relay publish what they committed.
+        stop_relay.cancel();
+        if tokio::time::timeout(config.service.shutdown_timeout, relay).await.is_err() {
+            tracing::warn!("outbox relay did not finish in time; another instance publishes the rest");
+        }
+        served?;
         if let Err(error) = state.nats.flush().await {
             tracing::warn!(%error, "NATS flush at shutdown failed");
         }

@@ -45,6 +45,8 @@ pub struct Config {
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
+    pub relay: crate::relay::RelayConfig,
+    #[command(flatten)]
     pub service: ServiceArgs,
 }
 

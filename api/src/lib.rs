@@ -9,6 +9,8 @@
 //! - `error`: `ApiError`, the one RFC 7807 problem+json error type.
 //! - `membership`, `outbox`: what every conversation write does — lock the conversation's next
 //!   `seq`, check membership, append the domain event in the same transaction.
+//! - `relay`: publishes the committed events to JetStream, in order per conversation, one
+//!   publishing instance at a time (PostgreSQL advisory lock).
 //! - `routes`: one module per resource (`conversations`, `members`, `messages`, `events`, `me`).
 
 pub mod app;
@@ -20,6 +22,7 @@ mod error;
 mod membership;
 mod outbox;
 mod rate_limit;
+pub mod relay;
 mod routes;
 mod state;
 mod text;

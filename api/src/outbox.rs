@@ -11,9 +11,8 @@ use crate::error::ApiError;
 use uuid::Uuid;
 
 /// An event written to the outbox, to be published once the transaction commits.
-#[must_use = "recorded events must be handed to the publisher after commit"]
+#[must_use = "hand recorded events to `Outbox::committed` after commit, so the relay publishes them at once"]
 #[derive(Clone, Copy, Debug)]
-#[allow(dead_code, reason = "read by the NATS publisher, which arrives with the domain-events work")]
 pub struct Recorded {
     pub id: EventId,
     pub seq: i64,

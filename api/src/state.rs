@@ -3,16 +3,20 @@
 use std::sync::Arc;
 
 use parley_shared::auth::Verifier;
+use parley_shared::subjects::Subjects;
 use sqlx::PgPool;
 
 use crate::auth::SeenUsers;
 use crate::config::Limits;
 use crate::rate_limit::RateLimits;
+use crate::relay::Outbox;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub db: PgPool,
     pub nats: async_nats::Client,
+    pub subjects: Subjects,
+    pub outbox: Outbox,
     pub verifier: Arc<Verifier>,
     pub users: Arc<SeenUsers>,
     pub limits: Limits,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::auth::AuthArgs;
+use crate::subjects::{InvalidPrefix, Subjects};
 use crate::telemetry::LogArgs;
 
 #[derive(Args, Clone, Debug)]
@@ -12,6 +13,10 @@ pub struct ServiceArgs {
     /// NATS server URL(s), comma-separated.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// First token of every NATS subject (and of the stream name), so several deployments can
+    /// share one NATS: a-z, 0-9, '_' or '-'.
+    #[arg(long, env = "PARLEY_NATS_PREFIX", default_value = crate::subjects::DEFAULT_PREFIX, value_parser = parse_prefix)]
+    pub nats_prefix: Subjects,
     /// On SIGTERM/SIGINT, how long in-flight requests and open connections may take to finish
     /// before the process exits anyway.
     #[arg(long, env = "PARLEY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -20,6 +25,10 @@ pub struct ServiceArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+fn parse_prefix(prefix: &str) -> Result<Subjects, InvalidPrefix> {
+    Subjects::new(prefix)
 }
 
 /// The environment variables `command` reads that `readme` has no configuration-table row for;

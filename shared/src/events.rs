@@ -78,6 +78,17 @@ impl Event {
         tagged.get_mut("data").map(serde_json::Value::take).unwrap_or_default()
     }
 
+    /// Users who must hear this event on their own subject (`<prefix>.user.<id>.<type>`) as
+    /// well as on the conversation's: whoever joined or left, and everyone in a new
+    /// conversation. The broker keeps its view of membership from these.
+    pub fn user_recipients(&self) -> Vec<UserId> {
+        match self {
+            Self::MemberAdded(change) | Self::MemberRemoved(change) => vec![change.user_id],
+            Self::ConversationCreated(created) => created.member_ids.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Rebuilds an event from its stored `type` and `data`.
     pub fn from_parts(kind: &str, data: serde_json::Value) -> Result<Self, serde_json::Error> {
         serde_json::from_value(serde_json::json!({ "type": kind, "data": data }))
@@ -168,6 +179,37 @@ pub struct ReactionChange {
 pub struct Receipt {
     pub user_id: UserId,
     pub seq: i64,
+}
+
+/// An ephemeral signal (core NATS only, never stored): `{"type": "typing", "conversation_id",
+/// "actor", "occurred_at", "data": {"state"}}`. No `id` or `seq`: a lost signal is not recovered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Typing {
+    #[serde(rename = "type")]
+    pub kind: TypingKind,
+    pub conversation_id: ConversationId,
+    pub actor: UserId,
+    pub occurred_at: DateTime<Utc>,
+    pub data: TypingData,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TypingKind {
+    #[serde(rename = "typing")]
+    Typing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingData {
+    pub state: TypingState,
+}
+
+/// `start` renews the indicator (clients hide it a few seconds after the last one); `stop` ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TypingState {
+    Start,
+    Stop,
 }
 
 #[cfg(test)]

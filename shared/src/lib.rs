@@ -4,6 +4,7 @@
 //! - [`config`]: the settings both binaries share (NATS, shutdown, auth, logs).
 //! - [`events`]: the domain-event envelope and payloads (the contract with the broker and clients).
 //! - [`ids`]: validated id newtypes; NATS subjects are only ever built from these.
+//! - [`subjects`]: the NATS subject scheme and the events stream's name.
 //! - [`telemetry`]: log set-up (text or JSON) shared by both binaries.
 //! - [`serve`]: binding the listener and connecting NATS, as both servers start.
 //! - [`shutdown`]: the SIGTERM / SIGINT future both servers stop on.
@@ -14,4 +15,5 @@ pub mod events;
 pub mod ids;
 pub mod serve;
 pub mod shutdown;
+pub mod subjects;
 pub mod telemetry;

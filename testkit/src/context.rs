@@ -6,6 +6,7 @@
 //! logs of every process the test starts. Fault tests ask for [`TestContext::with_own_services`]
 //! and get a PostgreSQL cluster of their own too, which they may stop, kill and restart.
 
+use parley_shared::subjects::Subjects;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -163,6 +164,7 @@ pub struct TestContext {
     database_url: String,
     postgres: Option<PostgresServer>,
     nats: TestNats,
+    subjects: Subjects,
 }
 
 impl TestContext {
@@ -197,7 +199,9 @@ impl TestContext {
                 TestNats::Own(NatsServer::start(&dir.join("nats"), wait::free_port()?, output).await?)
             }
         };
-        Ok(Self { dir, database_url, postgres, nats })
+        // Tests may share one NATS (TEST_NATS_URL): each gets subjects and a stream of its own.
+        let subjects = Subjects::new(&format!("t{}-{id}", std::process::id()))?;
+        Ok(Self { dir, database_url, postgres, nats, subjects })
     }
 
     /// This test's directory; every process it starts logs here.
@@ -215,6 +219,11 @@ impl TestContext {
             TestNats::Own(server) => server.url(),
             TestNats::External(url) => url.clone(),
         }
+    }
+
+    /// This test's subject scheme (a prefix of its own), as the binaries it spawns use it.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
     }
 
     /// A new database with no tables, on this test's server (for migration tests).
@@ -259,6 +268,7 @@ impl TestContext {
             ("DATABASE_URL".into(), self.database_url.clone()),
             ("NATS_URL".into(), self.nats_url()),
             ("PARLEY_JWT_SECRET".into(), TEST_JWT_SECRET.into()),
+            ("PARLEY_NATS_PREFIX".into(), self.subjects.prefix().into()),
             ("PARLEY_LOG".into(), "info,parley_api=debug,parley_broker=debug".into()),
         ]
     }

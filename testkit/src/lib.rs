@@ -7,6 +7,7 @@
 //! - [`app`]: the `parley-api` / `parley-broker` executables as child processes.
 //! - [`process`]: children that die with their owner; [`privilege`]: running PostgreSQL as an
 //!   unprivileged user when we are root; [`binaries`]: finding the server programs.
+//! - [`stream`]: reading the JetStream events stream back, for assertions.
 //! - [`wait`]: bounded waits, free ports.
 
 pub mod app;
@@ -16,6 +17,7 @@ pub mod nats;
 pub mod postgres;
 pub mod privilege;
 pub mod process;
+pub mod stream;
 pub mod wait;
 
 pub use app::{AppProcess, Binary};

@@ -178,7 +178,7 @@ impl ConversationsApi {
     ) -> Result<CreateResponse, ApiError> {
         let caller = auth.0.id;
         let (id, created) = match body.0 {
-            NewConversation::Direct(direct) => create_direct(&state.db, caller, direct).await?,
+            NewConversation::Direct(direct) => create_direct(&state, caller, direct).await?,
             NewConversation::Group(group) => (create_group(&state, caller, group).await?, true),
         };
         let conversation = load_one(&state.db, caller, id).await?;
@@ -270,8 +270,9 @@ impl ConversationsApi {
             .execute(&mut *tx)
             .await?;
         let event = Event::ConversationUpdated(ConversationUpdated { title: Some(title) });
-        let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
+        let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
+        state.outbox.committed([recorded]);
         Ok(Json(load_one(&state.db, caller, id.0).await?))
     }
 }
@@ -297,7 +298,11 @@ pub async fn ensure_users(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), sql
 }
 
 /// Returns the conversation's id and whether this call created it.
-async fn create_direct(db: &PgPool, caller: UserId, direct: NewDirectConversation) -> Result<(Uuid, bool), ApiError> {
+async fn create_direct(
+    state: &AppState,
+    caller: UserId,
+    direct: NewDirectConversation,
+) -> Result<(Uuid, bool), ApiError> {
     let other = direct.user_id;
     if other == *caller.as_uuid() {
         return Err(ApiError::bad_request("user_id", "a direct conversation needs another user"));
@@ -307,7 +312,7 @@ async fn create_direct(db: &PgPool, caller: UserId, direct: NewDirectConversatio
     // JSON keeps the parts unambiguous whatever characters the context holds.
     let key = serde_json::json!([low, high, context.as_ref().map(|c| (&c.kind, &c.id))]).to_string();
 
-    let mut tx = db.begin().await?;
+    let mut tx = state.db.begin().await?;
     ensure_users(&mut tx, &[other]).await?;
     let id = Uuid::now_v7();
     // A concurrent creator of the same pair waits here for the first one's commit, then finds
@@ -328,8 +333,10 @@ async fn create_direct(db: &PgPool, caller: UserId, direct: NewDirectConversatio
     .await?;
     if inserted.is_none() {
         tx.rollback().await?;
-        let existing: Uuid =
-            sqlx::query_scalar("select id from conversations where direct_key = $1").bind(&key).fetch_one(db).await?;
+        let existing: Uuid = sqlx::query_scalar("select id from conversations where direct_key = $1")
+            .bind(&key)
+            .fetch_one(&state.db)
+            .await?;
         return Ok((existing, false));
     }
     add_initial_members(&mut tx, id, &[(*caller.as_uuid(), Role::Member), (other, Role::Member)]).await?;
@@ -343,8 +350,9 @@ async fn create_direct(db: &PgPool, caller: UserId, direct: NewDirectConversatio
         }),
         member_ids: vec![caller, UserId::from_uuid(other)],
     });
-    let _recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
+    let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
     tx.commit().await?;
+    state.outbox.committed([recorded]);
     Ok((id, true))
 }
 
@@ -380,8 +388,9 @@ async fn create_group(state: &AppState, caller: UserId, group: NewGroupConversat
         context: None,
         member_ids: members.iter().map(|(id, _)| UserId::from_uuid(*id)).collect(),
     });
-    let _recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
+    let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
     tx.commit().await?;
+    state.outbox.committed([recorded]);
     Ok(id)
 }
 

@@ -96,8 +96,9 @@ impl MembersApi {
             user_id: UserId::from_uuid(body.0.user_id),
             role: Some(role.as_str().into()),
         });
-        let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
+        let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
+        state.outbox.committed([recorded]);
         Ok(AddResponse::Added(Json(Member {
             user_id: body.0.user_id,
             display_name,
@@ -155,8 +156,9 @@ impl MembersApi {
             Some(_) => {}
         }
         let event = Event::MemberRemoved(MemberChange { user_id: UserId::from_uuid(user_id.0), role: None });
-        let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
+        let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
+        state.outbox.committed([recorded]);
         Ok(RemoveResponse::Removed)
     }
 }

@@ -216,7 +216,6 @@ impl MessagesApi {
         .fetch_optional(&mut *tx)
         .await?;
         let created_at = created_at.ok_or_else(|| ApiError::not_found("conversation"))?;
-        let _recorded = event.recorded();
         // A new message has no reactions and no readers: answer without reading it back.
         let message = Message {
             id: *message_id.as_uuid(),
@@ -236,6 +235,7 @@ impl MessagesApi {
             read_by: Vec::new(),
         };
         tx.commit().await?;
+        state.outbox.committed([event.recorded()]);
         Ok(SendResponse::Created(Json(message)))
     }
 
@@ -327,8 +327,9 @@ impl MessagesApi {
             body: Some(text),
             edited_at,
         });
-        let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
+        let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
+        state.outbox.committed([recorded]);
         Ok(Json(load_one(&state.db, caller, message_id.0).await?))
     }
 
@@ -372,8 +373,9 @@ impl MessagesApi {
         .execute(&mut *tx)
         .await?;
         let event = Event::MessageDeleted(MessageDeleted { message_id: MessageId::from_uuid(message_id.0) });
-        let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
+        let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
+        state.outbox.committed([recorded]);
         Ok(DeleteResponse::Deleted)
     }
 }

@@ -111,8 +111,9 @@ impl ReactionsApi {
         let change =
             ReactionChange { message_id: MessageId::from_uuid(message_id), emoji: emoji.to_owned(), user_id: caller };
         let event = if add { Event::ReactionAdded(change) } else { Event::ReactionRemoved(change) };
-        let _recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
+        let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
+        state.outbox.committed([recorded]);
         Ok(ReactionResponse::Done)
     }
 }

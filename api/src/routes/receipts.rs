@@ -99,8 +99,9 @@ async fn move_cursor(
     if moved.is_some() {
         let receipt = Receipt { user_id: caller, seq };
         let event = if kind == Kind::Read { Event::ReceiptRead(receipt) } else { Event::ReceiptDelivered(receipt) };
-        let _recorded = outbox::append(&mut tx, conversation, event_seq, caller, &event).await?;
+        let recorded = outbox::append(&mut tx, conversation, event_seq, caller, &event).await?;
         tx.commit().await?;
+        state.outbox.committed([recorded]);
     } else {
         // An older seq changes nothing, and records nothing: give the seq back.
         tx.rollback().await?;

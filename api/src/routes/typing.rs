@@ -1,6 +1,8 @@
 //! `/v1/conversations/{id}/typing`: a typing signal for clients without a WebSocket. Authorised
-//! and rate limited; never stored.
+//! and rate limited; published on core NATS (`<prefix>.eph.conv.<id>.typing`), never stored.
 
+use chrono::Utc;
+use parley_shared::events::{Typing, TypingData, TypingKind, TypingState};
 use parley_shared::ids::ConversationId;
 use poem::web::Data;
 use poem_openapi::param::Path;
@@ -38,6 +40,20 @@ impl TypingApi {
         let conversation = ConversationId::from_uuid(id.0);
         membership::require(&state.db, conversation, auth.0.id).await?;
         state.rate_limits.typing(auth.0.id, conversation)?;
+        let signal = Typing {
+            kind: TypingKind::Typing,
+            conversation_id: conversation,
+            actor: auth.0.id,
+            occurred_at: Utc::now(),
+            data: TypingData { state: TypingState::Start },
+        };
+        // Best effort, like the signal itself: with NATS away it is dropped, not queued.
+        if state.nats.connection_state() == async_nats::connection::State::Connected {
+            let payload = serde_json::to_vec(&signal).map_err(|_| ApiError::internal())?;
+            if let Err(error) = state.nats.publish(state.subjects.typing(conversation), payload.into()).await {
+                tracing::debug!(%error, "typing signal not published");
+            }
+        }
         Ok(TypingResponse::Accepted)
     }
 }

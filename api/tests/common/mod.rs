@@ -45,6 +45,11 @@ impl Reply {
     }
 }
 
+/// Environment for an API that must take more writes per user than the default rate limit.
+pub fn unlimited_writes() -> Vec<(String, String)> {
+    vec![("PARLEY_WRITE_RATE_PER_SECOND".into(), "100000".into()), ("PARLEY_WRITE_BURST".into(), "100000".into())]
+}
+
 impl User {
     pub fn new(ctx: &TestContext, api_url: &str, name: &str) -> Self {
         let id = UserId::from_uuid(Uuid::now_v7());
@@ -54,6 +59,12 @@ impl User {
     /// The same API without any credentials.
     pub fn anonymous(api_url: &str) -> Self {
         Self { id: UserId::from_uuid(Uuid::nil()), base: api_url.to_owned(), token: None, http: client() }
+    }
+
+    /// The same user against another API instance.
+    pub fn on(mut self, api_url: &str) -> Self {
+        api_url.clone_into(&mut self.base);
+        self
     }
 
     pub fn with_token(mut self, token: &str) -> Self {

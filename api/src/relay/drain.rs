@@ -1,0 +1,136 @@
+//! One relay round: read unpublished events oldest first, publish them, mark them published.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use parley_shared::events::{Envelope, Event};
+use parley_shared::ids::{ConversationId, EventId, UserId};
+use parley_shared::subjects::Subjects;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(sqlx::FromRow)]
+struct Pending {
+    id: Uuid,
+    conversation_id: Uuid,
+    seq: i64,
+    #[sqlx(rename = "type")]
+    kind: String,
+    actor_id: Uuid,
+    occurred_at: DateTime<Utc>,
+    data: serde_json::Value,
+    trace_context: Option<String>,
+}
+
+/// Publishes every unpublished event, `batch` at a time, until none is left or a publish fails.
+pub async fn publish_pending(
+    db: &PgPool,
+    jetstream: &jetstream::Context,
+    subjects: &Subjects,
+    batch: i64,
+) -> anyhow::Result<()> {
+    loop {
+        let pending: Vec<Pending> = sqlx::query_as(
+            "select id, conversation_id, seq, type, actor_id, occurred_at, data, trace_context
+               from events where published_at is null order by position limit $1",
+        )
+        .bind(batch)
+        .fetch_all(db)
+        .await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut by_conversation: Vec<Vec<&Pending>> = Vec::new();
+        let mut sorted: Vec<&Pending> = pending.iter().collect();
+        // Stable: each conversation keeps its position (= seq) order.
+        sorted.sort_by_key(|event| event.conversation_id);
+        for chunk in sorted.chunk_by(|a, b| a.conversation_id == b.conversation_id) {
+            by_conversation.push(chunk.to_vec());
+        }
+        // Conversations in parallel, each conversation's events strictly one after another.
+        let outcomes =
+            join_all(by_conversation.iter().map(|events| publish_in_order(jetstream, subjects, events))).await;
+        let mut published = Vec::with_capacity(pending.len());
+        let mut failure = None;
+        for (ids, error) in outcomes {
+            published.extend(ids);
+            failure = failure.or(error);
+        }
+        if !published.is_empty() {
+            sqlx::query("update events set published_at = now() where id = any($1)")
+                .bind(&published)
+                .execute(db)
+                .await?;
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let oldest = pending.iter().map(|event| event.occurred_at).min().unwrap_or_else(Utc::now);
+        tracing::debug!(
+            events = published.len(),
+            lag_ms = (Utc::now() - oldest).num_milliseconds(),
+            "outbox round published"
+        );
+        if i64::try_from(pending.len()).unwrap_or(i64::MAX) < batch {
+            return Ok(());
+        }
+    }
+}
+
+/// Publishes `events` (one conversation's, in seq order) until the first failure; returns the
+/// ids JetStream acknowledged and that failure.
+async fn publish_in_order(
+    jetstream: &jetstream::Context,
+    subjects: &Subjects,
+    events: &[&Pending],
+) -> (Vec<Uuid>, Option<anyhow::Error>) {
+    let mut published = Vec::with_capacity(events.len());
+    for event in events {
+        if let Err(error) = publish_one(jetstream, subjects, event).await {
+            return (published, Some(error));
+        }
+        published.push(event.id);
+    }
+    (published, None)
+}
+
+/// The conversation subject, then the subject of each user who must hear it, each awaited.
+async fn publish_one(jetstream: &jetstream::Context, subjects: &Subjects, pending: &Pending) -> anyhow::Result<()> {
+    let event = Event::from_parts(&pending.kind, pending.data.clone())?;
+    let conversation = ConversationId::from_uuid(pending.conversation_id);
+    let envelope = Envelope {
+        id: EventId::from_uuid(pending.id),
+        conversation_id: conversation,
+        seq: pending.seq,
+        actor: UserId::from_uuid(pending.actor_id),
+        occurred_at: pending.occurred_at,
+        event,
+    };
+    let payload = Bytes::from(serde_json::to_vec(&envelope)?);
+    let kind = envelope.event.kind();
+    let mut headers = HeaderMap::new();
+    if let Some(traceparent) = &pending.trace_context {
+        headers.insert("traceparent", traceparent.as_str());
+    }
+    // `headers` replaces the whole map, so it goes before `message_id`.
+    let message = |id: String| PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload.clone());
+    let started = std::time::Instant::now();
+    jetstream
+        .send_publish(subjects.conversation_event(conversation, kind), message(pending.id.to_string()))
+        .await?
+        .await?;
+    for user in envelope.event.user_recipients() {
+        jetstream
+            .send_publish(subjects.user_event(user, kind), message(format!("{}/{user}", pending.id)))
+            .await?
+            .await?;
+    }
+    if started.elapsed() > Duration::from_secs(1) {
+        tracing::warn!(event = %pending.id, elapsed = ?started.elapsed(), "slow JetStream acknowledgement");
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The outbox relay: publishes committed events from PostgreSQL to JetStream.
+//!
+//! Why nothing is lost: an event is a row written in the same transaction as its change, and
+//! a row stays unpublished (`published_at is null`) until JetStream has acknowledged it. A
+//! process that dies between commit and publish leaves the row for whichever relay runs next.
+//!
+//! Why nothing is reordered or duplicated within a conversation: a conversation's events are
+//! published one after another, each only after JetStream acknowledged the one before (so a
+//! lost publish can never be overtaken by its successor), and a batch is always a seq-prefix
+//! of every conversation's unpublished events (see the `position` migration). Republishing an
+//! event, after a lost acknowledgement or by two relays at once, carries the same
+//! `Nats-Msg-Id` (the event id), which JetStream drops within its duplicate window.
+//!
+//! One relay at a time: every API instance runs this task, but only the holder of a PostgreSQL
+//! advisory lock publishes; the others wait on the lock and take over the moment the holder's
+//! session ends (crash, SIGKILL, network loss). Correctness does not depend on the lock, it
+//! only saves duplicate work. Writers wake the relay at once after commit: in process when
+//! this instance holds the lock, else through a core-NATS wake-up message; a poll every
+//! `PARLEY_OUTBOX_POLL_INTERVAL` catches anything a lost wake-up missed.
+
+mod drain;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use futures_util::StreamExt;
+use parley_shared::subjects::Subjects;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::Recorded;
+
+/// Key of the advisory lock held by the publishing relay ("parley outbox" in ASCII).
+const LEADER_LOCK: i64 = 0x7061_726c_6f75_7462;
+
+#[derive(Args, Clone, Debug)]
+pub struct RelayConfig {
+    /// How long the events stream keeps events (clients recover older ones over REST).
+    #[arg(long, env = "PARLEY_STREAM_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub stream_max_age: Duration,
+    /// Replicas of the events stream (1, or 3 on a NATS cluster).
+    #[arg(long, env = "PARLEY_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// Window in which JetStream drops a republished event (same `Nats-Msg-Id`). Keep it longer
+    /// than the longest NATS outage you want exactly-once delivery across.
+    #[arg(long, env = "PARLEY_STREAM_DUPLICATE_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub stream_duplicate_window: Duration,
+    /// Most events the relay reads and publishes per round.
+    #[arg(long, env = "PARLEY_OUTBOX_BATCH", default_value_t = 500)]
+    pub outbox_batch: i64,
+    /// How often the relay looks for unpublished events without being woken.
+    #[arg(long, env = "PARLEY_OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub outbox_poll_interval: Duration,
+    /// How long a publish may wait for JetStream's acknowledgement before the round is retried.
+    #[arg(long, env = "PARLEY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub publish_timeout: Duration,
+}
+
+/// What request handlers hold: tells the relay that events were committed.
+#[derive(Clone, Debug, Default)]
+pub struct Outbox {
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// Call right after the transaction that recorded `_events` committed.
+    pub fn committed(&self, _events: impl IntoIterator<Item = Recorded>) {
+        self.wake.notify_one();
+    }
+}
+
+/// Everything the relay task needs.
+pub struct Relay {
+    pub db: PgPool,
+    pub database_url: String,
+    pub nats: async_nats::Client,
+    pub subjects: Subjects,
+    pub config: RelayConfig,
+    pub outbox: Outbox,
+}
+
+impl std::fmt::Debug for Relay {
+    // Hand-written: `database_url` may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("subjects", &self.subjects).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// Runs until `stop` is cancelled; then, if it holds the lease, publishes what is left
+    /// (the caller bounds how long it may take).
+    pub async fn run(self, stop: CancellationToken) {
+        let mut backoff = Backoff::default();
+        while !stop.is_cancelled() {
+            match self.acquire_lease(&stop).await {
+                Ok(Some(lease)) => {
+                    backoff.reset();
+                    self.lead(lease, &stop).await;
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    let delay = backoff.next();
+                    tracing::warn!(%error, ?delay, "outbox relay cannot reach PostgreSQL for its lease; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the advisory lock on a connection of its own, meanwhile forwarding this
+    /// instance's wake-ups to the relay that holds it. `None` when stopped first.
+    async fn acquire_lease(&self, stop: &CancellationToken) -> Result<Option<PgConnection>, sqlx::Error> {
+        let mut connection = PgConnection::connect(&self.database_url).await?;
+        {
+            let lock = sqlx::query("select pg_advisory_lock($1)").bind(LEADER_LOCK).execute(&mut connection);
+            tokio::pin!(lock);
+            loop {
+                tokio::select! {
+                    locked = &mut lock => { locked?; break; }
+                    () = self.outbox.wake.notified() => self.forward_wake().await,
+                    () = stop.cancelled() => return Ok(None),
+                }
+            }
+        }
+        tracing::info!("this instance now publishes the outbox");
+        Ok(Some(connection))
+    }
+
+    async fn forward_wake(&self) {
+        // Never wait on a NATS that is away: the relay cannot publish then anyway.
+        if self.nats.connection_state() == async_nats::connection::State::Connected
+            && let Err(error) = self.nats.publish(self.subjects.outbox_wake(), bytes::Bytes::new()).await
+        {
+            tracing::debug!(%error, "outbox wake-up not sent");
+        }
+    }
+
+    /// Publishes while it holds `lease`; returns when the lease is lost or on stop.
+    async fn lead(&self, mut lease: PgConnection, stop: &CancellationToken) {
+        let jetstream =
+            async_nats::jetstream::ContextBuilder::new().timeout(self.config.publish_timeout).build(self.nats.clone());
+        let mut wakes = match self.nats.subscribe(self.subjects.outbox_wake()).await {
+            Ok(wakes) => Some(wakes),
+            Err(error) => {
+                tracing::warn!(%error, "cannot subscribe to outbox wake-ups; relying on polling");
+                None
+            }
+        };
+        let mut poll = tokio::time::interval(self.config.outbox_poll_interval);
+        let mut backoff = Backoff::default();
+        let mut stream_ready = false;
+        loop {
+            let round = async {
+                if !stream_ready {
+                    stream::ensure(&jetstream, &self.subjects, &self.config).await?;
+                    stream_ready = true;
+                }
+                drain::publish_pending(&self.db, &jetstream, &self.subjects, self.config.outbox_batch).await
+            };
+            let retry = match round.await {
+                Ok(()) => {
+                    backoff.reset();
+                    None
+                }
+                Err(error) => {
+                    let delay = backoff.next();
+                    tracing::warn!(%error, ?delay, "publishing the outbox failed; events stay queued in PostgreSQL");
+                    Some(delay)
+                }
+            };
+            if stop.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                () = self.outbox.wake.notified(), if retry.is_none() => {}
+                Some(_) = next_wake(&mut wakes), if retry.is_none() => {}
+                () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
+                _ = poll.tick() => {
+                    if let Err(error) = lease.ping().await {
+                        tracing::warn!(%error, "outbox relay lost its lease; waiting to take it again");
+                        return;
+                    }
+                }
+                () = stop.cancelled() => {
+                    // One last round, so a graceful stop leaves nothing for the next relay.
+                    if let Err(error) = drain::publish_pending(&self.db, &jetstream, &self.subjects, self.config.outbox_batch).await {
+                        tracing::warn!(%error, "final outbox round failed; another instance will publish the rest");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn next_wake(wakes: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match wakes {
+        Some(wakes) => wakes.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Exponential backoff from 50 ms to 2 s: short enough that a recovered NATS or PostgreSQL is
+/// used within about two seconds.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let delay = Duration::from_millis(50).saturating_mul(2u32.saturating_pow(self.failures.min(6)));
+        self.failures += 1;
+        delay.min(Duration::from_secs(2))
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}

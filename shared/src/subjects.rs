@@ -1,0 +1,113 @@
+//! The NATS subject scheme, built only from validated ids and `'static` event kinds, so no
+//! client-supplied string can ever widen a subscription with `*`, `>` or `.`.
+//!
+//! | subject | carries | transport |
+//! |---|---|---|
+//! | `<prefix>.conv.<conversation_id>.<type>` | every persisted event of a conversation | JetStream |
+//! | `<prefix>.user.<user_id>.<type>` | events one user must hear (membership changes) | JetStream |
+//! | `<prefix>.eph.conv.<conversation_id>.typing` | typing signals | core NATS |
+//! | `<prefix>.eph.user.<user_id>.presence` | presence changes | core NATS |
+//! | `<prefix>.internal.outbox.wake` | "events were committed": wakes the outbox relay | core NATS |
+//!
+//! The prefix (default `parley`) lets several deployments, or tests, share one NATS.
+
+use crate::ids::{ConversationId, UserId};
+
+pub const DEFAULT_PREFIX: &str = "parley";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("NATS subject prefix must be 1-32 characters of a-z, 0-9, '_' or '-', got {0:?}")]
+pub struct InvalidPrefix(String);
+
+impl Subjects {
+    pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
+        let valid = (1..=32).contains(&prefix.len())
+            && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if valid { Ok(Self { prefix: prefix.to_owned() }) } else { Err(InvalidPrefix(prefix.to_owned())) }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>.conv.<id>.<kind>`; `kind` is an event's `type` (a constant, never client input).
+    pub fn conversation_event(&self, conversation: ConversationId, kind: &'static str) -> String {
+        format!("{}.conv.{conversation}.{kind}", self.prefix)
+    }
+
+    /// Every persisted event of one conversation.
+    pub fn conversation_events(&self, conversation: ConversationId) -> String {
+        format!("{}.conv.{conversation}.>", self.prefix)
+    }
+
+    pub fn user_event(&self, user: UserId, kind: &'static str) -> String {
+        format!("{}.user.{user}.{kind}", self.prefix)
+    }
+
+    /// Every user-scoped event of one user.
+    pub fn user_events(&self, user: UserId) -> String {
+        format!("{}.user.{user}.>", self.prefix)
+    }
+
+    pub fn typing(&self, conversation: ConversationId) -> String {
+        format!("{}.eph.conv.{conversation}.typing", self.prefix)
+    }
+
+    pub fn presence(&self, user: UserId) -> String {
+        format!("{}.eph.user.{user}.presence", self.prefix)
+    }
+
+    pub fn outbox_wake(&self) -> String {
+        format!("{}.internal.outbox.wake", self.prefix)
+    }
+
+    /// What the events stream captures: every persisted conversation and user event.
+    pub fn stream_subjects(&self) -> Vec<String> {
+        vec![format!("{}.conv.>", self.prefix), format!("{}.user.>", self.prefix)]
+    }
+
+    /// The JetStream stream's name, e.g. `PARLEY_EVENTS` (stream names cannot contain '.').
+    pub fn stream_name(&self) -> String {
+        format!("{}_EVENTS", self.prefix.to_ascii_uppercase().replace('-', "_"))
+    }
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self { prefix: DEFAULT_PREFIX.to_owned() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_documented_scheme() {
+        let subjects = Subjects::default();
+        let conversation = ConversationId::from_uuid(Uuid::nil());
+        let user = UserId::from_uuid(Uuid::max());
+        assert_eq!(
+            subjects.conversation_event(conversation, "message.created"),
+            "parley.conv.00000000-0000-0000-0000-000000000000.message.created"
+        );
+        assert_eq!(subjects.user_events(user), "parley.user.ffffffff-ffff-ffff-ffff-ffffffffffff.>");
+        assert_eq!(subjects.typing(conversation), "parley.eph.conv.00000000-0000-0000-0000-000000000000.typing");
+        assert_eq!(subjects.stream_name(), "PARLEY_EVENTS");
+    }
+
+    #[test]
+    fn prefixes_that_could_change_a_subjects_shape_are_refused() {
+        for bad in ["", "a.b", "a*", ">", "A", "a b", &"x".repeat(33)] {
+            assert!(Subjects::new(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(Subjects::new("test-1_a").expect("valid prefix").stream_name(), "TEST_1_A_EVENTS");
+    }
+}
