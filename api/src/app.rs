@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use poem::listener::TcpAcceptor;
-use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server, get};
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +15,7 @@ use crate::config::Config;
 use crate::error::problem_for_unhandled;
 use crate::rate_limit::RateLimits;
 use crate::relay::{Outbox, Relay};
+use crate::request_span::RequestSpan;
 use crate::state::AppState;
 use crate::{db, routes};
 
@@ -78,7 +78,7 @@ impl Application {
             .with(BodyLimit(state.limits.max_body_bytes))
             .catch_all_error(problem_for_unhandled)
             .data(state.clone())
-            .with(Tracing);
+            .with(RequestSpan);
         let stop_relay = CancellationToken::new();
         let relay = Relay {
             db: state.db.clone(),

@@ -23,6 +23,7 @@ mod membership;
 mod outbox;
 mod rate_limit;
 pub mod relay;
+mod request_span;
 mod routes;
 mod state;
 mod text;

@@ -9,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    parley_shared::telemetry::init(&cli.config.service.log);
+    let _telemetry = parley_shared::telemetry::init(&cli.config.service.log, "parley-api");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             // Signal handlers first: a SIGTERM during start-up must stop us gracefully too.

@@ -28,6 +28,8 @@ pub struct EventRow {
     pub kind: &'static str,
     pub actor: UserId,
     pub data: serde_json::Value,
+    /// The writing request's `traceparent`, so the relay's publish joins the request's trace.
+    pub trace_context: Option<String>,
 }
 
 impl EventRow {
@@ -39,6 +41,7 @@ impl EventRow {
             kind: event.kind(),
             actor,
             data: event.data(),
+            trace_context: parley_shared::telemetry::current_traceparent(),
         }
     }
 
@@ -75,14 +78,18 @@ pub async fn append(
     event: &Event,
 ) -> Result<Recorded, sqlx::Error> {
     let row = EventRow::new(conversation, seq, actor, event);
-    sqlx::query("insert into events (id, conversation_id, seq, type, actor_id, data) values ($1, $2, $3, $4, $5, $6)")
-        .bind(row.id.as_uuid())
-        .bind(row.conversation.as_uuid())
-        .bind(row.seq)
-        .bind(row.kind)
-        .bind(row.actor.as_uuid())
-        .bind(&row.data)
-        .execute(tx)
-        .await?;
+    sqlx::query(
+        "insert into events (id, conversation_id, seq, type, actor_id, data, trace_context)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(row.id.as_uuid())
+    .bind(row.conversation.as_uuid())
+    .bind(row.seq)
+    .bind(row.kind)
+    .bind(row.actor.as_uuid())
+    .bind(&row.data)
+    .bind(&row.trace_context)
+    .execute(tx)
+    .await?;
     Ok(row.recorded())
 }

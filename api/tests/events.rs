@@ -229,3 +229,35 @@ async fn two_instances_under_concurrent_load_publish_every_event_exactly_once_in
     assert!(replies.iter().all(|reply| reply.status == 201), "a POST failed");
     assert_stream_matches_events(&ctx, &db, Duration::from_secs(15)).await;
 }
+
+#[tokio::test]
+async fn the_published_message_continues_the_trace_of_the_http_request() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    let group = alice.group("traced", &[]).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let sent = alice
+        .post_with_header(
+            &format!("/v1/conversations/{group}/messages"),
+            ("traceparent", &traceparent),
+            json!({ "text": "traced" }),
+        )
+        .await
+        .expect(201);
+
+    // conversation.created (conversation and creator subjects), then message.created.
+    let events = stream::wait_for(&ctx.nats_url(), ctx.subjects(), 3, Duration::from_secs(10)).await.expect("events");
+    let published =
+        events.iter().find(|event| event.envelope.event.kind() == "message.created").expect("the message's event");
+    assert_eq!(published.envelope.seq, sent["seq"].as_i64().expect("seq"));
+    let header = published.traceparent.as_deref().expect("a traceparent header");
+    let parts: Vec<&str> = header.split('-').collect();
+    assert_eq!(parts.len(), 4, "malformed traceparent {header}");
+    assert_eq!(parts[1], trace_id, "the publish is not in the request's trace");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "the publish should be a span of its own");
+    // Requests without a traceparent start a trace of their own, which the event carries too.
+    let untraced = events.iter().find(|event| event.envelope.event.kind() == "conversation.created").expect("created");
+    assert!(untraced.traceparent.as_deref().is_some_and(|header| !header.contains(trace_id)));
+}

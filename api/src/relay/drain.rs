@@ -98,8 +98,10 @@ async fn publish_in_order(
     (published, None)
 }
 
-/// The conversation subject, then the subject of each user who must hear it, each awaited.
+/// The conversation subject, then the subject of each user who must hear it, each awaited; in
+/// a span of the writing request's trace, whose context the NATS headers carry on.
 async fn publish_one(jetstream: &jetstream::Context, subjects: &Subjects, pending: &Pending) -> anyhow::Result<()> {
+    let (_span, traceparent) = parley_shared::telemetry::child_span("outbox.publish", pending.trace_context.as_deref());
     let event = Event::from_parts(&pending.kind, pending.data.clone())?;
     let conversation = ConversationId::from_uuid(pending.conversation_id);
     let envelope = Envelope {
@@ -113,9 +115,7 @@ async fn publish_one(jetstream: &jetstream::Context, subjects: &Subjects, pendin
     let payload = Bytes::from(serde_json::to_vec(&envelope)?);
     let kind = envelope.event.kind();
     let mut headers = HeaderMap::new();
-    if let Some(traceparent) = &pending.trace_context {
-        headers.insert("traceparent", traceparent.as_str());
-    }
+    headers.insert("traceparent", traceparent.as_str());
     // `headers` replaces the whole map, so it goes before `message_id`.
     let message = |id: String| PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload.clone());
     let started = std::time::Instant::now();

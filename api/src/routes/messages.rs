@@ -197,8 +197,8 @@ impl MessagesApi {
                   where exists (select 1 from conversation_members where conversation_id = $2 and user_id = $4)
                  returning created_at
              ), event as (
-                 insert into events (id, conversation_id, seq, type, actor_id, data)
-                 select $9, $2, $3, $10, $4, $11 from message
+                 insert into events (id, conversation_id, seq, type, actor_id, data, trace_context)
+                 select $9, $2, $3, $10, $4, $11, $12 from message
              )
              select created_at from message",
         )
@@ -213,6 +213,7 @@ impl MessagesApi {
         .bind(event.id.as_uuid())
         .bind(event.kind)
         .bind(&event.data)
+        .bind(&event.trace_context)
         .fetch_optional(&mut *tx)
         .await?;
         let created_at = created_at.ok_or_else(|| ApiError::not_found("conversation"))?;

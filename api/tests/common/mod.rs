@@ -88,6 +88,10 @@ impl User {
         self.send(self.http.post(self.url(path)).header("Idempotency-Key", key).json(&body)).await
     }
 
+    pub async fn post_with_header(&self, path: &str, header: (&str, &str), body: Value) -> Reply {
+        self.send(self.http.post(self.url(path)).header(header.0, header.1).json(&body)).await
+    }
+
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
         self.send(self.http.post(self.url(path)).header("content-type", content_type).body(body)).await
     }

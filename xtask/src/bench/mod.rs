@@ -211,9 +211,10 @@ message as (
      where exists (select 1 from conversation_members m, client where m.conversation_id = cid and m.user_id = uid)
     returning conversation_id, author_id, created_at
 ), event as (
-    insert into events (id, conversation_id, seq, type, actor_id, data)
+    insert into events (id, conversation_id, seq, type, actor_id, data, trace_context)
     select gen_random_uuid(), conversation_id, :seq, 'message.created', author_id,
-           '{"body": "bench message", "author_id": "00000000-0000-0000-0000-000000000000", "message_id": "00000000-0000-0000-0000-000000000000"}'::jsonb
+           '{"body": "bench message", "author_id": "00000000-0000-0000-0000-000000000000", "message_id": "00000000-0000-0000-0000-000000000000"}'::jsonb,
+           '00-0123456789abcdef0123456789abcdef-0123456789abcdef-00'
       from message
 )
 select created_at from message;
