@@ -10,12 +10,13 @@
 //! that would break that rule is a new `type` name (e.g. `message.created.v2`).
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ConversationId, EventId, MessageId, UserId};
 
 /// One stored event with its position in its conversation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope {
     pub id: EventId,
     pub conversation_id: ConversationId,
@@ -27,7 +28,7 @@ pub struct Envelope {
 }
 
 /// Every kind of persisted conversation event, tagged by `type` with its payload in `data`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum Event {
     #[serde(rename = "conversation.created")]
@@ -96,7 +97,7 @@ impl Event {
 }
 
 /// An app's reference that scopes a direct conversation, e.g. a marketplace listing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Context {
     pub kind: String,
     pub id: String,
@@ -104,7 +105,7 @@ pub struct Context {
     pub title: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ConversationCreated {
     /// `direct` or `group`.
     pub kind: String,
@@ -115,12 +116,12 @@ pub struct ConversationCreated {
     pub member_ids: Vec<UserId>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ConversationUpdated {
     pub title: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MemberChange {
     pub user_id: UserId,
     /// `owner` or `member`; present on `member.added`.
@@ -128,7 +129,7 @@ pub struct MemberChange {
     pub role: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Attachment {
     pub url: String,
     pub mime_type: String,
@@ -137,7 +138,7 @@ pub struct Attachment {
     pub name: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MessageCreated {
     pub message_id: MessageId,
     pub author_id: UserId,
@@ -154,7 +155,7 @@ pub struct MessageCreated {
     pub client_message_id: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MessageEdited {
     pub message_id: MessageId,
     /// Absent in stored events once the message has been deleted.
@@ -163,19 +164,19 @@ pub struct MessageEdited {
     pub edited_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MessageDeleted {
     pub message_id: MessageId,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReactionChange {
     pub message_id: MessageId,
     pub emoji: String,
     pub user_id: UserId,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Receipt {
     pub user_id: UserId,
     pub seq: i64,
@@ -183,7 +184,7 @@ pub struct Receipt {
 
 /// An ephemeral signal (core NATS only, never stored): `{"type": "typing", "conversation_id",
 /// "actor", "occurred_at", "data": {"state"}}`. No `id` or `seq`: a lost signal is not recovered.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Typing {
     #[serde(rename = "type")]
     pub kind: TypingKind,
@@ -193,19 +194,19 @@ pub struct Typing {
     pub data: TypingData,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum TypingKind {
     #[serde(rename = "typing")]
     Typing,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TypingData {
     pub state: TypingState,
 }
 
 /// `start` renews the indicator (clients hide it a few seconds after the last one); `stop` ends it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TypingState {
     Start,

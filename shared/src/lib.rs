@@ -1,5 +1,6 @@
 //! What both Parley processes (`parley-api` and `parley-broker`) need, and nothing else.
 //!
+//! - [`asyncapi`]: the AsyncAPI document of the NATS contract, generated from [`events`].
 //! - [`auth`]: verification of bearer JWTs (HS256 secret, PEM public key or JWKS URL) into an [`auth::Identity`].
 //! - [`config`]: the settings both binaries share (NATS, shutdown, auth, logs).
 //! - [`events`]: the domain-event envelope and payloads (the contract with the broker and clients).
@@ -9,6 +10,7 @@
 //! - [`serve`]: binding the listener and connecting NATS, as both servers start.
 //! - [`shutdown`]: the SIGTERM / SIGINT future both servers stop on.
 
+pub mod asyncapi;
 pub mod auth;
 pub mod config;
 pub mod events;

@@ -4,11 +4,14 @@
 //! - `down`, `reset` ([`stack`]): stop that stack; also delete its data.
 //! - `token` ([`token`]): a development JWT.
 //! - `api-check` ([`api_check`]): schemathesis and Swagger UI against a private stack.
-//! - `openapi`: regenerate `openapi/openapi.json` (a test fails while it differs from the code).
+//! - `openapi`: regenerate `openapi/openapi.json` and `openapi/asyncapi.yaml` (tests fail while
+//!   either differs from the code).
+//! - `asyncapi-check` ([`asyncapi_check`]): validate `openapi/asyncapi.yaml` with the reference parser.
 
 #![allow(clippy::print_stdout, reason = "a command-line tool: stdout is its interface")]
 
 mod api_check;
+mod asyncapi_check;
 mod bench;
 mod install;
 mod stack;
@@ -33,8 +36,10 @@ enum Task {
     Reset,
     /// Print a development JWT for a user, signed with PARLEY_JWT_SECRET or the dev secret.
     Token(token::TokenArgs),
-    /// Write openapi/openapi.json from the API's code.
+    /// Write openapi/openapi.json and openapi/asyncapi.yaml from the code.
     Openapi,
+    /// Validate openapi/asyncapi.yaml with @asyncapi/parser (installs it with npm into openapi/validate).
+    AsyncapiCheck,
     /// Check the live API against its contract: schemathesis, and Swagger UI in headless Chromium.
     ApiCheck,
     /// Run a benchmark scenario (`rest`) and write a report to target/bench/.
@@ -50,13 +55,15 @@ async fn main() -> anyhow::Result<()> {
         Task::Token(args) => token::print(&args),
         Task::Openapi => write_openapi(),
         Task::ApiCheck => api_check::run().await,
+        Task::AsyncapiCheck => asyncapi_check::run(),
         Task::Bench(args) => bench::run(args).await,
     }
 }
 
 fn write_openapi() -> anyhow::Result<()> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
-    std::fs::write(&path, parley_api::openapi_json() + "\n")?;
-    eprintln!("xtask: wrote {}", path.display());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi");
+    std::fs::write(dir.join("openapi.json"), parley_api::openapi_json() + "\n")?;
+    std::fs::write(dir.join("asyncapi.yaml"), serde_norway::to_string(&parley_shared::asyncapi::document())?)?;
+    eprintln!("xtask: wrote {0}/openapi.json and {0}/asyncapi.yaml", dir.display());
     Ok(())
 }
