@@ -13,6 +13,7 @@ use crate::auth::SeenUsers;
 use crate::body_limit::BodyLimit;
 use crate::config::Config;
 use crate::error::problem_for_unhandled;
+use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
 use crate::relay::{Outbox, Relay};
 use crate::request_span::RequestSpan;
@@ -50,6 +51,7 @@ impl Application {
                 nats,
                 subjects: config.service.nats_prefix.clone(),
                 outbox: Outbox::default(),
+                metrics: Arc::new(Metrics::default()),
                 verifier,
                 users: Arc::new(SeenUsers::default()),
                 limits: config.limits.clone(),
@@ -72,6 +74,7 @@ impl Application {
         let app = Route::new()
             .at("/health", get(routes::health::health))
             .at("/ready", get(routes::health::ready))
+            .at("/metrics", get(routes::health::metrics))
             .at("/openapi.json", api.spec_endpoint())
             .nest("/docs", api.swagger_ui())
             .nest("/", api)
@@ -81,12 +84,13 @@ impl Application {
             .with(RequestSpan);
         let stop_relay = CancellationToken::new();
         let relay = Relay {
-            db: state.db.clone(),
+            db: db::connect_relay(&config)?,
             database_url: config.database_url.clone(),
             nats: state.nats.clone(),
             subjects: state.subjects.clone(),
             config: config.relay.clone(),
             outbox: state.outbox.clone(),
+            metrics: state.metrics.outbox.clone(),
         };
         let relay = tokio::spawn(relay.run(stop_relay.clone()));
         let served = Server::new_with_acceptor(acceptor)

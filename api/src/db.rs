@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
 use crate::config::Config;
@@ -29,6 +29,15 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
         })
         .connect(&config.database_url)
         .await
+}
+
+/// The outbox relay's own small pool. Its writes only mark events published; losing one in a
+/// crash means republishing events JetStream then drops as duplicates, so they need not wait
+/// for the WAL flush (`synchronous_commit = off`), which would otherwise sit between every
+/// publishing round and the next.
+pub fn connect_relay(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let options = config.database_url.parse::<PgConnectOptions>()?.options([("synchronous_commit", "off")]);
+    Ok(PgPoolOptions::new().max_connections(2).acquire_timeout(config.db_acquire_timeout).connect_lazy_with(options))
 }
 
 /// Applies pending migrations. Safe to run from several API instances at once: sqlx takes an

@@ -20,6 +20,7 @@ pub mod config;
 pub mod db;
 mod error;
 mod membership;
+mod metrics;
 mod outbox;
 mod rate_limit;
 pub mod relay;

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use crate::auth::SeenUsers;
 use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
 use crate::relay::Outbox;
 
@@ -17,6 +18,7 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub subjects: Subjects,
     pub outbox: Outbox,
+    pub metrics: Arc<Metrics>,
     pub verifier: Arc<Verifier>,
     pub users: Arc<SeenUsers>,
     pub limits: Limits,

@@ -119,6 +119,22 @@ async fn every_write_is_published_once_on_its_subject_and_members_hear_their_own
     ];
     expected.sort();
     assert_eq!(heard, expected);
+
+    // The counters move just after the acknowledgements the stream check saw: poll briefly.
+    let metrics = wait::until("the relay's metrics to count 11 events", Duration::from_secs(5), || async {
+        let text = reqwest::get(format!("{}/metrics", api.url())).await.ok()?.text().await.ok()?;
+        text.contains("parley_outbox_published_events_total 11\n").then_some(text)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert_eq!(value("parley_outbox_leader"), 1.0);
+    assert_eq!(value("parley_outbox_publish_latency_seconds_count"), 11.0);
 }
 
 #[tokio::test]

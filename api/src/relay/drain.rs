@@ -1,5 +1,6 @@
 //! One relay round: read unpublished events oldest first, publish them, mark them published.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -11,6 +12,8 @@ use parley_shared::events::{Envelope, Event};
 use parley_shared::ids::{ConversationId, EventId, UserId};
 use parley_shared::subjects::Subjects;
 use sqlx::PgPool;
+
+use crate::metrics::OutboxMetrics;
 use uuid::Uuid;
 
 #[derive(sqlx::FromRow)]
@@ -32,6 +35,7 @@ pub async fn publish_pending(
     jetstream: &jetstream::Context,
     subjects: &Subjects,
     batch: i64,
+    metrics: &OutboxMetrics,
 ) -> anyhow::Result<()> {
     loop {
         let pending: Vec<Pending> = sqlx::query_as(
@@ -56,9 +60,16 @@ pub async fn publish_pending(
             join_all(by_conversation.iter().map(|events| publish_in_order(jetstream, subjects, events))).await;
         let mut published = Vec::with_capacity(pending.len());
         let mut failure = None;
+        let acknowledged = Utc::now();
         for (ids, error) in outcomes {
             published.extend(ids);
             failure = failure.or(error);
+        }
+        metrics.published.inc_by(published.len() as u64);
+        let published_ids: HashSet<Uuid> = published.iter().copied().collect();
+        for event in pending.iter().filter(|event| published_ids.contains(&event.id)) {
+            let latency = (acknowledged - event.occurred_at).to_std().unwrap_or_default();
+            metrics.publish_latency.observe(latency.as_secs_f64());
         }
         if !published.is_empty() {
             sqlx::query("update events set published_at = now() where id = any($1)")

@@ -31,6 +31,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::OutboxMetrics;
 use crate::outbox::Recorded;
 
 /// Key of the advisory lock held by the publishing relay ("parley outbox" in ASCII).
@@ -80,6 +81,7 @@ pub struct Relay {
     pub subjects: Subjects,
     pub config: RelayConfig,
     pub outbox: Outbox,
+    pub metrics: OutboxMetrics,
 }
 
 impl std::fmt::Debug for Relay {
@@ -98,7 +100,9 @@ impl Relay {
             match self.acquire_lease(&stop).await {
                 Ok(Some(lease)) => {
                     backoff.reset();
+                    self.metrics.leader.set(1);
                     self.lead(lease, &stop).await;
+                    self.metrics.leader.set(0);
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -161,7 +165,8 @@ impl Relay {
                     stream::ensure(&jetstream, &self.subjects, &self.config).await?;
                     stream_ready = true;
                 }
-                drain::publish_pending(&self.db, &jetstream, &self.subjects, self.config.outbox_batch).await
+                drain::publish_pending(&self.db, &jetstream, &self.subjects, self.config.outbox_batch, &self.metrics)
+                    .await
             };
             let retry = match round.await {
                 Ok(()) => {
@@ -170,7 +175,9 @@ impl Relay {
                 }
                 Err(error) => {
                     let delay = backoff.next();
-                    tracing::warn!(%error, ?delay, "publishing the outbox failed; events stay queued in PostgreSQL");
+                    self.metrics.failures.inc();
+                    let lag = self.measure_lag().await;
+                    tracing::warn!(%error, ?delay, lag_seconds = lag, "publishing the outbox failed; events stay queued in PostgreSQL");
                     Some(delay)
                 }
             };
@@ -186,16 +193,33 @@ impl Relay {
                         tracing::warn!(%error, "outbox relay lost its lease; waiting to take it again");
                         return;
                     }
+                    self.measure_lag().await;
                 }
                 () = stop.cancelled() => {
                     // One last round, so a graceful stop leaves nothing for the next relay.
-                    if let Err(error) = drain::publish_pending(&self.db, &jetstream, &self.subjects, self.config.outbox_batch).await {
+                    let last_round =
+                        drain::publish_pending(&self.db, &jetstream, &self.subjects, self.config.outbox_batch, &self.metrics);
+                    if let Err(error) = last_round.await {
                         tracing::warn!(%error, "final outbox round failed; another instance will publish the rest");
                     }
                     return;
                 }
             }
         }
+    }
+}
+
+impl Relay {
+    /// Updates the lag gauge from the oldest unpublished event; returns it in seconds.
+    async fn measure_lag(&self) -> f64 {
+        let lag: Result<Option<f64>, _> = sqlx::query_scalar(
+            "select extract(epoch from clock_timestamp() - min(occurred_at))::float8 from events where published_at is null",
+        )
+        .fetch_one(&self.db)
+        .await;
+        let lag = lag.ok().flatten().unwrap_or(0.0).max(0.0);
+        self.metrics.lag_seconds.set(lag);
+        lag
     }
 }
 

@@ -1,4 +1,5 @@
-//! `GET /health` (the process is alive) and `GET /ready` (PostgreSQL and NATS are reachable).
+//! `GET /health` (the process is alive), `GET /ready` (PostgreSQL and NATS are reachable) and
+//! `GET /metrics` (Prometheus).
 
 use std::time::Duration;
 
@@ -15,6 +16,15 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[handler]
 pub fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
+}
+
+#[handler]
+pub fn metrics(state: Data<&AppState>) -> Response {
+    state
+        .metrics
+        .render()
+        .with_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .into_response()
 }
 
 #[handler]

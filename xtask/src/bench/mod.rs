@@ -9,6 +9,7 @@
 //! messages. The load generator shares the machine, so the ratios are the result; absolute
 //! numbers move with whatever else runs.
 
+mod events;
 mod http;
 
 use std::net::SocketAddr;
@@ -45,44 +46,84 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.scenario == "rest", "unknown scenario {:?}; available: rest", args.scenario);
-    crate::install::ensure_services()?;
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--package", "parley-api"])
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build --release failed");
-    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+    match args.scenario.as_str() {
+        "rest" => run_rest(args).await,
+        "events" => events::run(args.seconds).await,
+        other => anyhow::bail!("unknown scenario {other:?}; available: rest, events"),
+    }
+}
 
-    let dir = tempfile::Builder::new().prefix("parley-bench-").tempdir()?;
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let pg_output = Output::File(dir.path().join("postgres.log"));
-    PostgresServer::init(&dir.path().join("pg"), &pg_output)?;
-    let options = PostgresOptions { port: wait::free_port()?, durable: true, max_connections: 200 };
-    let mut postgres = PostgresServer::start(&dir.path().join("pg"), options, pg_output).await?;
-    let mut nats =
-        NatsServer::start(&dir.path().join("nats"), wait::free_port()?, Output::File(dir.path().join("nats.log")))
-            .await?;
-    let database_url = postgres.url("postgres");
-    let env = vec![
-        ("DATABASE_URL".into(), database_url.clone()),
-        ("NATS_URL".into(), nats.url()),
-        ("PARLEY_JWT_SECRET".into(), SECRET.into()),
-        ("PARLEY_LOG".into(), "warn".into()),
-        ("PARLEY_WRITE_RATE_PER_SECOND".into(), "1000000".into()),
-        ("PARLEY_WRITE_BURST".into(), "1000000".into()),
-    ];
-    let api = spawn_release_api(&release, env, dir.path()).await?;
+/// A private, durable PostgreSQL, a nats-server and a release `parley-api` with rate limits
+/// lifted, in a temporary directory.
+pub struct Stack {
+    dir: tempfile::TempDir,
+    postgres: PostgresServer,
+    nats: NatsServer,
+    api: AppProcess,
+}
 
+impl Stack {
+    pub async fn start() -> anyhow::Result<Self> {
+        crate::install::ensure_services()?;
+        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--package", "parley-api"])
+            .status()?;
+        anyhow::ensure!(status.success(), "cargo build --release failed");
+        let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+
+        let dir = tempfile::Builder::new().prefix("parley-bench-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let pg_output = Output::File(dir.path().join("postgres.log"));
+        PostgresServer::init(&dir.path().join("pg"), &pg_output)?;
+        let options = PostgresOptions { port: wait::free_port()?, durable: true, max_connections: 200 };
+        let postgres = PostgresServer::start(&dir.path().join("pg"), options, pg_output).await?;
+        let nats =
+            NatsServer::start(&dir.path().join("nats"), wait::free_port()?, Output::File(dir.path().join("nats.log")))
+                .await?;
+        let env = vec![
+            ("DATABASE_URL".into(), postgres.url("postgres")),
+            ("NATS_URL".into(), nats.url()),
+            ("PARLEY_JWT_SECRET".into(), SECRET.into()),
+            ("PARLEY_LOG".into(), "warn".into()),
+            ("PARLEY_WRITE_RATE_PER_SECOND".into(), "1000000".into()),
+            ("PARLEY_WRITE_BURST".into(), "1000000".into()),
+        ];
+        let api = spawn_release_api(&release, env, dir.path()).await?;
+        Ok(Self { dir, postgres, nats, api })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.api.port()))
+    }
+
+    pub fn nats_url(&self) -> String {
+        self.nats.url()
+    }
+
+    /// `clients` users, each with a token and a group of their own.
+    pub async fn users(&self, clients: usize) -> anyhow::Result<Vec<BenchUser>> {
+        setup_users(&self.api.url(), self.api_addr(), clients).await
+    }
+
+    pub async fn stop(mut self) {
+        drop(self.api);
+        self.nats.stop().await;
+        self.postgres.stop().await;
+    }
+}
+
+async fn run_rest(args: BenchArgs) -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
     let mut rows = Vec::new();
     for clients in CONCURRENCY {
-        let users = setup_users(&api.url(), SocketAddr::from(([127, 0, 0, 1], api.port())), clients).await?;
+        let users = stack.users(clients).await?;
         let duration = Duration::from_secs(args.seconds);
         // API and pgbench runs alternate, and each pair gives one ratio: whatever else the
         // machine does then weighs on both sides of that pair. The median pair is reported.
         let mut pairs = Vec::with_capacity(args.pairs);
         for _ in 0..args.pairs {
             let posts = drive(&users, duration, Op::Post).await?;
-            let pgbench = run_pgbench(&postgres, dir.path(), &users, duration)?;
+            let pgbench = run_pgbench(&stack.postgres, stack.dir.path(), &users, duration)?;
             eprintln!(
                 "bench rest C={clients}: POST {posts:.0}/s, pgbench {pgbench:.0} tx/s, ratio {:.2}",
                 posts / pgbench
@@ -99,9 +140,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "post_ratios_all_pairs": pairs.iter().map(|pair| pair.0).collect::<Vec<f64>>(),
         }));
     }
-    drop(api);
-    nats.stop().await;
-    postgres.stop().await;
+    stack.stop().await;
     write_report(&rows, args.seconds)
 }
 
@@ -114,11 +153,11 @@ async fn spawn_release_api(release: &Path, mut env: Vec<(String, String)>, dir: 
 
 /// One client: a user, its token and its own group conversation.
 #[derive(Clone, Debug)]
-struct BenchUser {
-    id: UserId,
-    token: String,
-    conversation: Uuid,
-    api: SocketAddr,
+pub struct BenchUser {
+    pub id: UserId,
+    pub token: String,
+    pub conversation: Uuid,
+    pub api: SocketAddr,
 }
 
 async fn setup_users(api: &str, api_addr: SocketAddr, clients: usize) -> anyhow::Result<Vec<BenchUser>> {

@@ -1,0 +1,66 @@
+//! Prometheus metrics of the API (OpenMetrics text at `GET /metrics`): above all, whether the
+//! outbox keeps up.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub outbox: OutboxMetrics,
+}
+
+/// What the outbox relay reports. Only the instance holding the relay lease publishes, so its
+/// values are the ones that count (`parley_outbox_leader` is 1 there).
+#[derive(Clone, Debug)]
+pub struct OutboxMetrics {
+    pub published: Counter,
+    pub failures: Counter,
+    /// Age of the oldest unpublished event, in seconds (0 when none), checked every poll interval.
+    pub lag_seconds: Gauge<f64, AtomicU64>,
+    /// From an event's `occurred_at` to JetStream's acknowledgement.
+    pub publish_latency: Histogram,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("parley");
+        let outbox = OutboxMetrics {
+            published: Counter::default(),
+            failures: Counter::default(),
+            lag_seconds: Gauge::default(),
+            // 0.25 ms to about 4 s.
+            publish_latency: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
+            leader: Gauge::default(),
+        };
+        registry.register("outbox_published_events", "Events published to JetStream", outbox.published.clone());
+        registry.register(
+            "outbox_publish_failures",
+            "Relay rounds that failed (NATS away, no ack)",
+            outbox.failures.clone(),
+        );
+        registry.register("outbox_lag_seconds", "Age of the oldest unpublished event", outbox.lag_seconds.clone());
+        registry.register(
+            "outbox_publish_latency_seconds",
+            "From an event's occurred_at to JetStream's acknowledgement",
+            outbox.publish_latency.clone(),
+        );
+        registry.register("outbox_leader", "1 while this instance holds the relay lease", outbox.leader.clone());
+        Self { registry, outbox }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
