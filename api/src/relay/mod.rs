@@ -19,6 +19,7 @@
 //! `PARLEY_OUTBOX_POLL_INTERVAL` catches anything a lost wake-up missed.
 
 mod drain;
+mod prune;
 mod stream;
 
 use std::sync::Arc;
@@ -33,6 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::OutboxMetrics;
 use crate::outbox::Recorded;
+
+/// How often the publishing relay deletes events past `PARLEY_EVENT_RETENTION`.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// Key of the advisory lock held by the publishing relay ("parley outbox" in ASCII).
 const LEADER_LOCK: i64 = 0x7061_726c_6f75_7462;
@@ -55,6 +59,10 @@ pub struct RelayConfig {
     /// How often the relay looks for unpublished events without being woken.
     #[arg(long, env = "PARLEY_OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub outbox_poll_interval: Duration,
+    /// How long published events stay in PostgreSQL for replay (`GET …/events`); older ones are
+    /// deleted and replay asks for them answers 410. `0s` keeps them forever.
+    #[arg(long, env = "PARLEY_EVENT_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub event_retention: Duration,
     /// How long a publish may wait for JetStream's acknowledgement before the round is retried.
     #[arg(long, env = "PARLEY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub publish_timeout: Duration,
@@ -157,6 +165,7 @@ impl Relay {
             }
         };
         let mut poll = tokio::time::interval(self.config.outbox_poll_interval);
+        let mut prune = tokio::time::interval(PRUNE_EVERY.min(self.config.event_retention).max(Duration::from_secs(1)));
         let mut backoff = Backoff::default();
         let mut stream_ready = false;
         loop {
@@ -194,6 +203,13 @@ impl Relay {
                         return;
                     }
                     self.measure_lag().await;
+                }
+                _ = prune.tick(), if !self.config.event_retention.is_zero() => {
+                    match prune::published_before(&self.db, self.config.event_retention).await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(deleted, "pruned published events past their retention"),
+                        Err(error) => tracing::warn!(%error, "pruning published events failed"),
+                    }
                 }
                 () = stop.cancelled() => {
                     // One last round, so a graceful stop leaves nothing for the next relay.

@@ -3,15 +3,16 @@
 
 use chrono::{DateTime, Utc};
 use parley_shared::ids::ConversationId;
+use poem::http::StatusCode;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::ApiTags;
 use crate::auth::BearerAuth;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem, ProblemJson};
 use crate::membership;
 use crate::state::AppState;
 
@@ -47,6 +48,16 @@ pub struct EventPage {
     pub last_seq: i64,
 }
 
+#[derive(ApiResponse, Debug)]
+pub enum ListResponse {
+    #[oai(status = 200)]
+    Page(Json<EventPage>),
+    /// Events after `after_seq` are no longer stored (`PARLEY_EVENT_RETENTION`): reload the
+    /// conversation (`GET …/messages`), then continue from its `last_seq`.
+    #[oai(status = 410)]
+    Pruned(ProblemJson),
+}
+
 #[derive(Default)]
 pub struct EventsApi;
 
@@ -69,8 +80,13 @@ impl EventsApi {
         /// 1 to 500.
         #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<i64>,
-    ) -> Result<Json<EventPage>, ApiError> {
+    ) -> Result<ListResponse, ApiError> {
         let member = membership::require(&state.db, ConversationId::from_uuid(id.0), auth.0.id).await?;
+        // Read before the events: every seq up to it is committed, so a missing one was pruned.
+        let last_seq: i64 = sqlx::query_scalar("select last_seq from conversations where id = $1")
+            .bind(id.0)
+            .fetch_one(&state.db)
+            .await?;
         let mut items: Vec<StoredEvent> = sqlx::query_as(
             "select id, type, conversation_id, seq, actor_id, occurred_at, data from events
               where conversation_id = $1 and seq > greatest($2, $3 - 1)
@@ -84,11 +100,22 @@ impl EventsApi {
         .await?;
         let has_more = items.len() > usize::try_from(limit.0).unwrap_or(usize::MAX);
         items.truncate(usize::try_from(limit.0).unwrap_or(usize::MAX));
-        let last_seq: i64 = sqlx::query_scalar("select last_seq from conversations where id = $1")
-            .bind(id.0)
-            .fetch_one(&state.db)
-            .await?;
-        Ok(Json(EventPage { items, has_more, last_seq }))
+        // seq is gapless, so a page that starts later than asked means the events in between
+        // were pruned.
+        let first_wanted = after_seq.0.max(member.visible_from_seq - 1) + 1;
+        let first_stored = items.first().map_or(last_seq + 1, |event| event.seq);
+        if first_stored > first_wanted && first_wanted <= last_seq {
+            let detail = format!(
+                "events {first_wanted}..{} are no longer stored; reload the conversation's messages and continue from its last_seq",
+                first_stored - 1
+            );
+            return Ok(ListResponse::Pruned(ProblemJson::new(Problem::new(
+                StatusCode::GONE,
+                "history_pruned",
+                detail,
+            ))));
+        }
+        Ok(ListResponse::Page(Json(EventPage { items, has_more, last_seq })))
     }
 }
 
