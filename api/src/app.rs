@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use poem::listener::TcpAcceptor;
+use poem::middleware::CatchPanic;
 use poem::{EndpointExt, Route, Server, get};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::SeenUsers;
 use crate::body_limit::BodyLimit;
 use crate::config::Config;
-use crate::error::problem_for_unhandled;
+use crate::error::{problem_for_panic, problem_for_unhandled};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
 use crate::relay::{Outbox, Relay};
@@ -80,6 +81,8 @@ impl Application {
             .nest("/", api)
             .with(BodyLimit(state.limits.max_body_bytes))
             .catch_all_error(problem_for_unhandled)
+            // A bug must cost one request a 500, never the connection or the process.
+            .with(CatchPanic::new().with_handler(problem_for_panic))
             .data(state.clone())
             .with(RequestSpan);
         let stop_relay = CancellationToken::new();

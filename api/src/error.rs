@@ -206,6 +206,11 @@ impl From<parley_shared::auth::AuthError> for ApiError {
 }
 
 /// Turns any error that reached the router without being an [`ApiError`] into problem+json.
+/// The 500 problem for a handler that panicked (the panic itself is on stderr).
+pub fn problem_for_panic(_panic: Box<dyn std::any::Any + Send>) -> Response {
+    ApiError::internal().into_response()
+}
+
 pub async fn problem_for_unhandled(error: poem::Error) -> Response {
     let field = if let Some(param) = error.downcast_ref::<poem_openapi::error::ParseParamError>() {
         Some(param.name.to_owned())

@@ -308,4 +308,6 @@ async fn published_events_past_their_retention_are_pruned_and_replay_from_before
     // Nothing after the newest event: an empty page, not a 410.
     let caught_up = alice.get(&format!("{events}?after_seq=5")).await.expect(200);
     assert_eq!(caught_up["items"].as_array().expect("items").len(), 0);
+    let beyond = alice.get(&format!("{events}?after_seq={}", i64::MAX)).await.expect(200);
+    assert_eq!(beyond["items"].as_array().expect("items").len(), 0);
 }

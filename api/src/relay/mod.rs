@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use parley_shared::subjects::Subjects;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
@@ -239,11 +239,13 @@ impl Relay {
     }
 }
 
+/// The next wake-up from another instance, together with any already queued behind it: one
+/// round publishes everything they announce, so a burst of commits costs one round, not one each.
 async fn next_wake(wakes: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
-    match wakes {
-        Some(wakes) => wakes.next().await,
-        None => std::future::pending().await,
-    }
+    let Some(wakes) = wakes else { return std::future::pending().await };
+    let wake = wakes.next().await?;
+    while let Some(Some(_)) = wakes.next().now_or_never() {}
+    Some(wake)
 }
 
 /// Exponential backoff from 50 ms to 2 s: short enough that a recovered NATS or PostgreSQL is

@@ -102,8 +102,9 @@ impl EventsApi {
         items.truncate(usize::try_from(limit.0).unwrap_or(usize::MAX));
         // seq is gapless, so a page that starts later than asked means the events in between
         // were pruned.
-        let first_wanted = after_seq.0.max(member.visible_from_seq - 1) + 1;
-        let first_stored = items.first().map_or(last_seq + 1, |event| event.seq);
+        // Saturating: `after_seq` may be any non-negative i64 (schemathesis sends i64::MAX).
+        let first_wanted = after_seq.0.max(member.visible_from_seq - 1).saturating_add(1);
+        let first_stored = items.first().map_or(last_seq.saturating_add(1), |event| event.seq);
         if first_stored > first_wanted && first_wanted <= last_seq {
             let detail = format!(
                 "events {first_wanted}..{} are no longer stored; reload the conversation's messages and continue from its last_seq",
