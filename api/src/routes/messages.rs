@@ -260,20 +260,16 @@ impl MessagesApi {
         let caller = auth.0.id;
         let member = membership::require(&state.db, ConversationId::from_uuid(id.0), caller).await?;
         let ascending = after_seq.0.is_some() && before_seq.0.is_none();
-        // Two statements rather than one with a computed sort key, so both walk the
+        // Two statement texts rather than one with a computed sort key, so both walk the
         // (conversation_id, seq) index instead of sorting the whole history.
-        let query = if ascending {
-            "select id from messages
+        let order = if ascending { "asc" } else { "desc" };
+        let query = format!(
+            "select {MESSAGE_COLUMNS} from messages
               where conversation_id = $1 and seq >= $2
                 and ($3::bigint is null or seq < $3) and ($4::bigint is null or seq > $4)
-              order by seq asc limit $5"
-        } else {
-            "select id from messages
-              where conversation_id = $1 and seq >= $2
-                and ($3::bigint is null or seq < $3) and ($4::bigint is null or seq > $4)
-              order by seq desc limit $5"
-        };
-        let mut ids: Vec<Uuid> = sqlx::query_scalar(query)
+              order by seq {order} limit $5"
+        );
+        let mut rows: Vec<MessageRow> = sqlx::query_as(&query)
             .bind(id.0)
             .bind(member.visible_from_seq)
             .bind(before_seq.0)
@@ -281,9 +277,9 @@ impl MessagesApi {
             .bind(limit.0 + 1)
             .fetch_all(&state.db)
             .await?;
-        let has_more = ids.len() > usize::try_from(limit.0).unwrap_or(usize::MAX);
-        ids.truncate(usize::try_from(limit.0).unwrap_or(usize::MAX));
-        let mut items = load(&state.db, caller, &ids).await?;
+        let has_more = rows.len() > usize::try_from(limit.0).unwrap_or(usize::MAX);
+        rows.truncate(usize::try_from(limit.0).unwrap_or(usize::MAX));
+        let mut items = enrich(&state.db, caller, rows).await?;
         items.sort_by_key(|message| message.seq);
         Ok(Json(MessagePage { items, has_more }))
     }
