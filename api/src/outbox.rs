@@ -10,13 +10,11 @@ use sqlx::PgConnection;
 use crate::error::ApiError;
 use uuid::Uuid;
 
-/// An event written to the outbox, to be published once the transaction commits.
-#[must_use = "hand recorded events to `Outbox::committed` after commit, so the relay publishes them at once"]
-#[derive(Clone, Copy, Debug)]
-pub struct Recorded {
-    pub id: EventId,
-    pub seq: i64,
-}
+/// Proof that an event was written to the outbox: the relay reads the row itself, so this only
+/// makes forgetting to wake it (`Outbox::committed` after commit) a compiler warning.
+#[must_use = "hand it to `Outbox::committed` after commit, so the relay publishes the event at once"]
+#[derive(Debug)]
+pub struct Recorded(());
 
 /// The column values of one `events` row, for writers that insert it themselves (in the same
 /// statement as their own change, to save a round trip on a hot path).
@@ -47,7 +45,7 @@ impl EventRow {
 
     /// What the caller hands to the publisher once the row has been inserted and committed.
     pub fn recorded(&self) -> Recorded {
-        Recorded { id: self.id, seq: self.seq }
+        Recorded(())
     }
 }
 

@@ -32,8 +32,14 @@ impl<E: Endpoint> Endpoint for RequestSpanEndpoint<E> {
         let incoming = request.headers().get("traceparent").and_then(|value| value.to_str().ok());
         let (mut span, traceparent) = telemetry::child_span("http.request", incoming);
         // The path only: query strings can carry what belongs in neither traces nor logs.
-        let (method, path) = (request.method().to_string(), request.uri().path().to_owned());
-        let log_span = tracing::info_span!("request", %method, %path);
+        let log_span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path());
+        // Attributes only for spans that are exported (none are without an OTLP endpoint).
+        let attributes = span.is_recording().then(|| {
+            [
+                KeyValue::new("http.request.method", request.method().to_string()),
+                KeyValue::new("url.path", request.uri().path().to_owned()),
+            ]
+        });
         let started = Instant::now();
         let result = telemetry::in_trace(traceparent, self.inner.call(request).instrument(log_span.clone()))
             .await
@@ -42,11 +48,10 @@ impl<E: Endpoint> Endpoint for RequestSpanEndpoint<E> {
             Ok(response) => response.status(),
             Err(error) => error.status(),
         };
-        span.set_attributes([
-            KeyValue::new("http.request.method", method),
-            KeyValue::new("url.path", path),
-            KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
-        ]);
+        if let Some(attributes) = attributes {
+            span.set_attributes(attributes);
+            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+        }
         log_span.in_scope(|| {
             tracing::debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "response");
         });

@@ -17,6 +17,21 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(TcpAcceptor, SocketAddr)>
     Ok((acceptor, local))
 }
 
+/// Publishes on core NATS only while connected, never waiting on a NATS that is away: for
+/// signals whose loss costs nothing (typing, wake-ups). Returns whether it was sent.
+pub async fn publish_if_connected(nats: &async_nats::Client, subject: String, payload: bytes::Bytes) -> bool {
+    if nats.connection_state() != async_nats::connection::State::Connected {
+        return false;
+    }
+    match nats.publish(subject, payload).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(%error, "best-effort NATS message not sent");
+            false
+        }
+    }
+}
+
 /// A NATS client that keeps (re)connecting in the background, forever: a server started before
 /// NATS, or one that loses it, reports not-ready on `/ready` instead of exiting.
 pub async fn connect_nats(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {

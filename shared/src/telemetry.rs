@@ -52,10 +52,9 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber and propagator. Safe to call more than once (later calls do
-/// not replace the subscriber), which in-process tests rely on.
+/// Installs the global subscriber and tracer provider. Safe to call more than once (later
+/// calls do not replace the subscriber), which in-process tests rely on.
 pub fn init(args: &LogArgs, service_name: &'static str) -> TelemetryGuard {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_new(&args.filter).unwrap_or_else(|error| {
         eprintln!("invalid PARLEY_LOG filter {:?} ({error}); using \"info\"", args.filter);
         EnvFilter::new("info")
@@ -82,12 +81,13 @@ fn tracer_provider(endpoint: Option<&str>, service_name: &'static str) -> SdkTra
     });
     match exporter {
         Some(Ok(exporter)) => builder.with_batch_exporter(exporter).build(),
-        Some(Err(error)) => {
-            eprintln!("OTLP exporter not started ({error}); spans are not exported");
+        failed_or_none => {
+            if let Some(Err(error)) = failed_or_none {
+                eprintln!("OTLP exporter not started ({error}); spans are not exported");
+            }
+            // Nothing to export to: record nothing, but keep propagating ids.
             builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff))).build()
         }
-        // Nothing to export to: record nothing, but keep propagating ids.
-        None => builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff))).build(),
     }
 }
 

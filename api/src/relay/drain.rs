@@ -1,8 +1,5 @@
 //! One relay round: read unpublished events oldest first, publish them, mark them published.
 
-use std::collections::HashSet;
-use std::time::Duration;
-
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
@@ -48,29 +45,24 @@ pub async fn publish_pending(
         if pending.is_empty() {
             return Ok(());
         }
-        let mut by_conversation: Vec<Vec<&Pending>> = Vec::new();
         let mut sorted: Vec<&Pending> = pending.iter().collect();
         // Stable: each conversation keeps its position (= seq) order.
         sorted.sort_by_key(|event| event.conversation_id);
-        for chunk in sorted.chunk_by(|a, b| a.conversation_id == b.conversation_id) {
-            by_conversation.push(chunk.to_vec());
-        }
         // Conversations in parallel, each conversation's events strictly one after another.
-        let outcomes =
-            join_all(by_conversation.iter().map(|events| publish_in_order(jetstream, subjects, events))).await;
+        let chains = sorted.chunk_by(|a, b| a.conversation_id == b.conversation_id);
+        let outcomes = join_all(chains.map(|events| publish_in_order(jetstream, subjects, events))).await;
+        let acknowledged_at = Utc::now();
         let mut published = Vec::with_capacity(pending.len());
         let mut failure = None;
-        let acknowledged = Utc::now();
-        for (ids, error) in outcomes {
-            published.extend(ids);
+        for (acknowledged, error) in outcomes {
+            for event in acknowledged {
+                let latency = (acknowledged_at - event.occurred_at).to_std().unwrap_or_default();
+                metrics.publish_latency.observe(latency.as_secs_f64());
+                published.push(event.id);
+            }
             failure = failure.or(error);
         }
         metrics.published.inc_by(published.len() as u64);
-        let published_ids: HashSet<Uuid> = published.iter().copied().collect();
-        for event in pending.iter().filter(|event| published_ids.contains(&event.id)) {
-            let latency = (acknowledged - event.occurred_at).to_std().unwrap_or_default();
-            metrics.publish_latency.observe(latency.as_secs_f64());
-        }
         if !published.is_empty() {
             sqlx::query("update events set published_at = now() where id = any($1)")
                 .bind(&published)
@@ -80,12 +72,7 @@ pub async fn publish_pending(
         if let Some(error) = failure {
             return Err(error);
         }
-        let oldest = pending.iter().map(|event| event.occurred_at).min().unwrap_or_else(Utc::now);
-        tracing::debug!(
-            events = published.len(),
-            lag_ms = (Utc::now() - oldest).num_milliseconds(),
-            "outbox round published"
-        );
+        tracing::debug!(events = published.len(), "outbox round published");
         if i64::try_from(pending.len()).unwrap_or(i64::MAX) < batch {
             return Ok(());
         }
@@ -93,20 +80,18 @@ pub async fn publish_pending(
 }
 
 /// Publishes `events` (one conversation's, in seq order) until the first failure; returns the
-/// ids JetStream acknowledged and that failure.
-async fn publish_in_order(
+/// events JetStream acknowledged and that failure.
+async fn publish_in_order<'a>(
     jetstream: &jetstream::Context,
     subjects: &Subjects,
-    events: &[&Pending],
-) -> (Vec<Uuid>, Option<anyhow::Error>) {
-    let mut published = Vec::with_capacity(events.len());
-    for event in events {
+    events: &'a [&'a Pending],
+) -> (&'a [&'a Pending], Option<anyhow::Error>) {
+    for (sent, event) in events.iter().enumerate() {
         if let Err(error) = publish_one(jetstream, subjects, event).await {
-            return (published, Some(error));
+            return (&events[..sent], Some(error));
         }
-        published.push(event.id);
     }
-    (published, None)
+    (events, None)
 }
 
 /// The conversation subject, then the subject of each user who must hear it, each awaited; in
@@ -129,7 +114,6 @@ async fn publish_one(jetstream: &jetstream::Context, subjects: &Subjects, pendin
     headers.insert("traceparent", traceparent.as_str());
     // `headers` replaces the whole map, so it goes before `message_id`.
     let message = |id: String| PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload.clone());
-    let started = std::time::Instant::now();
     jetstream
         .send_publish(subjects.conversation_event(conversation, kind), message(pending.id.to_string()))
         .await?
@@ -139,9 +123,6 @@ async fn publish_one(jetstream: &jetstream::Context, subjects: &Subjects, pendin
             .send_publish(subjects.user_event(user, kind), message(format!("{}/{user}", pending.id)))
             .await?
             .await?;
-    }
-    if started.elapsed() > Duration::from_secs(1) {
-        tracing::warn!(event = %pending.id, elapsed = ?started.elapsed(), "slow JetStream acknowledgement");
     }
     Ok(())
 }

@@ -75,8 +75,8 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Call right after the transaction that recorded `_events` committed.
-    pub fn committed(&self, _events: impl IntoIterator<Item = Recorded>) {
+    /// Call right after the transaction that recorded the event committed.
+    pub fn committed(&self, _event: Recorded) {
         self.wake.notify_one();
     }
 }
@@ -145,12 +145,8 @@ impl Relay {
     }
 
     async fn forward_wake(&self) {
-        // Never wait on a NATS that is away: the relay cannot publish then anyway.
-        if self.nats.connection_state() == async_nats::connection::State::Connected
-            && let Err(error) = self.nats.publish(self.subjects.outbox_wake(), bytes::Bytes::new()).await
-        {
-            tracing::debug!(%error, "outbox wake-up not sent");
-        }
+        // The relay cannot publish while NATS is away, so a lost wake-up costs nothing.
+        parley_shared::serve::publish_if_connected(&self.nats, self.subjects.outbox_wake(), bytes::Bytes::new()).await;
     }
 
     /// Publishes while it holds `lease`; returns when the lease is lost or on stop.
@@ -174,8 +170,7 @@ impl Relay {
                     stream::ensure(&jetstream, &self.subjects, &self.config).await?;
                     stream_ready = true;
                 }
-                drain::publish_pending(&self.db, &jetstream, &self.subjects, self.config.outbox_batch, &self.metrics)
-                    .await
+                self.publish_pending(&jetstream).await
             };
             let retry = match round.await {
                 Ok(()) => {
@@ -213,9 +208,7 @@ impl Relay {
                 }
                 () = stop.cancelled() => {
                     // One last round, so a graceful stop leaves nothing for the next relay.
-                    let last_round =
-                        drain::publish_pending(&self.db, &jetstream, &self.subjects, self.config.outbox_batch, &self.metrics);
-                    if let Err(error) = last_round.await {
+                    if let Err(error) = self.publish_pending(&jetstream).await {
                         tracing::warn!(%error, "final outbox round failed; another instance will publish the rest");
                     }
                     return;
@@ -223,9 +216,11 @@ impl Relay {
             }
         }
     }
-}
 
-impl Relay {
+    async fn publish_pending(&self, jetstream: &async_nats::jetstream::Context) -> anyhow::Result<()> {
+        drain::publish_pending(&self.db, jetstream, &self.subjects, self.config.outbox_batch, &self.metrics).await
+    }
+
     /// Updates the lag gauge from the oldest unpublished event; returns it in seconds.
     async fn measure_lag(&self) -> f64 {
         let lag: Result<Option<f64>, _> = sqlx::query_scalar(

@@ -272,7 +272,7 @@ impl ConversationsApi {
         let event = Event::ConversationUpdated(ConversationUpdated { title: Some(title) });
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
-        state.outbox.committed([recorded]);
+        state.outbox.committed(recorded);
         Ok(Json(load_one(&state.db, caller, id.0).await?))
     }
 }
@@ -352,7 +352,7 @@ async fn create_direct(
     });
     let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
     tx.commit().await?;
-    state.outbox.committed([recorded]);
+    state.outbox.committed(recorded);
     Ok((id, true))
 }
 
@@ -390,7 +390,7 @@ async fn create_group(state: &AppState, caller: UserId, group: NewGroupConversat
     });
     let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
     tx.commit().await?;
-    state.outbox.committed([recorded]);
+    state.outbox.committed(recorded);
     Ok(id)
 }
 

@@ -98,7 +98,7 @@ impl MembersApi {
         });
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
-        state.outbox.committed([recorded]);
+        state.outbox.committed(recorded);
         Ok(AddResponse::Added(Json(Member {
             user_id: body.0.user_id,
             display_name,
@@ -158,7 +158,7 @@ impl MembersApi {
         let event = Event::MemberRemoved(MemberChange { user_id: UserId::from_uuid(user_id.0), role: None });
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
-        state.outbox.committed([recorded]);
+        state.outbox.committed(recorded);
         Ok(RemoveResponse::Removed)
     }
 }

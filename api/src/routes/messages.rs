@@ -236,7 +236,7 @@ impl MessagesApi {
             read_by: Vec::new(),
         };
         tx.commit().await?;
-        state.outbox.committed([event.recorded()]);
+        state.outbox.committed(event.recorded());
         Ok(SendResponse::Created(Json(message)))
     }
 
@@ -326,7 +326,7 @@ impl MessagesApi {
         });
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
-        state.outbox.committed([recorded]);
+        state.outbox.committed(recorded);
         Ok(Json(load_one(&state.db, caller, message_id.0).await?))
     }
 
@@ -372,7 +372,7 @@ impl MessagesApi {
         let event = Event::MessageDeleted(MessageDeleted { message_id: MessageId::from_uuid(message_id.0) });
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
-        state.outbox.committed([recorded]);
+        state.outbox.committed(recorded);
         Ok(DeleteResponse::Deleted)
     }
 }

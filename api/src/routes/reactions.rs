@@ -113,7 +113,7 @@ impl ReactionsApi {
         let event = if add { Event::ReactionAdded(change) } else { Event::ReactionRemoved(change) };
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
-        state.outbox.committed([recorded]);
+        state.outbox.committed(recorded);
         Ok(ReactionResponse::Done)
     }
 }

@@ -48,12 +48,9 @@ impl TypingApi {
             data: TypingData { state: TypingState::Start },
         };
         // Best effort, like the signal itself: with NATS away it is dropped, not queued.
-        if state.nats.connection_state() == async_nats::connection::State::Connected {
-            let payload = serde_json::to_vec(&signal).map_err(|_| ApiError::internal())?;
-            if let Err(error) = state.nats.publish(state.subjects.typing(conversation), payload.into()).await {
-                tracing::debug!(%error, "typing signal not published");
-            }
-        }
+        let payload = serde_json::to_vec(&signal).map_err(|_| ApiError::internal())?;
+        parley_shared::serve::publish_if_connected(&state.nats, state.subjects.typing(conversation), payload.into())
+            .await;
         Ok(TypingResponse::Accepted)
     }
 }
