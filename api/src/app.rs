@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::SeenUsers;
 use crate::body_limit::BodyLimit;
+use crate::broker_requests::MembershipResponder;
 use crate::config::Config;
 use crate::error::{problem_for_panic, problem_for_unhandled};
 use crate::metrics::Metrics;
@@ -42,7 +43,7 @@ impl Application {
         let verifier = Arc::new(config.service.auth.build()?);
         let db = db::connect(&config).await.context("connecting to PostgreSQL (DATABASE_URL)")?;
         db::migrate(&db).await.context("applying migrations")?;
-        let nats = parley_shared::serve::connect_nats(&config.service.nats_url, "parley-api").await?;
+        let nats = parley_shared::serve::connect_nats(&config.service.nats_url, "parley-api", |_| {}).await?;
         let (acceptor, local_addr) = parley_shared::serve::bind(config.listen).await?;
         Ok(Self {
             acceptor,
@@ -96,6 +97,12 @@ impl Application {
             metrics: state.metrics.outbox.clone(),
         };
         let relay = tokio::spawn(relay.run(stop_relay.clone()));
+        let responder = MembershipResponder {
+            db: state.db.clone(),
+            nats: state.nats.clone(),
+            subject: state.subjects.membership_request(),
+        };
+        let responder = tokio::spawn(responder.run(stop_relay.clone()));
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(config.service.shutdown_timeout))
             .await;
@@ -104,6 +111,7 @@ impl Application {
         if tokio::time::timeout(config.service.shutdown_timeout, relay).await.is_err() {
             tracing::warn!("outbox relay did not finish in time; another instance publishes the rest");
         }
+        let _ = responder.await;
         served?;
         if let Err(error) = state.nats.flush().await {
             tracing::warn!(%error, "NATS flush at shutdown failed");

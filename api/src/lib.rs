@@ -11,11 +11,13 @@
 //!   `seq`, check membership, append the domain event in the same transaction.
 //! - `relay`: publishes the committed events to JetStream, in order per conversation, one
 //!   publishing instance at a time (PostgreSQL advisory lock).
+//! - `broker_requests`: answers the brokers' NATS request for a connecting user's conversations.
 //! - `routes`: one module per resource (`conversations`, `members`, `messages`, `events`, `me`).
 
 pub mod app;
 mod auth;
 mod body_limit;
+mod broker_requests;
 pub mod config;
 pub mod db;
 mod error;

@@ -3,19 +3,32 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context;
+use governor::Quota;
 use poem::listener::TcpAcceptor;
-use poem::{EndpointExt, Route, Server};
+use poem::{EndpointExt, Route, Server, get};
+use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::head_deadline::HeadDeadlineAcceptor;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::outbound::QueueBound;
+use crate::protocol::{CloseCode, Limits};
+use crate::relay::Relay;
 use crate::routes;
-use crate::state::BrokerState;
+use crate::server::{Broker, Settings};
 
 /// A bound, ready-to-serve broker: tests build it on port 0 and read [`Application::local_addr`].
 pub struct Application {
     acceptor: TcpAcceptor,
     local_addr: SocketAddr,
-    state: BrokerState,
+    broker: Arc<Broker>,
+    relay: Relay,
+    nats_reconnected: Arc<Notify>,
     config: Config,
 }
 
@@ -30,28 +43,107 @@ impl Application {
     /// when) and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let verifier = Arc::new(config.service.auth.build()?);
-        let nats = parley_shared::serve::connect_nats(&config.service.nats_url, "parley-broker").await?;
-        let (acceptor, local_addr) = parley_shared::serve::bind(config.listen).await?;
-        Ok(Self { acceptor, local_addr, state: BrokerState { nats, verifier }, config })
+        let metrics = Arc::new(Metrics::default());
+        let nats_reconnected = Arc::new(Notify::new());
+        let on_nats_event = {
+            let (metrics, reconnected) = (Arc::clone(&metrics), Arc::clone(&nats_reconnected));
+            let was_disconnected = AtomicBool::new(false);
+            move |event| match event {
+                async_nats::Event::Disconnected => was_disconnected.store(true, Ordering::Relaxed),
+                async_nats::Event::Connected if was_disconnected.swap(false, Ordering::Relaxed) => {
+                    metrics.nats_reconnects.inc();
+                    reconnected.notify_one();
+                }
+                _ => {}
+            }
+        };
+        let nats = parley_shared::serve::connect_nats(&config.service.nats_url, "parley-broker", on_nats_event).await?;
+        let relay = Relay::new(nats, config.service.nats_prefix.clone(), config.membership_timeout);
+        let hub = Arc::new(Hub::new(relay.clone(), Arc::clone(&metrics), config.max_connections_per_user));
+        let settings = Settings {
+            allowed_origins: config.allowed_origins.iter().filter(|origin| !origin.is_empty()).cloned().collect(),
+            allow_query_token: config.allow_query_token,
+            heartbeat_interval: config.heartbeat_interval,
+            idle_timeout: config.idle_timeout,
+            auth_timeout: config.auth_timeout,
+            close_timeout: config.close_timeout,
+            inbound_quota: inbound_quota(config.max_frames_per_second),
+            queue_bound: QueueBound { frames: config.outbound_queue_frames, bytes: config.outbound_queue_bytes },
+            limits: Limits {
+                max_frame_bytes: config.max_frame_bytes,
+                max_frames_per_second: config.max_frames_per_second,
+                max_connections_per_user: config.max_connections_per_user,
+                outbound_queue_frames: config.outbound_queue_frames,
+            },
+        };
+        let broker = Arc::new(Broker { hub, verifier, metrics, settings, connections: TaskTracker::new() });
+        let (acceptor, local_addr) = bind(config.listen, config.socket_send_buffer)?;
+        Ok(Self { acceptor, local_addr, broker, relay, nats_reconnected, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// Serves until `shutdown` resolves; then stops accepting, waits for open requests up to the
-    /// configured timeout and drains the NATS client (pending messages are delivered first).
+    /// Serves until `shutdown` resolves; then stops accepting, closes every connection with
+    /// 1012, waits for them up to the shutdown timeout and drains the NATS client.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let Self { acceptor, local_addr, state, config } = self;
+        let Self { acceptor, local_addr, broker, relay, nats_reconnected, config } = self;
         tracing::info!(%local_addr, ws_path = %config.ws_path, "parley-broker listening");
-        let app = Route::new().nest("/", routes::health::routes()).data(state.clone());
-        Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(config.service.shutdown_timeout))
+        let user_events = tokio::spawn(relay.clone().run_user_events(Arc::clone(&broker.hub)));
+        let resync = tokio::spawn(resync_after_nats_reconnects(Arc::clone(&broker), nats_reconnected));
+        let app = Route::new()
+            .at(&config.ws_path, get(crate::server::upgrade))
+            .nest("/", routes::health::routes())
+            .data(Arc::clone(&broker));
+        let stop = async {
+            shutdown.await;
+            broker.hub.close_all(CloseCode::Shutdown);
+            broker.connections.close();
+        };
+        Server::new_with_acceptor(HeadDeadlineAcceptor::new(acceptor, config.handshake_timeout))
+            .run_with_graceful_shutdown(app, stop, Some(config.service.shutdown_timeout))
             .await?;
-        if let Err(error) = state.nats.drain().await {
+        if tokio::time::timeout(config.service.shutdown_timeout, broker.connections.wait()).await.is_err() {
+            tracing::warn!(open = broker.connections.len(), "connections still open at the shutdown deadline");
+        }
+        resync.abort();
+        user_events.abort();
+        broker.hub.clear();
+        if let Err(error) = relay.nats().drain().await {
             tracing::warn!(%error, "NATS drain at shutdown failed");
         }
         tracing::info!("parley-broker stopped");
         Ok(())
     }
+}
+
+/// Events published while NATS was away never reached this broker: its clients are told to
+/// reconnect and resume (close code 4004), which recovers them from the API's event log.
+async fn resync_after_nats_reconnects(broker: Arc<Broker>, reconnected: Arc<Notify>) {
+    loop {
+        reconnected.notified().await;
+        tracing::warn!("NATS reconnected: closing connections so clients resume what they missed");
+        broker.hub.close_connections(CloseCode::Unavailable);
+    }
+}
+
+/// The listener; accepted sockets inherit its send buffer size.
+fn bind(addr: SocketAddr, send_buffer: u32) -> anyhow::Result<(TcpAcceptor, SocketAddr)> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(send_buffer)?;
+    }
+    socket.bind(addr).with_context(|| format!("binding the listen address {addr}"))?;
+    // The kernel caps the backlog at net.core.somaxconn; connection storms need it deep.
+    let listener = socket.listen(4096)?;
+    let local_addr = listener.local_addr()?;
+    Ok((TcpAcceptor::from_tokio(listener)?, local_addr))
+}
+
+/// `per_second` frames a second, in bursts of up to twice that.
+fn inbound_quota(per_second: u32) -> Quota {
+    let rate = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(rate.saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(rate)))
 }

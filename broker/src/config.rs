@@ -1,6 +1,7 @@
 //! The broker's settings: flags, each with an environment variable and a default.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser};
 use parley_shared::config::ServiceArgs;
@@ -20,6 +21,53 @@ pub struct Config {
     /// Path of the WebSocket endpoint.
     #[arg(long, env = "PARLEY_WS_PATH", default_value = "/ws")]
     pub ws_path: String,
+    /// Browser origins allowed to connect, comma-separated (e.g. `https://app.example.com`), or
+    /// `*`. A handshake with any other `Origin` header is refused with 403; clients that send
+    /// no `Origin` (not browsers) are not affected.
+    #[arg(long, env = "PARLEY_BROKER_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub allowed_origins: Vec<String>,
+    /// Accept the token as `?access_token=` (legacy clients only: query strings end up in proxy
+    /// logs). Off: such handshakes are refused with 401.
+    #[arg(long, env = "PARLEY_BROKER_ALLOW_QUERY_TOKEN", default_value_t = false)]
+    pub allow_query_token: bool,
+    /// Open connections per user on this broker; one more is refused with close code 4002.
+    #[arg(long, env = "PARLEY_BROKER_MAX_CONNECTIONS_PER_USER", default_value_t = 5)]
+    pub max_connections_per_user: usize,
+    /// How often the server sends a WebSocket ping.
+    #[arg(long, env = "PARLEY_BROKER_HEARTBEAT_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// A connection with no inbound frame (pongs included) for this long is closed (4003).
+    #[arg(long, env = "PARLEY_BROKER_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Deadline for the HTTP upgrade request to arrive after the TCP connection opens.
+    #[arg(long, env = "PARLEY_BROKER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Deadline for the `auth` frame when the handshake carried no token (4101 after it).
+    #[arg(long, env = "PARLEY_BROKER_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub auth_timeout: Duration,
+    /// How long the close handshake may take before the socket is dropped.
+    #[arg(long, env = "PARLEY_BROKER_CLOSE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub close_timeout: Duration,
+    /// Largest frame a client may send, in bytes (4102 above it).
+    #[arg(long, env = "PARLEY_BROKER_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Frames per second a connection may send (bursts of twice that); 4103 above it.
+    #[arg(long, env = "PARLEY_BROKER_MAX_FRAMES_PER_SECOND", default_value_t = 20)]
+    pub max_frames_per_second: u32,
+    /// Frames queued for one connection before it is closed as a slow consumer (4000).
+    #[arg(long, env = "PARLEY_BROKER_OUTBOUND_QUEUE_FRAMES", default_value_t = 1024)]
+    pub outbound_queue_frames: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer (4000).
+    #[arg(long, env = "PARLEY_BROKER_OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
+    /// Kernel send buffer of each client socket, in bytes (0: the kernel's autotuning, up to
+    /// `net.ipv4.tcp_wmem`'s maximum, often 4 MiB). It bounds what a client that stopped reading
+    /// holds in kernel memory before its queue fills and it is closed as a slow consumer.
+    #[arg(long, env = "PARLEY_BROKER_SOCKET_SEND_BUFFER", default_value_t = 64 * 1024)]
+    pub socket_send_buffer: u32,
+    /// How long a connecting client waits for the API's answer about its conversations.
+    #[arg(long, env = "PARLEY_BROKER_MEMBERSHIP_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub membership_timeout: Duration,
     #[command(flatten)]
     pub service: ServiceArgs,
 }

@@ -5,9 +5,10 @@
 //! |---|---|---|
 //! | `<prefix>.conv.<conversation_id>.<type>` | every persisted event of a conversation | JetStream |
 //! | `<prefix>.user.<user_id>.<type>` | events one user must hear (membership changes) | JetStream |
-//! | `<prefix>.eph.conv.<conversation_id>.typing` | typing signals | core NATS |
+//! | `<prefix>.conv.<conversation_id>.typing` | typing signals (one token shorter than any persisted kind, so the stream does not capture them, while `<prefix>.conv.<id>.>` covers both) | core NATS |
 //! | `<prefix>.eph.user.<user_id>.presence` | presence changes | core NATS |
 //! | `<prefix>.internal.outbox.wake` | "events were committed": wakes the outbox relay | core NATS |
+//! | `<prefix>.internal.membership` | a broker asks the API for a user's conversations (request/reply) | core NATS |
 //!
 //! The prefix (default `parley`) lets several deployments, or tests, share one NATS.
 
@@ -55,7 +56,7 @@ impl Subjects {
     }
 
     pub fn typing(&self, conversation: ConversationId) -> String {
-        format!("{}.eph.conv.{conversation}.typing", self.prefix)
+        format!("{}.conv.{conversation}.typing", self.prefix)
     }
 
     pub fn presence(&self, user: UserId) -> String {
@@ -66,9 +67,20 @@ impl Subjects {
         format!("{}.internal.outbox.wake", self.prefix)
     }
 
-    /// What the events stream captures: every persisted conversation and user event.
+    /// Requests for a user's conversations and their positions, answered by one API instance.
+    pub fn membership_request(&self) -> String {
+        format!("{}.internal.membership", self.prefix)
+    }
+
+    /// Every user-scoped event of every user: a broker's one subscription for membership changes.
+    pub fn all_user_events(&self) -> String {
+        format!("{}.user.*.>", self.prefix)
+    }
+
+    /// What the events stream captures: every persisted conversation and user event. Persisted
+    /// kinds have two or more tokens (`message.created`), so `conv.<id>.typing` is not captured.
     pub fn stream_subjects(&self) -> Vec<String> {
-        vec![format!("{}.conv.>", self.prefix), format!("{}.user.>", self.prefix)]
+        vec![format!("{}.conv.*.*.>", self.prefix), format!("{}.user.>", self.prefix)]
     }
 
     /// The JetStream stream's name, e.g. `PARLEY_EVENTS` (stream names cannot contain '.').
@@ -99,7 +111,7 @@ mod tests {
             "parley.conv.00000000-0000-0000-0000-000000000000.message.created"
         );
         assert_eq!(subjects.user_events(user), "parley.user.ffffffff-ffff-ffff-ffff-ffffffffffff.>");
-        assert_eq!(subjects.typing(conversation), "parley.eph.conv.00000000-0000-0000-0000-000000000000.typing");
+        assert_eq!(subjects.typing(conversation), "parley.conv.00000000-0000-0000-0000-000000000000.typing");
         assert_eq!(subjects.stream_name(), "PARLEY_EVENTS");
     }
 

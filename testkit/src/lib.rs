@@ -7,6 +7,8 @@
 //! - [`app`]: the `parley-api` / `parley-broker` executables as child processes.
 //! - [`process`]: children that die with their owner; [`privilege`]: running PostgreSQL as an
 //!   unprivileged user when we are root; [`binaries`]: finding the server programs.
+//! - [`otlp`]: a stand-in OTLP/HTTP collector for trace tests.
+//! - [`rest`]: one user's REST client; [`ws`]: a WebSocket client of the broker.
 //! - [`stream`]: reading the JetStream events stream back, for assertions.
 //! - [`wait`]: bounded waits, free ports.
 
@@ -14,11 +16,14 @@ pub mod app;
 pub mod binaries;
 pub mod context;
 pub mod nats;
+pub mod otlp;
 pub mod postgres;
 pub mod privilege;
 pub mod process;
+pub mod rest;
 pub mod stream;
 pub mod wait;
+pub mod ws;
 
 pub use app::{AppProcess, Binary};
 pub use context::{TEST_JWT_SECRET, TestContext};

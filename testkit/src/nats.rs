@@ -19,14 +19,54 @@ pub struct NatsServer {
     store_dir: PathBuf,
     port: u16,
     output: Output,
+    cluster: Option<ClusterMember>,
     process: Option<Supervised>,
+}
+
+/// This server's place in a cluster: its route port and the other members' route ports.
+#[derive(Clone, Debug)]
+struct ClusterMember {
+    port: u16,
+    routes: Vec<u16>,
+}
+
+/// A JetStream cluster of nats-servers on 127.0.0.1, each with its own store.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` clustered servers under `dir` and waits until each greets clients.
+    pub async fn start(dir: &Path, size: usize, output: impl Fn(usize) -> Output) -> anyhow::Result<Self> {
+        let ports: Vec<(u16, u16)> =
+            (0..size).map(|_| Ok((wait::free_port()?, wait::free_port()?))).collect::<anyhow::Result<_>>()?;
+        let mut servers = Vec::with_capacity(size);
+        for (index, &(port, route_port)) in ports.iter().enumerate() {
+            let routes = ports.iter().filter(|(other, _)| *other != port).map(|(_, route)| *route).collect();
+            let cluster = Some(ClusterMember { port: route_port, routes });
+            let store_dir = dir.join(format!("nats-{index}"));
+            std::fs::create_dir_all(&store_dir)?;
+            servers.push(NatsServer { store_dir, port, output: output(index), cluster, process: None });
+        }
+        // All first, then wait: a clustered server greets clients before its peers are up.
+        for server in &mut servers {
+            server.launch().await?;
+        }
+        Ok(Self { servers })
+    }
+
+    /// Every member's URL, comma-separated, as NATS_URL takes them.
+    pub fn urls(&self) -> String {
+        self.servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
 }
 
 impl NatsServer {
     /// Starts `nats-server -js` on `127.0.0.1:port` and waits until it greets clients.
     pub async fn start(store_dir: &Path, port: u16, output: Output) -> anyhow::Result<Self> {
         std::fs::create_dir_all(store_dir)?;
-        let mut server = Self { store_dir: store_dir.to_path_buf(), port, output, process: None };
+        let mut server = Self { store_dir: store_dir.to_path_buf(), port, output, cluster: None, process: None };
         server.launch().await?;
         Ok(server)
     }
@@ -37,6 +77,12 @@ impl NatsServer {
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.store_dir)
             .args(["--server_name", &format!("parley-{}", self.port)]);
+        if let Some(cluster) = &self.cluster {
+            let routes: Vec<String> = cluster.routes.iter().map(|port| format!("nats://127.0.0.1:{port}")).collect();
+            command
+                .args(["--cluster_name", "parley-test", "--cluster", &format!("nats://127.0.0.1:{}", cluster.port)])
+                .args(["--routes", &routes.join(",")]);
+        }
         let mut process = Supervised::spawn("nats-server", command, &self.output)?;
         let port = self.port;
         let ready = wait::until("nats-server to accept connections", START_TIMEOUT, || {

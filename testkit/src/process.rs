@@ -187,3 +187,13 @@ impl Drop for Supervised {
         }
     }
 }
+
+/// Resident memory of process `pid` in KiB (Linux: `VmRSS` in `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no VmRSS for process {pid}")))
+}

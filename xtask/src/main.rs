@@ -42,8 +42,20 @@ enum Task {
     AsyncapiCheck,
     /// Check the live API against its contract: schemathesis, and Swagger UI in headless Chromium.
     ApiCheck,
-    /// Run a benchmark scenario (`rest`) and write a report to target/bench/.
+    /// Run a benchmark scenario (`rest`, `events`, `connections`, `e2e`, `fanout`); reports go to target/bench/.
     Bench(bench::BenchArgs),
+    /// (internal) `bench connections`: one process of WebSocket clients.
+    #[command(hide = true)]
+    BenchConnect(bench::connections::WorkerArgs),
+    /// (internal) `bench connections`: the bare tokio-tungstenite baseline server.
+    #[command(hide = true)]
+    BenchBareServer,
+    /// (internal) `bench e2e`: the bare tokio-tungstenite relay baseline.
+    #[command(hide = true)]
+    BenchBareRelay,
+    /// (internal) `bench fanout`: the bare tokio broadcast relay baseline.
+    #[command(hide = true)]
+    BenchBareFanout,
 }
 
 #[tokio::main]
@@ -57,13 +69,17 @@ async fn main() -> anyhow::Result<()> {
         Task::ApiCheck => api_check::run().await,
         Task::AsyncapiCheck => asyncapi_check::run(),
         Task::Bench(args) => bench::run(args).await,
+        Task::BenchConnect(args) => bench::connections::worker(args).await,
+        Task::BenchBareServer => bench::connections::bare_server().await,
+        Task::BenchBareRelay => bench::e2e::bare_relay().await,
+        Task::BenchBareFanout => bench::fanout::bare_fanout().await,
     }
 }
 
 fn write_openapi() -> anyhow::Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi");
     std::fs::write(dir.join("openapi.json"), parley_api::openapi_json() + "\n")?;
-    std::fs::write(dir.join("asyncapi.yaml"), serde_norway::to_string(&parley_shared::asyncapi::document())?)?;
+    std::fs::write(dir.join("asyncapi.yaml"), serde_norway::to_string(&parley_broker::asyncapi::document())?)?;
     eprintln!("xtask: wrote {0}/openapi.json and {0}/asyncapi.yaml", dir.display());
     Ok(())
 }

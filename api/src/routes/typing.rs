@@ -1,5 +1,5 @@
 //! `/v1/conversations/{id}/typing`: a typing signal for clients without a WebSocket. Authorised
-//! and rate limited; published on core NATS (`<prefix>.eph.conv.<id>.typing`), never stored.
+//! and rate limited; published on core NATS (`<prefix>.conv.<id>.typing`), never stored.
 
 use chrono::Utc;
 use parley_shared::events::{Typing, TypingData, TypingKind, TypingState};

@@ -1,4 +1,6 @@
-//! `GET /health` (the process is alive) and `GET /ready` (NATS is connected).
+//! `GET /health` (the process is alive), `GET /ready` (NATS is connected), `GET /metrics`.
+
+use std::sync::Arc;
 
 use async_nats::connection::State;
 use poem::http::StatusCode;
@@ -6,10 +8,10 @@ use poem::web::{Data, Json};
 use poem::{IntoResponse, Response, Route, get, handler};
 use serde_json::json;
 
-use crate::state::BrokerState;
+use crate::server::Broker;
 
 pub fn routes() -> Route {
-    Route::new().at("/health", get(health)).at("/ready", get(ready))
+    Route::new().at("/health", get(health)).at("/ready", get(ready)).at("/metrics", get(metrics))
 }
 
 #[handler]
@@ -18,11 +20,20 @@ fn health() -> Json<serde_json::Value> {
 }
 
 #[handler]
-fn ready(state: Data<&BrokerState>) -> Response {
-    match state.nats.connection_state() {
+fn ready(broker: Data<&Arc<Broker>>) -> Response {
+    match broker.hub.relay().nats().connection_state() {
         State::Connected => Json(json!({ "status": "ready", "checks": { "nats": "ok" } })).into_response(),
         other => Json(json!({ "status": "unavailable", "checks": { "nats": format!("{other:?}").to_lowercase() } }))
             .with_status(StatusCode::SERVICE_UNAVAILABLE)
             .into_response(),
     }
+}
+
+#[handler]
+fn metrics(broker: Data<&Arc<Broker>>) -> Response {
+    broker
+        .metrics
+        .render()
+        .with_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .into_response()
 }

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 
 use super::{Stack, http};
 
-const RATE_PER_SECOND: u64 = 1_000;
+pub(super) const RATE_PER_SECOND: u64 = 1_000;
 const WORKERS: usize = 32;
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
@@ -61,11 +61,31 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
 }
 
 /// Latencies in microseconds.
-struct Sample(Vec<i64>);
+pub(super) struct Sample(pub(super) Vec<i64>);
 
 impl Sample {
+    /// Latencies from `arrivals` until `expected` have come or none came for 10 s; with when
+    /// the last one came.
+    pub(super) async fn gather(
+        arrivals: &mut tokio::sync::mpsc::UnboundedReceiver<i64>,
+        expected: usize,
+    ) -> (Self, std::time::Instant) {
+        let mut latencies = Vec::with_capacity(expected);
+        let mut last = std::time::Instant::now();
+        while latencies.len() < expected {
+            match tokio::time::timeout(Duration::from_secs(10), arrivals.recv()).await {
+                Ok(Some(latency)) => {
+                    latencies.push(latency);
+                    last = std::time::Instant::now();
+                }
+                _ => break,
+            }
+        }
+        (Self(latencies), last)
+    }
+
     /// p50, p90, p99 and max, in milliseconds.
-    fn percentiles(&self) -> [f64; 4] {
+    pub(super) fn percentiles(&self) -> [f64; 4] {
         let mut sorted = self.0.clone();
         sorted.sort_unstable();
         let at = |q: f64| {
@@ -75,14 +95,16 @@ impl Sample {
         [at(0.5), at(0.9), at(0.99), at(1.0)]
     }
 
-    fn summary(&self) -> serde_json::Value {
+    pub(super) fn summary(&self) -> serde_json::Value {
         let [p50, p90, p99, max] = self.percentiles();
         json!({ "count": self.0.len(), "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max })
     }
 }
 
 /// Ticks at the target rate; each tick is one send by whichever worker is free.
-fn ticket_feed(duration: Duration) -> (Arc<Mutex<tokio::sync::mpsc::Receiver<()>>>, tokio::task::JoinHandle<()>) {
+pub(super) fn ticket_feed(
+    duration: Duration,
+) -> (Arc<Mutex<tokio::sync::mpsc::Receiver<()>>>, tokio::task::JoinHandle<()>) {
     let (tickets, feed) = tokio::sync::mpsc::channel(10_000);
     let pacer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SECOND));

@@ -9,7 +9,10 @@
 //! messages. The load generator shares the machine, so the ratios are the result; absolute
 //! numbers move with whatever else runs.
 
+pub mod connections;
+pub mod e2e;
 mod events;
+pub mod fanout;
 mod http;
 
 use std::net::SocketAddr;
@@ -35,7 +38,7 @@ const CONCURRENCY: [usize; 2] = [8, 32];
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenario: `rest`.
+    /// Scenario: `rest`, `events`, `connections`, `e2e` or `fanout`.
     scenario: String,
     /// Seconds each measurement runs.
     #[arg(long, default_value_t = 8)]
@@ -49,7 +52,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario.as_str() {
         "rest" => run_rest(args).await,
         "events" => events::run(args.seconds).await,
-        other => anyhow::bail!("unknown scenario {other:?}; available: rest, events"),
+        "connections" => connections::run().await,
+        "e2e" => e2e::run(args.seconds).await,
+        "fanout" => fanout::run().await,
+        other => anyhow::bail!("unknown scenario {other:?}; available: rest, events, connections, e2e, fanout"),
     }
 }
 
@@ -65,11 +71,7 @@ pub struct Stack {
 impl Stack {
     pub async fn start() -> anyhow::Result<Self> {
         crate::install::ensure_services()?;
-        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--package", "parley-api"])
-            .status()?;
-        anyhow::ensure!(status.success(), "cargo build --release failed");
-        let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+        let release = Self::build_release("parley-api")?;
 
         let dir = tempfile::Builder::new().prefix("parley-bench-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
@@ -87,9 +89,40 @@ impl Stack {
             ("PARLEY_LOG".into(), "warn".into()),
             ("PARLEY_WRITE_RATE_PER_SECOND".into(), "1000000".into()),
             ("PARLEY_WRITE_BURST".into(), "1000000".into()),
+            // The fan-out group is created with its 10,000 members in one request.
+            ("PARLEY_MAX_BODY_BYTES".into(), "1048576".into()),
         ];
         let api = spawn_release_api(&release, env, dir.path()).await?;
         Ok(Self { dir, postgres, nats, api })
+    }
+
+    /// Builds `package` with the release profile; returns the directory of its binary.
+    pub fn build_release(package: &str) -> anyhow::Result<std::path::PathBuf> {
+        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--package", package])
+            .status()?;
+        anyhow::ensure!(status.success(), "cargo build --release --package {package} failed");
+        Ok(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release"))
+    }
+
+    /// A release `parley-broker` on this stack's NATS.
+    pub async fn spawn_release_broker(&self, release: &Path) -> anyhow::Result<AppProcess> {
+        let env = vec![
+            ("NATS_URL".into(), self.nats.url()),
+            ("PARLEY_JWT_SECRET".into(), SECRET.into()),
+            ("PARLEY_LOG".into(), "warn".into()),
+        ];
+        let port = wait::free_port()?;
+        let output = Output::File(self.dir.path().join(format!("broker-{port}.log")));
+        AppProcess::spawn_executable(Binary::Broker, release.join(Binary::Broker.name()), port, env, output).await
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn api_url(&self) -> String {
+        self.api.url()
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -151,6 +184,11 @@ async fn spawn_release_api(release: &Path, mut env: Vec<(String, String)>, dir: 
         .await
 }
 
+/// A bench user's token, valid for an hour.
+pub(crate) fn token(user: UserId) -> String {
+    issue_hs256(SECRET, &Claims::for_user(user, Some("bench".into()), Duration::from_secs(3600)))
+}
+
 /// One client: a user, its token and its own group conversation.
 #[derive(Clone, Debug)]
 pub struct BenchUser {
@@ -165,7 +203,7 @@ async fn setup_users(api: &str, api_addr: SocketAddr, clients: usize) -> anyhow:
     let mut users = Vec::with_capacity(clients);
     for _ in 0..clients {
         let id = UserId::from_uuid(Uuid::now_v7());
-        let token = issue_hs256(SECRET, &Claims::for_user(id, Some("bench".into()), Duration::from_secs(3600)));
+        let token = token(id);
         let created: Value = http
             .post(format!("{api}/v1/conversations"))
             .bearer_auth(&token)
@@ -305,4 +343,52 @@ fn write_report(rows: &[Value], seconds: u64) -> anyhow::Result<()> {
     std::fs::write(dir.join("rest.md"), &table)?;
     println!("{table}\nReport: target/bench/rest.json, target/bench/rest.md");
     Ok(())
+}
+
+/// Writes `target/bench/<name>.json` and `<name>.md`, and prints the table.
+pub(crate) fn write_named_report(name: &str, report: &Value, table: &str) -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(report)?)?;
+    std::fs::write(dir.join(format!("{name}.md")), table)?;
+    println!("{table}\nReport: target/bench/{name}.json, target/bench/{name}.md");
+    Ok(())
+}
+
+/// Starts this binary's hidden baseline-server `subcommand` as a child process (killed on
+/// drop); returns it and the port it printed.
+pub(crate) async fn spawn_baseline(subcommand: &str) -> anyhow::Result<(tokio::process::Child, u16)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .arg(subcommand)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(server.stdout.as_mut().context("stdout")?).read_line(&mut line).await?;
+    let port = line.trim().parse().with_context(|| format!("{subcommand} printed no port"))?;
+    Ok((server, port))
+}
+
+/// A baseline server's WebSocket handshake, keeping the request path.
+pub(crate) async fn accept_with_path(
+    stream: tokio::net::TcpStream,
+) -> Option<(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, String)> {
+    let mut path = String::new();
+    #[allow(clippy::result_large_err, reason = "tungstenite's Callback trait fixes this signature")]
+    let callback = |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
+        path = request.uri().path().to_owned();
+        Ok(response)
+    };
+    let ws = tokio_tungstenite::accept_hdr_async(stream, callback).await.ok()?;
+    Some((ws, path))
+}
+
+/// Binds a baseline server's listener and prints its port for [`spawn_baseline`].
+pub(crate) async fn baseline_listener() -> anyhow::Result<tokio::net::TcpListener> {
+    use std::io::Write;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?.port());
+    std::io::stdout().flush()?;
+    Ok(listener)
 }

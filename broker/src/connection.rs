@@ -1,0 +1,343 @@
+//! One WebSocket connection: authenticate (if the handshake did not), join the hub, then one
+//! loop over inbound frames, the outbound queue, the heartbeat/expiry timer and close requests,
+//! until one side ends it. The loop polls reading and writing in one task (no split, no second
+//! task): a connection costs one task and no buffers while idle.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{Sink, Stream, StreamExt};
+use governor::{DefaultDirectRateLimiter, RateLimiter};
+use parley_shared::auth::Identity;
+use parley_shared::events::TypingState;
+use parley_shared::ids::{ConversationId, UserId};
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::hub::Ticket;
+use crate::metrics::CloseLabels;
+use crate::outbound::{Frame, Outbound};
+use crate::protocol::{
+    ClientFrame, CloseCode, ErrorCode, Hello, ServerFrame, TYPING_MIN_INTERVAL, TYPING_TIMEOUT, parse_client_frame,
+};
+use crate::server::Broker;
+
+pub type Socket = WebSocketStream<poem::Upgraded>;
+
+/// At most this many frames are written per wake-up before reading gets a turn.
+const WRITE_BUDGET: usize = 256;
+
+/// Runs a connection whose WebSocket handshake is done, to its end.
+///
+/// Only the loop stays in this (long-lived, per-connection) future: authentication, joining,
+/// closing and the rare inbound frames that await run in boxed futures, freed when they finish.
+pub async fn run(broker: Arc<Broker>, ws: Socket, identity: Option<Identity>) {
+    let Some((mut connection, ticket)) = Box::pin(open(&broker, ws, identity)).await else { return };
+    let ended = connection.run().await;
+    // Out of the hub first, so nothing more is queued while the close handshake runs.
+    drop(ticket);
+    if let Some(code) = ended {
+        Box::pin(close(&broker, connection.ws, code)).await;
+    }
+}
+
+/// Authenticates (if the handshake did not), joins the hub and queues `hello`; or closes.
+async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Option<(Connection<'_>, Ticket)> {
+    let identity = match identity {
+        Some(identity) => identity,
+        None => match first_auth(broker, &mut ws).await {
+            Ok(identity) => identity,
+            Err(code) => {
+                close(broker, ws, code).await;
+                return None;
+            }
+        },
+    };
+    let outbound = Arc::new(Outbound::new(broker.settings.queue_bound));
+    let connection_id = uuid::Uuid::now_v7().to_string();
+    let hello = |conversations| Frame {
+        text: ServerFrame::Hello(Hello {
+            connection_id,
+            user_id: identity.user_id,
+            expires_at: identity.expires_at,
+            heartbeat_interval_ms: millis(broker.settings.heartbeat_interval),
+            idle_timeout_ms: millis(broker.settings.idle_timeout),
+            typing_timeout_ms: millis(TYPING_TIMEOUT),
+            limits: broker.settings.limits,
+            conversations,
+        })
+        .to_text(),
+        occurred_at_micros: 0,
+    };
+    match broker.hub.join(identity.user_id, Arc::clone(&outbound), hello).await {
+        Ok(ticket) => Some((Connection::new(broker, ws, outbound, identity), ticket)),
+        Err(error) => {
+            close(broker, ws, error.close_code()).await;
+            None
+        }
+    }
+}
+
+/// The first frame of a connection whose handshake carried no token must be `auth`.
+async fn first_auth(broker: &Broker, ws: &mut Socket) -> Result<Identity, CloseCode> {
+    let first =
+        tokio::time::timeout(broker.settings.auth_timeout, ws.next()).await.map_err(|_| CloseCode::AuthTimeout)?;
+    let Some(Ok(Message::Text(text))) = first else { return Err(CloseCode::BadToken) };
+    broker.metrics.frames_in.inc();
+    match parse_client_frame(&text) {
+        Ok(ClientFrame::Auth { token }) => broker.verifier.verify(&token).await.map_err(|_| CloseCode::BadToken),
+        _ => Err(CloseCode::BadToken),
+    }
+}
+
+/// Sends the close frame and waits (bounded) for the client's reply.
+async fn close(broker: &Broker, mut ws: Socket, code: CloseCode) {
+    broker.metrics.closes.get_or_create(&CloseLabels { reason: code.reason() }).inc();
+    tracing::debug!(code = code.code(), reason = code.reason(), "closing connection");
+    let frame = CloseFrame { code: code.code().into(), reason: code.reason().into() };
+    let handshake = async {
+        ws.close(Some(frame)).await?;
+        while ws.next().await.transpose()?.is_some() {}
+        Ok::<_, WsError>(())
+    };
+    let _ = tokio::time::timeout(broker.settings.close_timeout, handshake).await;
+}
+
+struct Connection<'a> {
+    broker: &'a Broker,
+    ws: Socket,
+    outbound: Arc<Outbound>,
+    user: UserId,
+    expires: Instant,
+    last_inbound: Instant,
+    next_heartbeat: Instant,
+    timer: Pin<Box<Sleep>>,
+    inbound_rate: DefaultDirectRateLimiter,
+    /// The last typing `start` relayed, to throttle renewals.
+    last_typing: Option<(ConversationId, Instant)>,
+    ping_due: bool,
+    unflushed: bool,
+}
+
+/// What woke the loop.
+enum Step {
+    Inbound(Message),
+    Timer,
+    Close(CloseCode),
+    /// The client is gone or broke the protocol in a way that leaves nothing to say.
+    Ended(Option<CloseCode>),
+}
+
+impl<'a> Connection<'a> {
+    fn new(broker: &'a Broker, ws: Socket, outbound: Arc<Outbound>, identity: Identity) -> Self {
+        let now = Instant::now();
+        let next_heartbeat = now + broker.settings.heartbeat_interval;
+        let expires = instant_of(identity.expires_at);
+        Self {
+            broker,
+            ws,
+            outbound,
+            user: identity.user_id,
+            expires,
+            last_inbound: now,
+            next_heartbeat,
+            timer: Box::pin(tokio::time::sleep_until(next_heartbeat.min(expires))),
+            inbound_rate: RateLimiter::direct(broker.settings.inbound_quota),
+            last_typing: None,
+            ping_due: false,
+            unflushed: false,
+        }
+    }
+
+    /// Serves the connection; returns the close code to send, or `None` when there is no one
+    /// left to send it to.
+    async fn run(&mut self) -> Option<CloseCode> {
+        loop {
+            let step = poll_fn(|cx| self.poll_step(cx)).await;
+            let outcome = match step {
+                Step::Inbound(message) => Box::pin(self.on_inbound(message)).await,
+                Step::Timer => self.on_timer(),
+                Step::Close(code) => Err(Some(code)),
+                Step::Ended(code) => Err(code),
+            };
+            if let Err(code) = outcome {
+                return code;
+            }
+        }
+    }
+
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        if let Poll::Ready(code) = self.outbound.poll_close(cx) {
+            return Poll::Ready(Step::Close(code));
+        }
+        if let Err(code) = self.poll_write(cx) {
+            return Poll::Ready(Step::Ended(code));
+        }
+        match Pin::new(&mut self.ws).poll_next(cx) {
+            Poll::Ready(Some(Ok(message))) => return Poll::Ready(Step::Inbound(message)),
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Step::Ended(read_error_code(&error))),
+            Poll::Ready(None) => return Poll::Ready(Step::Ended(None)),
+            Poll::Pending => {}
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Step::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// Moves queued frames into the socket until it would block, then flushes.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), Option<CloseCode>> {
+        let mut ws = Pin::new(&mut self.ws);
+        // One clock read per batch: every frame of a batch is written at about the same time.
+        let mut now_micros = None;
+        let mut written = 0u64;
+        // Stays true only if the budget ran out with the socket still writable.
+        let mut budget_spent = true;
+        for _ in 0..WRITE_BUDGET {
+            match ws.as_mut().poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Err(None),
+                Poll::Pending => {
+                    budget_spent = false;
+                    break;
+                }
+            }
+            let message = if std::mem::take(&mut self.ping_due) {
+                Message::Ping(Default::default())
+            } else if let Some(frame) = self.outbound.pop() {
+                written += 1;
+                if frame.occurred_at_micros > 0 {
+                    let now = *now_micros.get_or_insert_with(|| chrono::Utc::now().timestamp_micros());
+                    let age = (now - frame.occurred_at_micros).max(0);
+                    self.broker.metrics.delivery_latency.observe(age as f64 / 1e6);
+                }
+                Message::Text(frame.text)
+            } else {
+                budget_spent = false;
+                break;
+            };
+            ws.as_mut().start_send(message).map_err(|_| None)?;
+            self.unflushed = true;
+        }
+        self.broker.metrics.frames_out.inc_by(written);
+        if budget_spent {
+            // Frames may be left: let reading and other tasks run, then continue.
+            cx.waker().wake_by_ref();
+        }
+        if self.unflushed {
+            match ws.poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(_)) => return Err(None),
+                Poll::Pending => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_inbound(&mut self, message: Message) -> Result<(), Option<CloseCode>> {
+        self.last_inbound = Instant::now();
+        self.broker.metrics.frames_in.inc();
+        if self.inbound_rate.check().is_err() {
+            return Err(Some(CloseCode::RateLimited));
+        }
+        let reply = match message {
+            Message::Text(text) => match parse_client_frame(&text) {
+                Ok(ClientFrame::Ping) => ServerFrame::Pong,
+                Ok(ClientFrame::Auth { token }) => self.refresh(&token).await?,
+                Ok(ClientFrame::Typing { conversation_id, state }) => match self.typing(conversation_id, state).await {
+                    Some(error) => error,
+                    None => return Ok(()),
+                },
+                Err((code, message)) => ServerFrame::error(code, message),
+            },
+            Message::Binary(_) => ServerFrame::error(ErrorCode::BinaryNotSupported, "send JSON text frames"),
+            // tungstenite answers pings itself and finishes the close handshake on the next flush.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(()),
+            Message::Close(_) => return Err(None),
+        };
+        self.outbound.push(Frame { text: reply.to_text(), occurred_at_micros: 0 });
+        Ok(())
+    }
+
+    /// A later `auth` frame: a valid token for the same user moves the expiry.
+    async fn refresh(&mut self, token: &str) -> Result<ServerFrame, Option<CloseCode>> {
+        match self.broker.verifier.verify(token).await {
+            Ok(identity) if identity.user_id == self.user => {
+                self.expires = instant_of(identity.expires_at);
+                self.reset_timer();
+                Ok(ServerFrame::Authenticated { expires_at: identity.expires_at })
+            }
+            _ => Err(Some(CloseCode::BadToken)),
+        }
+    }
+
+    /// Relays a typing signal of a member; renewals faster than [`TYPING_MIN_INTERVAL`] are
+    /// dropped (a keystroke each must not become a NATS message each). Returns an error frame
+    /// for a conversation the user is not in.
+    async fn typing(&mut self, conversation: ConversationId, state: TypingState) -> Option<ServerFrame> {
+        if !self.broker.hub.is_member(self.user, conversation) {
+            return Some(ServerFrame::error(ErrorCode::NotAMember, "not a member of this conversation"));
+        }
+        let now = Instant::now();
+        if state == TypingState::Start {
+            let recent = self
+                .last_typing
+                .is_some_and(|(last, at)| last == conversation && now.duration_since(at) < TYPING_MIN_INTERVAL);
+            if recent {
+                return None;
+            }
+            self.last_typing = Some((conversation, now));
+        } else {
+            self.last_typing = None;
+        }
+        self.broker.hub.relay().publish_typing(conversation, self.user, state).await;
+        None
+    }
+
+    fn on_timer(&mut self) -> Result<(), Option<CloseCode>> {
+        let now = Instant::now();
+        if now >= self.expires {
+            return Err(Some(CloseCode::TokenExpired));
+        }
+        if now >= self.next_heartbeat {
+            if now.duration_since(self.last_inbound) >= self.broker.settings.idle_timeout {
+                return Err(Some(CloseCode::IdleTimeout));
+            }
+            self.ping_due = true;
+            self.next_heartbeat = now + self.broker.settings.heartbeat_interval;
+        }
+        self.reset_timer();
+        Ok(())
+    }
+
+    fn reset_timer(&mut self) {
+        self.timer.as_mut().reset(self.next_heartbeat.min(self.expires));
+    }
+}
+
+/// The close code a read error deserves, if the connection can still carry one.
+fn read_error_code(error: &WsError) -> Option<CloseCode> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match error {
+        WsError::Capacity(_) => Some(CloseCode::FrameTooLarge),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) | WsError::Utf8(_) => Some(CloseCode::ProtocolError),
+        _ => None,
+    }
+}
+
+/// The monotonic instant of a wall-clock time (now, if it has passed).
+fn instant_of(at: chrono::DateTime<chrono::Utc>) -> Instant {
+    let left = (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    // A far-future expiry must not overflow the timer.
+    Instant::now() + left.min(Duration::from_secs(365 * 24 * 3600))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,79 @@
+//! Prometheus metrics of the broker (OpenMetrics text at `GET /metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub users: Gauge,
+    pub subscriptions: Gauge,
+    pub frames_in: Counter,
+    pub frames_out: Counter,
+    pub slow_consumers: Counter,
+    pub nats_reconnects: Counter,
+    /// From an event's `occurred_at` (set by the API at commit) to the frame written to the socket.
+    pub delivery_latency: Histogram,
+    pub closes: Family<CloseLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    pub reason: &'static str,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("parley_broker");
+        let metrics = Self {
+            connections: Gauge::default(),
+            users: Gauge::default(),
+            subscriptions: Gauge::default(),
+            frames_in: Counter::default(),
+            frames_out: Counter::default(),
+            slow_consumers: Counter::default(),
+            nats_reconnects: Counter::default(),
+            // 0.1 ms to about 3 s.
+            delivery_latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
+            closes: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Open WebSocket connections", metrics.connections.clone());
+        registry.register("users", "Users with at least one open connection", metrics.users.clone());
+        registry.register(
+            "conversation_subscriptions",
+            "Conversations this broker is subscribed to on NATS (those with a connected member)",
+            metrics.subscriptions.clone(),
+        );
+        registry.register("frames_in", "Frames received from clients", metrics.frames_in.clone());
+        registry.register("frames_out", "Frames written to clients", metrics.frames_out.clone());
+        registry.register(
+            "slow_consumer_disconnects",
+            "Connections closed because their outbound queue hit its bound",
+            metrics.slow_consumers.clone(),
+        );
+        registry.register("nats_reconnects", "Times the NATS client reconnected", metrics.nats_reconnects.clone());
+        registry.register(
+            "delivery_latency_seconds",
+            "From an event's occurred_at to its frame written to the socket",
+            metrics.delivery_latency.clone(),
+        );
+        registry.register("closes", "Connections closed by the server, by close reason", metrics.closes.clone());
+        Self { registry, ..metrics }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}

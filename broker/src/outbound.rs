@@ -1,0 +1,172 @@
+//! One connection's outbound queue: bounded, holding no allocation while empty (an idle
+//! connection costs a few dozen bytes here, not a channel's pre-allocated block), shared by the
+//! hub (which pushes) and the connection task (which writes).
+//!
+//! A push over the bound does not wait and does not drop silently: it closes the connection
+//! with the slow-consumer code, so a client that stops reading never slows anyone else.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::protocol::CloseCode;
+
+/// A frame waiting to be written, with its event's `occurred_at` (µs since the epoch) for the
+/// delivery-latency metric; 0 for frames that are not events.
+#[derive(Debug)]
+pub struct Frame {
+    pub text: Utf8Bytes,
+    pub occurred_at_micros: i64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct QueueBound {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct Outbound {
+    bound: QueueBound,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    close: Option<CloseCode>,
+    waker: Option<Waker>,
+}
+
+/// What a push did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// The bound was hit: the connection is now closing with the slow-consumer code.
+    Overflowed,
+    /// The connection was already closing; the frame was discarded.
+    Closing,
+}
+
+impl Outbound {
+    pub fn new(bound: QueueBound) -> Self {
+        Self { bound, state: Mutex::default() }
+    }
+
+    pub fn push(&self, frame: Frame) -> Pushed {
+        let (pushed, waker) = {
+            let mut state = self.lock();
+            if state.close.is_some() {
+                return Pushed::Closing;
+            }
+            let pushed = if state.frames.len() >= self.bound.frames || state.bytes + frame.text.len() > self.bound.bytes
+            {
+                state.close_with(CloseCode::SlowConsumer);
+                Pushed::Overflowed
+            } else {
+                state.bytes += frame.text.len();
+                state.frames.push_back(frame);
+                Pushed::Queued
+            };
+            (pushed, state.waker.take())
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        pushed
+    }
+
+    /// Asks the connection to close with `code` (the first code asked for wins); queued frames
+    /// are dropped.
+    pub fn close(&self, code: CloseCode) {
+        let waker = {
+            let mut state = self.lock();
+            state.close_with(code);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The close code asked for, if any; registers `cx` to be woken by the next push or close.
+    pub fn poll_close(&self, cx: &mut Context<'_>) -> Poll<CloseCode> {
+        let mut state = self.lock();
+        match state.close {
+            Some(code) => Poll::Ready(code),
+            None => {
+                if !state.waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+                    state.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The next queued frame, if any (wake-ups come through [`Self::poll_close`]'s registration).
+    pub fn pop(&self) -> Option<Frame> {
+        let mut state = self.lock();
+        let frame = state.frames.pop_front()?;
+        state.bytes -= frame.text.len();
+        if state.frames.is_empty() && state.frames.capacity() > 0 {
+            // Give the memory back: an idle connection holds no buffer.
+            state.frames = VecDeque::new();
+        }
+        Some(frame)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the queue consistent (every update is one step).
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn close_with(&mut self, code: CloseCode) {
+        if self.close.is_none() {
+            self.close = Some(code);
+            self.frames = VecDeque::new();
+            self.bytes = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Context;
+
+    use futures_util::task::noop_waker_ref;
+
+    use super::*;
+
+    fn frame(text: &str) -> Frame {
+        Frame { text: text.to_owned().into(), occurred_at_micros: 0 }
+    }
+
+    #[test]
+    fn frames_come_out_in_order_and_the_bound_closes_with_slow_consumer() {
+        let outbound = Outbound::new(QueueBound { frames: 2, bytes: 1024 });
+        assert_eq!(outbound.push(frame("a")), Pushed::Queued);
+        assert_eq!(outbound.push(frame("b")), Pushed::Queued);
+        assert_eq!(outbound.pop().expect("a").text.as_str(), "a");
+        assert_eq!(outbound.push(frame("c")), Pushed::Queued);
+        assert_eq!(outbound.push(frame("d")), Pushed::Overflowed);
+        assert_eq!(outbound.push(frame("e")), Pushed::Closing);
+        assert!(outbound.pop().is_none(), "queued frames are dropped on close");
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert_eq!(outbound.poll_close(&mut cx), Poll::Ready(CloseCode::SlowConsumer));
+    }
+
+    #[test]
+    fn the_byte_bound_counts_too_and_the_first_close_code_wins() {
+        let outbound = Outbound::new(QueueBound { frames: 100, bytes: 4 });
+        assert_eq!(outbound.push(frame("abc")), Pushed::Queued);
+        assert_eq!(outbound.push(frame("de")), Pushed::Overflowed);
+        outbound.close(CloseCode::Shutdown);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert_eq!(outbound.poll_close(&mut cx), Poll::Ready(CloseCode::SlowConsumer));
+    }
+}

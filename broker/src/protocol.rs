@@ -1,0 +1,303 @@
+//! The WebSocket protocol: JSON text frames in both directions and the close codes.
+//!
+//! Server → client: `hello` (first frame), `event` (a persisted conversation event, the same
+//! envelope as on NATS and `GET …/events`), `pong`, `authenticated`, `error`.
+//! Client → server: `auth` (first frame when the handshake carried no token; later, to refresh
+//! the token), `ping`.
+
+use chrono::{DateTime, Utc};
+use parley_shared::events::{Envelope, TypingData, TypingState};
+use parley_shared::ids::{ConversationId, UserId};
+use parley_shared::membership::ConversationPosition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Why the server closed a connection. Codes 4000–4099 (and 1012) mean "reconnect, with
+/// backoff, and resume"; 4100–4199 mean "do not reconnect until the cause is fixed".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCode {
+    /// The broker is shutting down or restarting.
+    Shutdown,
+    /// The client read too slowly: its outbound queue hit its bound.
+    SlowConsumer,
+    /// The token expired and no `auth` frame refreshed it.
+    TokenExpired,
+    /// The user already has the maximum number of connections to this broker; this one was refused.
+    TooManyConnections,
+    /// Nothing arrived from the client (not even a pong) within the idle timeout.
+    IdleTimeout,
+    /// The broker could not learn the user's conversations (API or NATS unavailable).
+    Unavailable,
+    /// The token in an `auth` frame is missing, invalid, expired or for another user.
+    BadToken,
+    /// No `auth` frame arrived within the auth deadline.
+    AuthTimeout,
+    /// A frame exceeded the maximum frame size.
+    FrameTooLarge,
+    /// The client sent frames faster than the inbound rate limit.
+    RateLimited,
+    /// The frames broke the protocol (invalid UTF-8 in a text frame, bad framing).
+    ProtocolError,
+}
+
+impl CloseCode {
+    pub const ALL: [Self; 11] = [
+        Self::Shutdown,
+        Self::SlowConsumer,
+        Self::TokenExpired,
+        Self::TooManyConnections,
+        Self::IdleTimeout,
+        Self::Unavailable,
+        Self::BadToken,
+        Self::AuthTimeout,
+        Self::FrameTooLarge,
+        Self::RateLimited,
+        Self::ProtocolError,
+    ];
+
+    pub const fn code(self) -> u16 {
+        match self {
+            Self::Shutdown => 1012,
+            Self::SlowConsumer => 4000,
+            Self::TokenExpired => 4001,
+            Self::TooManyConnections => 4002,
+            Self::IdleTimeout => 4003,
+            Self::Unavailable => 4004,
+            Self::BadToken => 4100,
+            Self::AuthTimeout => 4101,
+            Self::FrameTooLarge => 4102,
+            Self::RateLimited => 4103,
+            Self::ProtocolError => 4104,
+        }
+    }
+
+    /// The close frame's reason text (also the metric label).
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::Shutdown => "shutdown",
+            Self::SlowConsumer => "slow_consumer",
+            Self::TokenExpired => "token_expired",
+            Self::TooManyConnections => "too_many_connections",
+            Self::IdleTimeout => "idle_timeout",
+            Self::Unavailable => "unavailable",
+            Self::BadToken => "bad_token",
+            Self::AuthTimeout => "auth_timeout",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::ProtocolError => "protocol_error",
+        }
+    }
+
+    /// Whether a client should reconnect (with backoff) and resume.
+    pub const fn reconnect(self) -> bool {
+        self.code() < 4100
+    }
+
+    /// What the client should do, for the documentation.
+    pub const fn advice(self) -> &'static str {
+        match self {
+            Self::Shutdown => "Reconnect at once (to any broker) and resume.",
+            Self::SlowConsumer => "Reconnect with backoff and resume; read frames faster.",
+            Self::TokenExpired => {
+                "Get a fresh token, reconnect and resume; refresh with an `auth` frame before `exp` next time."
+            }
+            Self::TooManyConnections => "Close another connection of this user, or reconnect later with backoff.",
+            Self::IdleTimeout => "Reconnect and resume; answer WebSocket pings (browsers do) or send `ping` frames.",
+            Self::Unavailable => "Reconnect with backoff and resume.",
+            Self::BadToken => "Do not reconnect with this token: get a valid one first.",
+            Self::AuthTimeout => "Send the `auth` frame first, at once after the connection opens.",
+            Self::FrameTooLarge => "Client bug: frames must stay under `limits.max_frame_bytes`.",
+            Self::RateLimited => "Client bug: stay under `limits.max_frames_per_second`.",
+            Self::ProtocolError => "Client bug: send valid WebSocket text frames.",
+        }
+    }
+}
+
+/// Client → server frames.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Authenticates the connection (as its first frame) or refreshes its token (later; it must
+    /// name the same user).
+    Auth { token: String },
+    /// Asks for a `pong` (browsers cannot see WebSocket pings; this lets them detect a dead link).
+    Ping,
+    /// The user is typing in a conversation they are a member of (`start`, renewed every few
+    /// seconds while typing) or stopped (`stop`). Relayed to the other members' connections.
+    Typing { conversation_id: ConversationId, state: TypingState },
+}
+
+/// How long a typing indicator shows after the last `start` unless a `stop` comes first.
+pub const TYPING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);
+/// A connection's `start` for the same conversation within this interval is not relayed again.
+pub const TYPING_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Server → client frames.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Hello(Hello),
+    /// A persisted conversation event; `event.seq` orders and deduplicates it per conversation.
+    Event {
+        event: Envelope,
+    },
+    Pong,
+    /// Another member is typing (`start`) or stopped (`stop`); hide the indicator after
+    /// `hello.typing_timeout_ms` without a renewal. Never stored, never replayed.
+    Typing {
+        conversation_id: ConversationId,
+        actor: UserId,
+        occurred_at: DateTime<Utc>,
+        data: TypingData,
+    },
+    /// An `auth` frame refreshed the token.
+    Authenticated {
+        expires_at: DateTime<Utc>,
+    },
+    /// A frame was not understood; the connection stays open.
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+pub struct Hello {
+    pub connection_id: String,
+    pub user_id: UserId,
+    /// The token's expiry: refresh it with an `auth` frame before then.
+    pub expires_at: DateTime<Utc>,
+    /// The server sends a WebSocket ping this often.
+    pub heartbeat_interval_ms: u64,
+    /// A connection with no inbound traffic (frames, pongs) for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Show a typing indicator until `stop` or this long after the last `start`.
+    pub typing_timeout_ms: u64,
+    pub limits: Limits,
+    /// Every conversation of the user with its latest `seq` at the moment this connection
+    /// started receiving events: every later event arrives on this connection; backfill up to
+    /// `last_seq` over `GET /v1/conversations/{id}/events?after_seq=`.
+    pub conversations: Vec<ConversationPosition>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_frames_per_second: u32,
+    pub max_connections_per_user: usize,
+    pub outbound_queue_frames: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not JSON, or lacks a field.
+    MalformedFrame,
+    /// The frame's `type` is not one the server knows.
+    UnknownType,
+    /// Binary frames carry nothing in this protocol.
+    BinaryNotSupported,
+    /// The frame names a conversation the user is not a member of (or that does not exist).
+    NotAMember,
+}
+
+impl ServerFrame {
+    pub fn to_text(&self) -> Utf8Bytes {
+        serde_json::to_string(self).unwrap_or_default().into()
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error { code, message: message.into() }
+    }
+}
+
+/// The `event` frame around an envelope exactly as it came from NATS, without re-serialising it.
+pub fn event_frame(envelope_json: &[u8]) -> Option<Utf8Bytes> {
+    let mut frame = Vec::with_capacity(envelope_json.len() + 26);
+    frame.extend_from_slice(br#"{"type":"event","event":"#);
+    frame.extend_from_slice(envelope_json);
+    frame.push(b'}');
+    Utf8Bytes::try_from(bytes::Bytes::from(frame)).ok()
+}
+
+/// Parses a client's text frame, or says why it could not (the `error` frame's code and message).
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, (ErrorCode, String)> {
+    serde_json::from_str(text).map_err(|error| {
+        let unknown = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|value| value.get("type").and_then(|kind| kind.as_str().map(str::to_owned)))
+            .filter(|kind| !matches!(kind.as_str(), "auth" | "ping" | "typing"));
+        match unknown {
+            Some(kind) => (ErrorCode::UnknownType, format!("unknown frame type {kind:?}")),
+            None => (ErrorCode::MalformedFrame, format!("malformed frame: {error}")),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use parley_shared::events::{Event, MessageDeleted};
+    use parley_shared::ids::{ConversationId, EventId, MessageId};
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn event_frame_wraps_the_envelope_as_the_documented_frame() {
+        let envelope = Envelope {
+            id: EventId::from_uuid(Uuid::now_v7()),
+            conversation_id: ConversationId::from_uuid(Uuid::now_v7()),
+            seq: 3,
+            actor: UserId::from_uuid(Uuid::now_v7()),
+            occurred_at: Utc::now(),
+            event: Event::MessageDeleted(MessageDeleted { message_id: MessageId::from_uuid(Uuid::now_v7()) }),
+        };
+        let raw = serde_json::to_vec(&envelope).expect("serialise");
+        let frame: serde_json::Value = serde_json::from_str(&event_frame(&raw).expect("utf-8")).expect("json");
+        let documented = serde_json::to_value(ServerFrame::Event { event: envelope }).expect("serialise");
+        assert_eq!(frame, documented);
+    }
+
+    #[test]
+    fn a_typing_signal_from_nats_is_the_documented_typing_frame() {
+        let typing = parley_shared::events::Typing {
+            kind: parley_shared::events::TypingKind::Typing,
+            conversation_id: ConversationId::from_uuid(Uuid::now_v7()),
+            actor: UserId::from_uuid(Uuid::now_v7()),
+            occurred_at: Utc::now(),
+            data: TypingData { state: TypingState::Start },
+        };
+        let documented = ServerFrame::Typing {
+            conversation_id: typing.conversation_id,
+            actor: typing.actor,
+            occurred_at: typing.occurred_at,
+            data: typing.data,
+        };
+        assert_eq!(serde_json::to_value(&typing).expect("json"), serde_json::to_value(documented).expect("json"));
+    }
+
+    #[test]
+    fn client_frames_parse_and_bad_ones_get_the_right_error() {
+        assert_eq!(parse_client_frame(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping));
+        assert_eq!(parse_client_frame(r#"{"type":"auth","token":"t"}"#), Ok(ClientFrame::Auth { token: "t".into() }));
+        let code = |text: &str| match parse_client_frame(text) {
+            Err((code, _)) => code,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(code(r#"{"type":"subscribe"}"#), ErrorCode::UnknownType);
+        assert_eq!(code("not json"), ErrorCode::MalformedFrame);
+        assert_eq!(code(r#"{"type":"auth"}"#), ErrorCode::MalformedFrame);
+        assert_eq!(code(r#"[1,2]"#), ErrorCode::MalformedFrame);
+    }
+
+    #[test]
+    fn close_codes_fall_in_their_documented_ranges() {
+        for code in CloseCode::ALL {
+            let value = code.code();
+            assert!(value == 1012 || (4000..4200).contains(&value), "{code:?}");
+        }
+        assert!(CloseCode::Shutdown.reconnect() && CloseCode::SlowConsumer.reconnect());
+        assert!(!CloseCode::BadToken.reconnect() && !CloseCode::FrameTooLarge.reconnect());
+    }
+}

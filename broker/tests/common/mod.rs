@@ -1,0 +1,51 @@
+//! One API, one broker, and WebSocket clients of that broker.
+
+#![allow(dead_code, reason = "each test binary uses its own subset")]
+
+use parley_testkit::rest::{User, unlimited_writes};
+use parley_testkit::ws::WsClient;
+use parley_testkit::{AppProcess, Binary, TestContext};
+
+pub struct Stack {
+    pub ctx: TestContext,
+    pub api: AppProcess,
+    pub broker: AppProcess,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    pub async fn start_with(broker_env: Vec<(String, String)>) -> Self {
+        Self::on(TestContext::start().await, broker_env).await
+    }
+
+    /// With a nats-server of the test's own, which it may stop and restart.
+    pub async fn with_own_nats() -> Self {
+        Self::on(TestContext::with_own_services().await, Vec::new()).await
+    }
+
+    async fn on(ctx: TestContext, broker_env: Vec<(String, String)>) -> Self {
+        let api = ctx.spawn(Binary::Api, unlimited_writes()).await;
+        let broker = ctx.spawn(Binary::Broker, broker_env).await;
+        Self { ctx, api, broker }
+    }
+
+    pub fn user(&self, name: &str) -> User {
+        User::new(&self.ctx, &self.api.url(), name)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("{}/ws", self.broker.url().replace("http://", "ws://"))
+    }
+
+    pub async fn connect(&self, user: &User, name: &str) -> WsClient {
+        WsClient::connect(&self.ws_url(), &self.ctx.token(user.id, name)).await
+    }
+}
+
+/// Environment pairs for a spawned binary.
+pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect()
+}
