@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::SeenUsers;
 use crate::body_limit::BodyLimit;
 use crate::broker_requests::MembershipResponder;
+use crate::presence::{PresenceKeeper, PresenceView};
 use crate::config::Config;
 use crate::error::{problem_for_panic, problem_for_unhandled};
 use crate::metrics::Metrics;
@@ -58,6 +59,7 @@ impl Application {
                 users: Arc::new(SeenUsers::default()),
                 limits: config.limits.clone(),
                 rate_limits: Arc::new(RateLimits::new(&config.limits)),
+                presence: PresenceView::default(),
             },
             config,
         })
@@ -103,6 +105,14 @@ impl Application {
             subject: state.subjects.membership_request(),
         };
         let responder = tokio::spawn(responder.run(stop_relay.clone()));
+        let presence = PresenceKeeper {
+            view: state.presence.clone(),
+            db: state.db.clone(),
+            nats: state.nats.clone(),
+            subjects: state.subjects.clone(),
+            replicas: config.relay.stream_replicas,
+        };
+        let presence = tokio::spawn(presence.run(stop_relay.clone()));
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(config.service.shutdown_timeout))
             .await;
@@ -112,6 +122,7 @@ impl Application {
             tracing::warn!("outbox relay did not finish in time; another instance publishes the rest");
         }
         let _ = responder.await;
+        let _ = presence.await;
         served?;
         if let Err(error) = state.nats.flush().await {
             tracing::warn!(%error, "NATS flush at shutdown failed");

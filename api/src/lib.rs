@@ -12,6 +12,7 @@
 //! - `relay`: publishes the committed events to JetStream, in order per conversation, one
 //!   publishing instance at a time (PostgreSQL advisory lock).
 //! - `broker_requests`: answers the brokers' NATS request for a connecting user's conversations.
+//! - `presence`: the presence bucket's copy behind responses, and the sweeper of crashed brokers' sessions.
 //! - `routes`: one module per resource (`conversations`, `members`, `messages`, `events`, `me`).
 
 pub mod app;
@@ -24,6 +25,7 @@ mod error;
 mod membership;
 mod metrics;
 mod outbox;
+mod presence;
 mod rate_limit;
 pub mod relay;
 mod request_span;

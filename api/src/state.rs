@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use crate::auth::SeenUsers;
 use crate::config::Limits;
 use crate::metrics::Metrics;
+use crate::presence::PresenceView;
 use crate::rate_limit::RateLimits;
 use crate::relay::Outbox;
 
@@ -23,4 +24,5 @@ pub struct AppState {
     pub users: Arc<SeenUsers>,
     pub limits: Limits,
     pub rate_limits: Arc<RateLimits>,
+    pub presence: PresenceView,
 }

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::head_deadline::HeadDeadlineAcceptor;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::presence::{self, PresenceWorker};
 use crate::outbound::QueueBound;
 use crate::protocol::{CloseCode, Limits};
 use crate::relay::Relay;
@@ -28,6 +29,7 @@ pub struct Application {
     local_addr: SocketAddr,
     broker: Arc<Broker>,
     relay: Relay,
+    presence_worker: PresenceWorker,
     nats_reconnected: Arc<Notify>,
     config: Config,
 }
@@ -59,7 +61,9 @@ impl Application {
         };
         let nats = parley_shared::serve::connect_nats(&config.service.nats_url, "parley-broker", on_nats_event).await?;
         let relay = Relay::new(nats, config.service.nats_prefix.clone(), config.membership_timeout);
-        let hub = Arc::new(Hub::new(relay.clone(), Arc::clone(&metrics), config.max_connections_per_user));
+        let (presence, presence_worker) =
+            presence::channel(relay.nats().clone(), config.service.nats_prefix.clone(), config.presence_ttl);
+        let hub = Arc::new(Hub::new(relay.clone(), presence, Arc::clone(&metrics), config.max_connections_per_user));
         let settings = Settings {
             allowed_origins: config.allowed_origins.iter().filter(|origin| !origin.is_empty()).cloned().collect(),
             allow_query_token: config.allow_query_token,
@@ -78,7 +82,7 @@ impl Application {
         };
         let broker = Arc::new(Broker { hub, verifier, metrics, settings, connections: TaskTracker::new() });
         let (acceptor, local_addr) = bind(config.listen, config.socket_send_buffer)?;
-        Ok(Self { acceptor, local_addr, broker, relay, nats_reconnected, config })
+        Ok(Self { acceptor, local_addr, broker, relay, presence_worker, nats_reconnected, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -88,9 +92,10 @@ impl Application {
     /// Serves until `shutdown` resolves; then stops accepting, closes every connection with
     /// 1012, waits for them up to the shutdown timeout and drains the NATS client.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let Self { acceptor, local_addr, broker, relay, nats_reconnected, config } = self;
+        let Self { acceptor, local_addr, broker, relay, presence_worker, nats_reconnected, config } = self;
         tracing::info!(%local_addr, ws_path = %config.ws_path, "parley-broker listening");
         let user_events = tokio::spawn(relay.clone().run_user_events(Arc::clone(&broker.hub)));
+        let presence = tokio::spawn(presence_worker.run());
         let resync = tokio::spawn(resync_after_nats_reconnects(Arc::clone(&broker), nats_reconnected));
         let app = Route::new()
             .at(&config.ws_path, get(crate::server::upgrade))
@@ -108,6 +113,7 @@ impl Application {
             tracing::warn!(open = broker.connections.len(), "connections still open at the shutdown deadline");
         }
         resync.abort();
+        presence.abort();
         user_events.abort();
         broker.hub.clear();
         if let Err(error) = relay.nats().drain().await {

@@ -68,6 +68,10 @@ pub struct Config {
     /// How long a connecting client waits for the API's answer about its conversations.
     #[arg(long, env = "PARLEY_BROKER_MEMBERSHIP_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub membership_timeout: Duration,
+    /// How long a user stays online after their broker stops renewing its presence lease (it
+    /// renews every third of this): how soon the users of a crashed broker go offline.
+    #[arg(long, env = "PARLEY_PRESENCE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub presence_ttl: Duration,
     #[command(flatten)]
     pub service: ServiceArgs,
 }

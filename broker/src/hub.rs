@@ -13,12 +13,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use parley_shared::events::{Envelope, Event, Typing};
+use parley_shared::events::{Envelope, Event};
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::ConversationPosition;
 
 use crate::metrics::Metrics;
 use crate::outbound::{Frame, Outbound, Pushed};
+use crate::presence::PresenceReports;
 use crate::protocol::CloseCode;
 use crate::relay::{ConversationSubscription, Relay};
 
@@ -26,6 +27,7 @@ use crate::relay::{ConversationSubscription, Relay};
 pub struct Hub {
     state: Mutex<State>,
     relay: Relay,
+    presence: PresenceReports,
     metrics: Arc<Metrics>,
     max_connections_per_user: usize,
 }
@@ -99,8 +101,8 @@ impl Drop for Ticket {
 const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 
 impl Hub {
-    pub fn new(relay: Relay, metrics: Arc<Metrics>, max_connections_per_user: usize) -> Self {
-        Self { state: Mutex::default(), relay, metrics, max_connections_per_user }
+    pub fn new(relay: Relay, presence: PresenceReports, metrics: Arc<Metrics>, max_connections_per_user: usize) -> Self {
+        Self { state: Mutex::default(), relay, presence, metrics, max_connections_per_user }
     }
 
     pub fn relay(&self) -> &Relay {
@@ -140,7 +142,7 @@ impl Hub {
             return Err(JoinError::ShuttingDown);
         }
         let entry = users.get_mut(&user).ok_or(JoinError::ShuttingDown)?;
-        let positions = entry
+        let positions: Vec<ConversationPosition> = entry
             .memberships
             .iter()
             .filter(|(_, membership)| membership.member)
@@ -149,6 +151,9 @@ impl Hub {
                 last_seq: conversations.get(&conversation_id).map_or(membership.as_of_seq, |c| c.last_seq),
             })
             .collect();
+        if entry.connections.is_empty() {
+            self.presence.arrived(user, positions.iter().map(|position| position.conversation_id).collect());
+        }
         outbound.push(hello(positions));
         entry.joining -= 1;
         entry.connections.push(Arc::clone(&outbound));
@@ -242,7 +247,7 @@ impl Hub {
 
     fn leave(&self, user: UserId, outbound: Option<&Arc<Outbound>>) {
         let mut state = self.lock();
-        let State { users, conversations, .. } = &mut *state;
+        let State { users, conversations, shutting_down } = &mut *state;
         let Some(entry) = users.get_mut(&user) else { return };
         match outbound {
             Some(outbound) => {
@@ -253,6 +258,11 @@ impl Hub {
         }
         if entry.connections.is_empty() && entry.joining == 0 {
             let entry = users.remove(&user).unwrap_or_default();
+            // At shutdown the sessions stay: clients reconnect elsewhere, and the lease expires.
+            if outbound.is_some() && !*shutting_down {
+                let member_of = entry.memberships.iter().filter(|(_, membership)| membership.member);
+                self.presence.left(user, member_of.map(|(&conversation, _)| conversation).collect());
+            }
             for (conversation, membership) in entry.memberships {
                 if !membership.member {
                     continue;
@@ -324,11 +334,12 @@ impl Hub {
         }
     }
 
-    /// A typing signal goes to every connection of every local member but the typist.
-    pub fn deliver_typing(&self, typing: &Typing, frame: &Frame) {
+    /// A typing or presence signal about `sender` goes to every connection of every local
+    /// member of the conversation but the sender's own.
+    pub fn deliver_signal(&self, conversation: ConversationId, sender: UserId, frame: &Frame) {
         let state = self.lock();
-        let Some(local) = state.conversations.get(&typing.conversation_id) else { return };
-        for user in local.members.iter().filter(|user| **user != typing.actor) {
+        let Some(local) = state.conversations.get(&conversation) else { return };
+        for user in local.members.iter().filter(|user| **user != sender) {
             if let Some(entry) = state.users.get(user) {
                 self.push_all(&entry.connections, frame);
             }

@@ -24,6 +24,7 @@ mod head_deadline;
 mod hub;
 mod metrics;
 mod outbound;
+mod presence;
 pub mod protocol;
 mod relay;
 mod routes;

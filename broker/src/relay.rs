@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use parley_shared::events::{Envelope, Typing, TypingData, TypingKind, TypingState};
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::{ConversationPosition, MembershipReply, MembershipRequest};
+use parley_shared::presence::PresenceSignal;
 use parley_shared::subjects::Subjects;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -104,8 +105,12 @@ impl Relay {
             let _ = ready_tx.send(true);
             while let Some(message) = messages.next().await {
                 if message.subject.ends_with(".typing") {
-                    if let Some((typing, frame)) = decode_typing(&message) {
-                        hub.deliver_typing(&typing, &frame);
+                    if let Some((typing, frame)) = decode_signal::<Typing>(&message) {
+                        hub.deliver_signal(conversation, typing.actor, &frame);
+                    }
+                } else if message.subject.ends_with(".presence") {
+                    if let Some((presence, frame)) = decode_signal::<PresenceSignal>(&message) {
+                        hub.deliver_signal(conversation, presence.user_id, &frame);
                     }
                 } else if let Some((envelope, frame)) = decode(&message) {
                     let _span = delivery_span(message.headers.as_ref());
@@ -153,11 +158,11 @@ fn decode(message: &async_nats::Message) -> Option<(Envelope, Frame)> {
     Some((envelope, frame))
 }
 
-/// A typing signal and its frame: the signal as published is the frame.
-fn decode_typing(message: &async_nats::Message) -> Option<(Typing, Frame)> {
-    let typing: Typing = serde_json::from_slice(&message.payload).ok()?;
+/// A typing or presence signal and its frame: the signal as published is the frame.
+fn decode_signal<T: serde::de::DeserializeOwned>(message: &async_nats::Message) -> Option<(T, Frame)> {
+    let signal: T = serde_json::from_slice(&message.payload).ok()?;
     let text = Utf8Bytes::try_from(message.payload.clone()).ok()?;
-    Some((typing, Frame { text, occurred_at_micros: 0 }))
+    Some((signal, Frame { text, occurred_at_micros: 0 }))
 }
 
 /// A span for the delivery, continuing the trace the API started for the request.

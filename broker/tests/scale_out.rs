@@ -85,14 +85,17 @@ async fn follow(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         assert!(tokio::time::Instant::now() < deadline, "{} never caught up: delivered {delivered}", user.uuid());
-        let Ok(stream) =
-            parley_testkit::ws::open(parley_testkit::ws::request_with_token(&brokers[broker], &ctx_token)).await
-        else {
+        let opened = parley_testkit::ws::open(parley_testkit::ws::request_with_token(&brokers[broker], &ctx_token)).await;
+        // Refused, or closed before `hello` (4004 while the broker's NATS node is down): retry.
+        let client = match opened {
+            Ok(stream) => WsClient::try_after_handshake(stream).await,
+            Err(_) => None,
+        };
+        let Some(mut client) = client else {
             broker = (broker + 1) % brokers.len();
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let mut client = WsClient::after_handshake(stream).await;
         connections += 1;
         let position = client.hello["conversations"]
             .as_array()

@@ -6,6 +6,7 @@
 //! - [`events`]: the domain-event envelope and payloads (the contract with the broker and clients).
 //! - [`ids`]: validated id newtypes; NATS subjects are only ever built from these.
 //! - [`membership`]: the broker's request for a user's conversations, answered by the API.
+//! - [`presence`]: the presence bucket's layout and the presence signal.
 //! - [`subjects`]: the NATS subject scheme and the events stream's name.
 //! - [`telemetry`]: log set-up (text or JSON) shared by both binaries.
 //! - [`serve`]: binding the listener and connecting NATS, as both servers start.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod events;
 pub mod ids;
 pub mod membership;
+pub mod presence;
 pub mod serve;
 pub mod shutdown;
 pub mod subjects;

@@ -6,7 +6,7 @@
 //! | `<prefix>.conv.<conversation_id>.<type>` | every persisted event of a conversation | JetStream |
 //! | `<prefix>.user.<user_id>.<type>` | events one user must hear (membership changes) | JetStream |
 //! | `<prefix>.conv.<conversation_id>.typing` | typing signals (one token shorter than any persisted kind, so the stream does not capture them, while `<prefix>.conv.<id>.>` covers both) | core NATS |
-//! | `<prefix>.eph.user.<user_id>.presence` | presence changes | core NATS |
+//! | `<prefix>.conv.<conversation_id>.presence` | a member went online or offline (sent to each of their conversations, so it reaches exactly the users who share one, on the subscriptions brokers hold anyway) | core NATS |
 //! | `<prefix>.internal.outbox.wake` | "events were committed": wakes the outbox relay | core NATS |
 //! | `<prefix>.internal.membership` | a broker asks the API for a user's conversations (request/reply) | core NATS |
 //!
@@ -59,8 +59,8 @@ impl Subjects {
         format!("{}.conv.{conversation}.typing", self.prefix)
     }
 
-    pub fn presence(&self, user: UserId) -> String {
-        format!("{}.eph.user.{user}.presence", self.prefix)
+    pub fn presence(&self, conversation: ConversationId) -> String {
+        format!("{}.conv.{conversation}.presence", self.prefix)
     }
 
     pub fn outbox_wake(&self) -> String {

@@ -59,11 +59,17 @@ impl WsClient {
 
     /// Waits for `hello` on a connection that has been opened (and authenticated).
     pub async fn after_handshake(stream: Stream) -> Self {
+        Self::try_after_handshake(stream).await.expect("hello frame")
+    }
+
+    /// Like [`Self::after_handshake`], but `None` when the server closes instead (e.g. with
+    /// 4004 while NATS is unreachable), for clients that reconnect.
+    pub async fn try_after_handshake(stream: Stream) -> Option<Self> {
         let mut client = Self { stream, hello: Value::Null };
-        let hello = client.next_frame().await.expect("hello frame");
+        let hello = client.next_frame().await?;
         assert_eq!(hello["type"], "hello", "first frame: {hello}");
         client.hello = hello;
-        client
+        Some(client)
     }
 
     pub fn stream(&mut self) -> &mut Stream {

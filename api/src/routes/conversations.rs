@@ -7,10 +7,11 @@ use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Union};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::messages::{self, Message};
+use super::presence::Presence;
 use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
@@ -112,6 +113,7 @@ pub struct Member {
     pub delivered_seq: i64,
     /// Latest seq this member has read.
     pub read_seq: i64,
+    pub presence: Presence,
 }
 
 #[derive(Object, Debug)]
@@ -181,7 +183,7 @@ impl ConversationsApi {
             NewConversation::Direct(direct) => create_direct(&state, caller, direct).await?,
             NewConversation::Group(group) => (create_group(&state, caller, group).await?, true),
         };
-        let conversation = load_one(&state.db, caller, id).await?;
+        let conversation = load_one(&state, caller, id).await?;
         Ok(if created {
             CreateResponse::Created(Json(conversation))
         } else {
@@ -224,7 +226,7 @@ impl ConversationsApi {
             .then(|| ids.get(page.len().wrapping_sub(1)))
             .flatten()
             .map(|(id, at)| format!("{}_{id}", at.timestamp_micros()));
-        let items = load(&state.db, caller, &page).await?;
+        let items = load(&state, caller, &page).await?;
         Ok(Json(ConversationPage { items, next_cursor }))
     }
 
@@ -236,7 +238,7 @@ impl ConversationsApi {
         auth: BearerAuth,
         id: Path<Uuid>,
     ) -> Result<Json<Conversation>, ApiError> {
-        Ok(Json(load_one(&state.db, auth.0.id, id.0).await?))
+        Ok(Json(load_one(&state, auth.0.id, id.0).await?))
     }
 
     /// Rename a group
@@ -273,7 +275,7 @@ impl ConversationsApi {
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
         state.outbox.committed(recorded);
-        Ok(Json(load_one(&state.db, caller, id.0).await?))
+        Ok(Json(load_one(&state, caller, id.0).await?))
     }
 }
 
@@ -444,16 +446,17 @@ struct MemberRow {
     read_seq: i64,
 }
 
-pub async fn load_one(db: &PgPool, caller: UserId, id: Uuid) -> Result<Conversation, ApiError> {
-    load(db, caller, &[id]).await?.pop().ok_or_else(|| ApiError::not_found("conversation"))
+pub async fn load_one(state: &AppState, caller: UserId, id: Uuid) -> Result<Conversation, ApiError> {
+    load(state, caller, &[id]).await?.pop().ok_or_else(|| ApiError::not_found("conversation"))
 }
 
 /// The conversations `ids` as the caller sees them, in the order given; those the caller is
 /// not a member of are left out.
-pub async fn load(db: &PgPool, caller: UserId, ids: &[Uuid]) -> Result<Vec<Conversation>, ApiError> {
+pub async fn load(state: &AppState, caller: UserId, ids: &[Uuid]) -> Result<Vec<Conversation>, ApiError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let db = &state.db;
     let rows: Vec<ConversationRow> = sqlx::query_as(
         "select c.id, c.kind, c.title, c.context_kind, c.context_id, c.context_title, c.created_by,
                 c.created_at, c.updated_at, c.last_seq, c.last_activity_at,
@@ -515,6 +518,7 @@ pub async fn load(db: &PgPool, caller: UserId, ids: &[Uuid]) -> Result<Vec<Conve
                     joined_at: member.joined_at,
                     delivered_seq: member.delivered_seq,
                     read_seq: member.read_seq,
+                    presence: state.presence.of(UserId::from_uuid(member.user_id)).into(),
                 })
                 .collect(),
             last_message: last_messages.remove(&row.id),
@@ -560,6 +564,7 @@ impl poem_openapi::types::Example for Member {
             joined_at: examples::time(),
             delivered_seq: 2,
             read_seq: 2,
+            presence: Presence::example(),
         }
     }
 }

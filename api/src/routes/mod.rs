@@ -8,6 +8,7 @@ pub mod health;
 pub mod me;
 pub mod members;
 pub mod messages;
+pub mod presence;
 pub mod reactions;
 pub mod receipts;
 pub mod search;
@@ -41,6 +42,7 @@ pub type Api = (
     reactions::ReactionsApi,
     receipts::ReceiptsApi,
     typing::TypingApi,
+    presence::PresenceApi,
     search::SearchApi,
     events::EventsApi,
 );

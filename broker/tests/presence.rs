@@ -1,0 +1,111 @@
+//! Presence across two brokers: online when a user's first connection opens on either broker,
+//! offline when the last one closes or when their broker is killed (within the lease TTL), seen
+//! live by the members who share a conversation and over REST by nobody else.
+
+use std::time::{Duration, Instant};
+
+use parley_testkit::rest::{User, unlimited_writes};
+use parley_testkit::ws::WsClient;
+use parley_testkit::{AppProcess, Binary, TestContext};
+use serde_json::Value;
+
+const TTL: Duration = Duration::from_secs(2);
+/// The API looks for expired leases once a second.
+const SWEEP: Duration = Duration::from_secs(1);
+
+fn ws_url(broker: &AppProcess) -> String {
+    format!("{}/ws", broker.url().replace("http://", "ws://"))
+}
+
+async fn spawn_broker(ctx: &TestContext) -> AppProcess {
+    ctx.spawn(Binary::Broker, vec![("PARLEY_PRESENCE_TTL".into(), format!("{}s", TTL.as_secs()))]).await
+}
+
+/// The next `presence` frame, skipping others.
+async fn next_presence(client: &mut WsClient) -> Value {
+    loop {
+        let frame = client.next_frame().await.expect("a presence frame before the timeout");
+        if frame["type"] == "presence" {
+            return frame;
+        }
+    }
+}
+
+/// Polls `viewer`'s view of `user`'s presence until it has `status` (the API's copy of the
+/// bucket follows it within milliseconds).
+async fn presence_becomes(viewer: &User, user: &User, status: &str) -> Value {
+    let path = format!("/v1/users/{}/presence", user.uuid());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let presence = viewer.get(&path).await.expect(200);
+        if presence["status"] == status {
+            return presence;
+        }
+        assert!(Instant::now() < deadline, "presence stayed {presence}, expected {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn presence_follows_connections_on_either_broker_and_a_killed_brokers_users_go_offline_within_the_ttl() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn(Binary::Api, unlimited_writes()).await;
+    let broker_a = spawn_broker(&ctx).await;
+    let mut broker_b = spawn_broker(&ctx).await;
+    let (alice, bob, carol) =
+        (User::new(&ctx, &api.url(), "alice"), User::new(&ctx, &api.url(), "bob"), User::new(&ctx, &api.url(), "carol"));
+    let group = alice.group("team", &[&bob]).await;
+    carol.get("/v1/me").await.expect(200);
+    let bob_presence = format!("/v1/users/{}/presence", bob.uuid());
+
+    // Never connected: offline, never seen. Carol shares no conversation with Bob: 404.
+    let never = alice.get(&bob_presence).await.expect(200);
+    assert_eq!((never["status"].as_str(), never.get("last_seen_at")), (Some("offline"), None), "{never}");
+    carol.get(&bob_presence).await.expect_problem(404, "not_found");
+
+    let mut alice_on_a = WsClient::connect(&ws_url(&broker_a), &ctx.token(alice.id, "alice")).await;
+    let mut carol_on_a = WsClient::connect(&ws_url(&broker_a), &ctx.token(carol.id, "carol")).await;
+
+    // Bob's first connection, on broker B: Alice on broker A is told; REST and the member list agree.
+    let bob_on_b = WsClient::connect(&ws_url(&broker_b), &ctx.token(bob.id, "bob")).await;
+    let online = next_presence(&mut alice_on_a).await;
+    assert_eq!((online["user_id"].as_str(), online["status"].as_str()), (Some(bob.uuid().to_string().as_str()), Some("online")));
+    presence_becomes(&alice, &bob, "online").await;
+    carol.get(&bob_presence).await.expect_problem(404, "not_found");
+    let conversation = alice.get(&format!("/v1/conversations/{group}")).await.expect(200);
+    let listed = conversation["members"].as_array().expect("members");
+    let bob_listed = listed.iter().find(|member| member["user_id"] == bob.uuid().to_string()).expect("bob listed");
+    assert_eq!(bob_listed["presence"]["status"], "online", "{bob_listed}");
+
+    // A second connection on broker A is not news, nor is closing the one on B while A's is open.
+    let bob_on_a = WsClient::connect(&ws_url(&broker_a), &ctx.token(bob.id, "bob")).await;
+    drop(bob_on_b);
+    let quiet = alice_on_a.next_frame_within(Duration::from_secs(1)).await;
+    assert!(quiet.is_none(), "unexpected frame while Bob stayed online: {quiet:?}");
+    presence_becomes(&alice, &bob, "online").await;
+
+    // His last connection closes: offline, last seen now.
+    drop(bob_on_a);
+    let offline = next_presence(&mut alice_on_a).await;
+    assert_eq!(offline["status"], "offline", "{offline}");
+    assert!(offline["last_seen_at"].is_string(), "{offline}");
+    let rest = presence_becomes(&alice, &bob, "offline").await;
+    assert!(rest["last_seen_at"].is_string(), "{rest}");
+
+    // Back on broker B, which is then killed: nobody closes anything, the lease runs out.
+    let _bob_on_b = WsClient::connect(&ws_url(&broker_b), &ctx.token(bob.id, "bob")).await;
+    assert_eq!(next_presence(&mut alice_on_a).await["status"], "online");
+    presence_becomes(&alice, &bob, "online").await;
+    let killed = Instant::now();
+    broker_b.kill();
+    let offline = next_presence(&mut alice_on_a).await;
+    let took = killed.elapsed();
+    eprintln!("offline announced {took:?} after SIGKILL (TTL {TTL:?})");
+    assert_eq!((offline["user_id"].as_str(), offline["status"].as_str()), (Some(bob.uuid().to_string().as_str()), Some("offline")));
+    assert!(took <= TTL + SWEEP + Duration::from_secs(2), "offline announced {took:?} after the kill (TTL {TTL:?})");
+    presence_becomes(&alice, &bob, "offline").await;
+
+    // Carol, who shares nothing with Bob, heard none of it.
+    let heard = carol_on_a.next_frame_within(Duration::from_millis(200)).await;
+    assert!(heard.is_none(), "carol got {heard:?}");
+}
