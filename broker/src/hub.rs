@@ -45,6 +45,14 @@ struct UserEntry {
     /// Connections past authentication that have not had their `hello` yet.
     joining: usize,
     memberships: HashMap<ConversationId, Membership>,
+    /// Whether this user's session was recorded for presence.
+    arrived: bool,
+}
+
+impl UserEntry {
+    fn member_of(&self) -> impl Iterator<Item = ConversationId> + '_ {
+        self.memberships.iter().filter(|(_, membership)| membership.member).map(|(&conversation, _)| conversation)
+    }
 }
 
 /// Whether the user is a member, as of which `seq` of the conversation: a change only applies
@@ -135,6 +143,7 @@ impl Hub {
         let mut ticket = Ticket { hub: Arc::clone(self), user, outbound: None };
         if !known {
             self.learn_memberships(user).await?;
+            self.record_arrival(user).await;
         }
         let mut state = self.lock();
         let State { users, conversations, shutting_down } = &mut *state;
@@ -151,9 +160,6 @@ impl Hub {
                 last_seq: conversations.get(&conversation_id).map_or(membership.as_of_seq, |c| c.last_seq),
             })
             .collect();
-        if entry.connections.is_empty() {
-            self.presence.arrived(user, positions.iter().map(|position| position.conversation_id).collect());
-        }
         outbound.push(hello(positions));
         entry.joining -= 1;
         entry.connections.push(Arc::clone(&outbound));
@@ -161,6 +167,18 @@ impl Hub {
         self.metrics.connections.inc();
         self.metrics.users.set(gauge_value(users.len()));
         Ok(ticket)
+    }
+
+    /// Records the user's session here before their first `hello`; from then on the user's
+    /// departure is reported when their last connection leaves.
+    async fn record_arrival(&self, user: UserId) {
+        let conversations = {
+            let mut state = self.lock();
+            let Some(entry) = state.users.get_mut(&user) else { return };
+            entry.arrived = true;
+            entry.member_of().collect()
+        };
+        self.presence.arrived(user, conversations).await;
     }
 
     /// The snapshot, the subscriptions, and — when a subscription was new — a second snapshot
@@ -259,9 +277,8 @@ impl Hub {
         if entry.connections.is_empty() && entry.joining == 0 {
             let entry = users.remove(&user).unwrap_or_default();
             // At shutdown the sessions stay: clients reconnect elsewhere, and the lease expires.
-            if outbound.is_some() && !*shutting_down {
-                let member_of = entry.memberships.iter().filter(|(_, membership)| membership.member);
-                self.presence.left(user, member_of.map(|(&conversation, _)| conversation).collect());
+            if entry.arrived && !*shutting_down {
+                self.presence.left(user, entry.member_of().collect());
             }
             for (conversation, membership) in entry.memberships {
                 if !membership.member {
