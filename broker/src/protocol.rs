@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use parley_shared::events::{Envelope, TypingData, TypingState};
+use parley_shared::presence::PresenceStatus;
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::ConversationPosition;
 use schemars::JsonSchema;
@@ -151,6 +152,17 @@ pub enum ServerFrame {
         occurred_at: DateTime<Utc>,
         data: TypingData,
     },
+    /// A member of one of the user's conversations went `online` (first connection on any
+    /// broker) or `offline` (last one closed, or their broker's lease expired), with
+    /// `last_seen_at`. Sent once per shared conversation: apply it as state. Not replayed: read
+    /// `GET /v1/users/{id}/presence` (or the conversation's `members[].presence`) after connecting.
+    Presence {
+        user_id: UserId,
+        status: PresenceStatus,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_seen_at: Option<DateTime<Utc>>,
+        occurred_at: DateTime<Utc>,
+    },
     /// An `auth` frame refreshed the token.
     Authenticated {
         expires_at: DateTime<Utc>,
@@ -237,6 +249,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, (ErrorCode, String)
 
 #[cfg(test)]
 mod tests {
+    use parley_shared::presence::PresenceSignal;
     use parley_shared::events::{Event, MessageDeleted};
     use parley_shared::ids::{ConversationId, EventId, MessageId};
     use uuid::Uuid;
@@ -275,6 +288,19 @@ mod tests {
             data: typing.data,
         };
         assert_eq!(serde_json::to_value(&typing).expect("json"), serde_json::to_value(documented).expect("json"));
+    }
+
+    #[test]
+    fn a_presence_signal_from_nats_is_the_documented_presence_frame() {
+        let user = UserId::from_uuid(Uuid::now_v7());
+        let signal = PresenceSignal::new(user, PresenceStatus::Offline, Some(Utc::now()), Utc::now());
+        let documented = ServerFrame::Presence {
+            user_id: user,
+            status: signal.status,
+            last_seen_at: signal.last_seen_at,
+            occurred_at: signal.occurred_at,
+        };
+        assert_eq!(serde_json::to_value(&signal).expect("json"), serde_json::to_value(documented).expect("json"));
     }
 
     #[test]

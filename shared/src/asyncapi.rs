@@ -9,6 +9,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use crate::events::{Envelope, Typing};
+use crate::presence::PresenceSignal;
 
 /// Every persisted event type, with what it means.
 pub const EVENT_KINDS: [(&str, &str); 11] = [
@@ -34,6 +35,7 @@ pub fn document() -> Value {
     let mut generator = SchemaGenerator::new(settings);
     let envelope = generator.subschema_for::<Envelope>();
     let typing = generator.subschema_for::<Typing>();
+    let presence = generator.subschema_for::<PresenceSignal>();
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     schemas.insert("EventHeaders".into(), event_headers());
 
@@ -59,6 +61,16 @@ pub fn document() -> Value {
             "summary": "A member is typing (`start`, renewed every few seconds) or stopped (`stop`). Not stored: no `id`, no `seq`.",
             "contentType": "application/json",
             "payload": typing,
+        }),
+    );
+    messages.insert(
+        "presence".into(),
+        json!({
+            "name": "presence",
+            "title": "presence",
+            "summary": "A member's first connection on any broker opened (`online`) or their last one closed (`offline`, with `last_seen_at`), published by the broker to each of the user's conversations; `offline` for the users of a broker that died comes from an API instance once the broker's lease expired. Not stored.",
+            "contentType": "application/json",
+            "payload": presence,
         }),
     );
     let refs = |kinds: &[&str]| -> Map<String, Value> {
@@ -94,7 +106,7 @@ pub fn document() -> Value {
             "conversationEvents": {
                 "address": "parley.conv.{conversationId}.{eventType}",
                 "title": "Conversation events",
-                "description": "Every persisted event of one conversation. `parley.conv.<id>.>` covers one conversation's events and its typing signals.",
+                "description": "Every persisted event of one conversation. `parley.conv.<id>.>` covers one conversation's events and its typing and presence signals.",
                 "parameters": {
                     "conversationId": { "description": "The conversation's id (a UUID)." },
                     "eventType": { "description": "The event's `type`.", "enum": all_kinds },
@@ -118,6 +130,13 @@ pub fn document() -> Value {
                 "parameters": { "conversationId": { "description": "The conversation's id (a UUID)." } },
                 "messages": { "typing": { "$ref": "#/components/messages/typing" } },
             },
+            "presence": {
+                "address": "parley.conv.{conversationId}.presence",
+                "title": "Presence signals",
+                "description": "Core NATS only. The current state is in the KV bucket `<PREFIX>_PRESENCE` (`user.<id>`: the user's sessions per broker and `last_seen_at`; `broker.<id>`: each broker's lease, renewed every third of `PARLEY_PRESENCE_TTL`); `GET /v1/users/{id}/presence` reads it.",
+                "parameters": { "conversationId": { "description": "A conversation of the user whose presence changed." } },
+                "messages": { "presence": { "$ref": "#/components/messages/presence" } },
+            },
         },
         "operations": {
             "publishConversationEvent": {
@@ -137,6 +156,12 @@ pub fn document() -> Value {
                 "title": "parley-api (POST …/typing) and parley-broker (the `typing` frame) publish typing signals",
                 "channel": { "$ref": "#/channels/typing" },
                 "messages": [{ "$ref": "#/channels/typing/messages/typing" }],
+            },
+            "publishPresence": {
+                "action": "send",
+                "title": "parley-broker (a user's first connection / last disconnection) and parley-api (sweeping an expired broker lease) publish presence changes",
+                "channel": { "$ref": "#/channels/presence" },
+                "messages": [{ "$ref": "#/channels/presence/messages/presence" }],
             },
         },
         "components": { "messages": messages, "schemas": schemas },
