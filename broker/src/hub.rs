@@ -109,7 +109,12 @@ impl Drop for Ticket {
 const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 
 impl Hub {
-    pub fn new(relay: Relay, presence: PresenceReports, metrics: Arc<Metrics>, max_connections_per_user: usize) -> Self {
+    pub fn new(
+        relay: Relay,
+        presence: PresenceReports,
+        metrics: Arc<Metrics>,
+        max_connections_per_user: usize,
+    ) -> Self {
         Self { state: Mutex::default(), relay, presence, metrics, max_connections_per_user }
     }
 

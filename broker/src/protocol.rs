@@ -7,9 +7,9 @@
 
 use chrono::{DateTime, Utc};
 use parley_shared::events::{Envelope, TypingData, TypingState};
-use parley_shared::presence::PresenceStatus;
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::ConversationPosition;
+use parley_shared::presence::PresenceStatus;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -249,9 +249,9 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, (ErrorCode, String)
 
 #[cfg(test)]
 mod tests {
-    use parley_shared::presence::PresenceSignal;
     use parley_shared::events::{Event, MessageDeleted};
     use parley_shared::ids::{ConversationId, EventId, MessageId};
+    use parley_shared::presence::PresenceSignal;
     use uuid::Uuid;
 
     use super::*;

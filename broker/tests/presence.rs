@@ -52,8 +52,11 @@ async fn presence_follows_connections_on_either_broker_and_a_killed_brokers_user
     let api = ctx.spawn(Binary::Api, unlimited_writes()).await;
     let broker_a = spawn_broker(&ctx).await;
     let mut broker_b = spawn_broker(&ctx).await;
-    let (alice, bob, carol) =
-        (User::new(&ctx, &api.url(), "alice"), User::new(&ctx, &api.url(), "bob"), User::new(&ctx, &api.url(), "carol"));
+    let (alice, bob, carol) = (
+        User::new(&ctx, &api.url(), "alice"),
+        User::new(&ctx, &api.url(), "bob"),
+        User::new(&ctx, &api.url(), "carol"),
+    );
     let group = alice.group("team", &[&bob]).await;
     carol.get("/v1/me").await.expect(200);
     let bob_presence = format!("/v1/users/{}/presence", bob.uuid());
@@ -69,7 +72,10 @@ async fn presence_follows_connections_on_either_broker_and_a_killed_brokers_user
     // Bob's first connection, on broker B: Alice on broker A is told; REST and the member list agree.
     let bob_on_b = WsClient::connect(&ws_url(&broker_b), &ctx.token(bob.id, "bob")).await;
     let online = next_presence(&mut alice_on_a).await;
-    assert_eq!((online["user_id"].as_str(), online["status"].as_str()), (Some(bob.uuid().to_string().as_str()), Some("online")));
+    assert_eq!(
+        (online["user_id"].as_str(), online["status"].as_str()),
+        (Some(bob.uuid().to_string().as_str()), Some("online"))
+    );
     presence_becomes(&alice, &bob, "online").await;
     carol.get(&bob_presence).await.expect_problem(404, "not_found");
     let conversation = alice.get(&format!("/v1/conversations/{group}")).await.expect(200);
@@ -101,7 +107,10 @@ async fn presence_follows_connections_on_either_broker_and_a_killed_brokers_user
     let offline = next_presence(&mut alice_on_a).await;
     let took = killed.elapsed();
     eprintln!("offline announced {took:?} after SIGKILL (TTL {TTL:?})");
-    assert_eq!((offline["user_id"].as_str(), offline["status"].as_str()), (Some(bob.uuid().to_string().as_str()), Some("offline")));
+    assert_eq!(
+        (offline["user_id"].as_str(), offline["status"].as_str()),
+        (Some(bob.uuid().to_string().as_str()), Some("offline"))
+    );
     assert!(took <= TTL + SWEEP + Duration::from_secs(2), "offline announced {took:?} after the kill (TTL {TTL:?})");
     presence_becomes(&alice, &bob, "offline").await;
 

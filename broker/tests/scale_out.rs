@@ -85,7 +85,8 @@ async fn follow(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         assert!(tokio::time::Instant::now() < deadline, "{} never caught up: delivered {delivered}", user.uuid());
-        let opened = parley_testkit::ws::open(parley_testkit::ws::request_with_token(&brokers[broker], &ctx_token)).await;
+        let opened =
+            parley_testkit::ws::open(parley_testkit::ws::request_with_token(&brokers[broker], &ctx_token)).await;
         // Refused, or closed before `hello` (4004 while the broker's NATS node is down): retry.
         let client = match opened {
             Ok(stream) => WsClient::try_after_handshake(stream).await,

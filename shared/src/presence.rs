@@ -168,14 +168,15 @@ pub async fn update_user(
             return Ok((before, after));
         }
         let value = serde_json::to_vec(&after)?.into();
-        let written = match entry {
-            Some(entry) => store.update(&key, value, entry.revision).await.map(drop).map_err(|error| {
-                (error.kind() == kv::UpdateErrorKind::WrongLastRevision, async_nats::Error::from(error))
-            }),
-            None => store.create(&key, value).await.map(drop).map_err(|error| {
-                (error.kind() == kv::CreateErrorKind::AlreadyExists, async_nats::Error::from(error))
-            }),
-        };
+        let written =
+            match entry {
+                Some(entry) => store.update(&key, value, entry.revision).await.map(drop).map_err(|error| {
+                    (error.kind() == kv::UpdateErrorKind::WrongLastRevision, async_nats::Error::from(error))
+                }),
+                None => store.create(&key, value).await.map(drop).map_err(|error| {
+                    (error.kind() == kv::CreateErrorKind::AlreadyExists, async_nats::Error::from(error))
+                }),
+            };
         match written {
             Ok(()) => return Ok((before, after)),
             Err((true, _)) if conflicts < 20 => conflicts += 1,

@@ -51,7 +51,12 @@ impl PresenceApi {
     /// Only for the caller and users who share a conversation with them; for anyone else 404.
     /// Changes arrive live as `presence` frames on the WebSocket.
     #[oai(path = "/users/:id/presence", method = "get", operation_id = "getPresence")]
-    async fn presence(&self, state: Data<&AppState>, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<Presence>, ApiError> {
+    async fn presence(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        id: Path<Uuid>,
+    ) -> Result<Json<Presence>, ApiError> {
         let user = UserId::from_uuid(id.0);
         if user != auth.0.id && !share_a_conversation(&state.db, auth.0.id, user).await? {
             return Err(ApiError::not_found("user"));
