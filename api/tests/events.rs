@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::User;
 use futures_util::StreamExt;
+use parley_shared::events::Event;
 use parley_testkit::stream::{self, StreamEvent};
 use parley_testkit::{Binary, TestContext, wait};
 use serde_json::json;
@@ -119,6 +120,13 @@ async fn every_write_is_published_once_on_its_subject_and_members_hear_their_own
     ];
     expected.sort();
     assert_eq!(heard, expected);
+    // Each member's copy of `conversation.created` names only them: O(n) bytes for n members.
+    for user in [alice.id, bob.id] {
+        let subject = subjects.user_event(user, "conversation.created");
+        let copy = user_messages.iter().find(|message| message.subject == subject).expect("the user's copy");
+        let Event::ConversationCreated(created) = &copy.envelope.event else { panic!("{copy:?}") };
+        assert_eq!((created.member_ids.as_slice(), created.member_count), ([user].as_slice(), Some(2)));
+    }
 
     // The counters move just after the acknowledgements the stream check saw: poll briefly.
     let metrics = wait::until("the relay's metrics to count 11 events", Duration::from_secs(5), || async {

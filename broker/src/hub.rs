@@ -320,8 +320,13 @@ impl Hub {
         let State { users, conversations, .. } = &mut *state;
         let Some(local) = conversations.get_mut(&conversation) else { return };
         local.last_seq = local.last_seq.max(envelope.seq);
-        let addressed = envelope.event.user_recipients();
-        for user in local.members.iter().filter(|user| !addressed.contains(user)) {
+        let addressed = match &envelope.event {
+            // Every initial member hears it on their own subject.
+            Event::ConversationCreated(_) => return,
+            Event::MemberAdded(change) | Event::MemberRemoved(change) => Some(change.user_id),
+            _ => None,
+        };
+        for user in local.members.iter().filter(|user| Some(**user) != addressed) {
             if let Some(entry) = users.get(user) {
                 self.push_all(&entry.connections, frame);
             }

@@ -13,7 +13,10 @@ use crate::presence::PresenceSignal;
 
 /// Every persisted event type, with what it means.
 pub const EVENT_KINDS: [(&str, &str); 11] = [
-    ("conversation.created", "A conversation was created; also sent to each initial member's user subject."),
+    (
+        "conversation.created",
+        "A conversation was created; also sent to each initial member's user subject, where `member_ids` lists only that member (`member_count` has the total).",
+    ),
     ("conversation.updated", "A group was renamed."),
     ("member.added", "A user joined; also sent to that user's subject."),
     ("member.removed", "A user left or was removed; also sent to that user's subject."),

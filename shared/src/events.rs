@@ -90,6 +90,22 @@ impl Event {
         }
     }
 
+    /// The event as `user` hears it on their own subject: a `conversation.created` lists only
+    /// them among the members (`None`: the event as is).
+    pub fn for_recipient(&self, user: UserId) -> Option<Self> {
+        match self {
+            Self::ConversationCreated(created) if created.member_ids.len() > 1 => {
+                let member_count = created.member_count.or(Some(created.member_ids.len()));
+                Some(Self::ConversationCreated(ConversationCreated {
+                    member_ids: vec![user],
+                    member_count,
+                    ..created.clone()
+                }))
+            }
+            _ => None,
+        }
+    }
+
     /// Rebuilds an event from its stored `type` and `data`.
     pub fn from_parts(kind: &str, data: serde_json::Value) -> Result<Self, serde_json::Error> {
         serde_json::from_value(serde_json::json!({ "type": kind, "data": data }))
@@ -113,7 +129,20 @@ pub struct ConversationCreated {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Context>,
+    /// Every initial member on the conversation's subject and in the stored event; on a user's
+    /// own subject (and so on their WebSocket) only that user, so that creating a group of n
+    /// members costs O(n) bytes rather than O(n²). `member_count` has the total either way.
     pub member_ids: Vec<UserId>,
+    /// How many initial members there are (absent in events stored before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<usize>,
+}
+
+impl ConversationCreated {
+    pub fn new(kind: &str, title: Option<String>, context: Option<Context>, member_ids: Vec<UserId>) -> Self {
+        let member_count = Some(member_ids.len());
+        Self { kind: kind.into(), title, context, member_ids, member_count }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

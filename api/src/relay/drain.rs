@@ -113,16 +113,24 @@ async fn publish_one(jetstream: &jetstream::Context, subjects: &Subjects, pendin
     let mut headers = HeaderMap::new();
     headers.insert("traceparent", traceparent.as_str());
     // `headers` replaces the whole map, so it goes before `message_id`.
-    let message = |id: String| PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload.clone());
+    let message =
+        |id: String, payload: Bytes| PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload);
     jetstream
-        .send_publish(subjects.conversation_event(conversation, kind), message(pending.id.to_string()))
+        .send_publish(subjects.conversation_event(conversation, kind), message(pending.id.to_string(), payload.clone()))
         .await?
         .await?;
+    // The users' copies are independent of each other: send them all, then await the acks.
+    let mut acks = Vec::new();
     for user in envelope.event.user_recipients() {
-        jetstream
-            .send_publish(subjects.user_event(user, kind), message(format!("{}/{user}", pending.id)))
-            .await?
-            .await?;
+        let copy = match envelope.event.for_recipient(user) {
+            Some(event) => Bytes::from(serde_json::to_vec(&Envelope { event, ..envelope.clone() })?),
+            None => payload.clone(),
+        };
+        let id = format!("{}/{user}", pending.id);
+        acks.push(jetstream.send_publish(subjects.user_event(user, kind), message(id, copy)).await?);
+    }
+    for ack in acks {
+        ack.await?;
     }
     Ok(())
 }

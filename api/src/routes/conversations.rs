@@ -342,16 +342,10 @@ async fn create_direct(
         return Ok((existing, false));
     }
     add_initial_members(&mut tx, id, &[(*caller.as_uuid(), Role::Member), (other, Role::Member)]).await?;
-    let event = Event::ConversationCreated(ConversationCreated {
-        kind: "direct".into(),
-        title: None,
-        context: context.map(|c| events::Context {
-            kind: c.kind.into(),
-            id: c.id.into(),
-            title: c.title.map(Into::into),
-        }),
-        member_ids: vec![caller, UserId::from_uuid(other)],
-    });
+    let context =
+        context.map(|c| events::Context { kind: c.kind.into(), id: c.id.into(), title: c.title.map(Into::into) });
+    let members = vec![caller, UserId::from_uuid(other)];
+    let event = Event::ConversationCreated(ConversationCreated::new("direct", None, context, members));
     let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
     tx.commit().await?;
     state.outbox.committed(recorded);
@@ -384,12 +378,8 @@ async fn create_group(state: &AppState, caller: UserId, group: NewGroupConversat
     let mut members = vec![(*caller.as_uuid(), Role::Owner)];
     members.extend(others.iter().map(|id| (*id, Role::Member)));
     add_initial_members(&mut tx, id, &members).await?;
-    let event = Event::ConversationCreated(ConversationCreated {
-        kind: "group".into(),
-        title: Some(title),
-        context: None,
-        member_ids: members.iter().map(|(id, _)| UserId::from_uuid(*id)).collect(),
-    });
+    let member_ids = members.iter().map(|(id, _)| UserId::from_uuid(*id)).collect();
+    let event = Event::ConversationCreated(ConversationCreated::new("group", Some(title), None, member_ids));
     let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
     tx.commit().await?;
     state.outbox.committed(recorded);
