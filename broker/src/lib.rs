@@ -12,6 +12,7 @@
 //! - `hub`: users → connections and memberships; conversations → local members and their
 //!   reference-counted NATS subscription.
 //! - `relay`: NATS — the membership request to the API and the subscriptions.
+//! - `presence`: this broker's presence lease and its users' sessions (NATS KV).
 //! - `outbound`: the bounded per-connection queue that holds nothing while empty.
 //! - `head_deadline`: the deadline for the HTTP upgrade request.
 //! - `routes`: `/health`, `/ready`, `/metrics`.
