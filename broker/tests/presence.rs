@@ -69,8 +69,8 @@ async fn presence_follows_connections_on_either_broker_and_a_killed_brokers_user
     let mut alice_on_a = WsClient::connect(&ws_url(&broker_a), &ctx.token(alice.id, "alice")).await;
     let mut carol_on_a = WsClient::connect(&ws_url(&broker_a), &ctx.token(carol.id, "carol")).await;
 
-    // Bob's first connection, on broker B: Alice on broker A is told; REST and the member list agree.
-    let bob_on_b = WsClient::connect(&ws_url(&broker_b), &ctx.token(bob.id, "bob")).await;
+    // Bob's first connection, on broker A: Alice is told; REST and the member list agree.
+    let bob_on_a = WsClient::connect(&ws_url(&broker_a), &ctx.token(bob.id, "bob")).await;
     let online = next_presence(&mut alice_on_a).await;
     assert_eq!(
         (online["user_id"].as_str(), online["status"].as_str()),
@@ -83,22 +83,22 @@ async fn presence_follows_connections_on_either_broker_and_a_killed_brokers_user
     let bob_listed = listed.iter().find(|member| member["user_id"] == bob.uuid().to_string()).expect("bob listed");
     assert_eq!(bob_listed["presence"]["status"], "online", "{bob_listed}");
 
-    // A second connection on broker A is not news, nor is closing the one on B while A's is open.
-    let bob_on_a = WsClient::connect(&ws_url(&broker_a), &ctx.token(bob.id, "bob")).await;
-    drop(bob_on_b);
+    // A second connection, on broker B, is not news, nor is closing the one on A while B's is open.
+    let bob_on_b = WsClient::connect(&ws_url(&broker_b), &ctx.token(bob.id, "bob")).await;
+    drop(bob_on_a);
     let quiet = alice_on_a.next_frame_within(Duration::from_secs(1)).await;
     assert!(quiet.is_none(), "unexpected frame while Bob stayed online: {quiet:?}");
     presence_becomes(&alice, &bob, "online").await;
 
-    // His last connection closes: offline, last seen now.
-    drop(bob_on_a);
+    // His last connection closes (on broker B, Alice is on A): offline, last seen now.
+    drop(bob_on_b);
     let offline = next_presence(&mut alice_on_a).await;
     assert_eq!(offline["status"], "offline", "{offline}");
     assert!(offline["last_seen_at"].is_string(), "{offline}");
     let rest = presence_becomes(&alice, &bob, "offline").await;
     assert!(rest["last_seen_at"].is_string(), "{rest}");
 
-    // Back on broker B, which is then killed: nobody closes anything, the lease runs out.
+    // Back, first on broker B, which is then killed: nobody closes anything, the lease runs out.
     let _bob_on_b = WsClient::connect(&ws_url(&broker_b), &ctx.token(bob.id, "bob")).await;
     assert_eq!(next_presence(&mut alice_on_a).await["status"], "online");
     presence_becomes(&alice, &bob, "online").await;
