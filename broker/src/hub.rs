@@ -45,7 +45,7 @@ struct UserEntry {
     /// Connections past authentication that have not had their `hello` yet.
     joining: usize,
     memberships: HashMap<ConversationId, Membership>,
-    /// Whether this user's session was recorded for presence.
+    /// Whether presence was told of this user's arrival (and so will be of their departure).
     arrived: bool,
 }
 
