@@ -77,7 +77,13 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         delivery[1],
         delivery[2],
     );
-    super::write_named_report("e2e", &report, &table)
+    super::write_named_report("e2e", &report, &table)?;
+    let title = format!("e2e: {RATE_PER_SECOND} messages/s over {CONVERSATIONS} conversations");
+    super::write_plot(
+        "e2e",
+        &title,
+        &[("Parley: POST → frame at the recipient", &parley), ("bare relay: frame → frame", &bare)],
+    )
 }
 
 /// Arrival latencies and POST response times.

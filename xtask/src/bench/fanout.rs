@@ -69,7 +69,9 @@ pub async fn run() -> anyhow::Result<()> {
         ));
     }
     table.push_str(&format!("\nParley ÷ bare (deliveries/s): {ratio:.2}\n"));
-    super::write_named_report("fanout", &json!({ "scenario": "fanout", "rows": rows, "ratio": ratio }), &table)
+    super::write_named_report("fanout", &json!({ "scenario": "fanout", "rows": rows, "ratio": ratio }), &table)?;
+    let title = format!("fan-out: {MESSAGES} messages to {MEMBERS} members");
+    super::write_plot("fanout", &title, &[("Parley", &parley.latency), ("bare broadcast relay", &bare.latency)])
 }
 
 struct Run {

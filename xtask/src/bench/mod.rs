@@ -14,6 +14,7 @@ pub mod e2e;
 mod events;
 pub mod fanout;
 mod http;
+mod plot;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -342,6 +343,15 @@ fn write_report(rows: &[Value], seconds: u64) -> anyhow::Result<()> {
     }
     std::fs::write(dir.join("rest.md"), &table)?;
     println!("{table}\nReport: target/bench/rest.json, target/bench/rest.md");
+    Ok(())
+}
+
+/// Writes `target/bench/<name>.svg`: latency by percentile of each series.
+fn write_plot(name: &str, title: &str, series: &[(&str, &events::Sample)]) -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(format!("{name}.svg")), plot::latency_by_percentile(title, series))?;
+    println!("Plot: target/bench/{name}.svg");
     Ok(())
 }
 
