@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use governor::Quota;
@@ -96,7 +97,8 @@ impl Application {
         tracing::info!(%local_addr, ws_path = %config.ws_path, "parley-broker listening");
         let user_events = tokio::spawn(relay.clone().run_user_events(Arc::clone(&broker.hub)));
         let presence = tokio::spawn(presence_worker.run());
-        let resync = tokio::spawn(resync_after_nats_reconnects(Arc::clone(&broker), nats_reconnected));
+        let resync =
+            tokio::spawn(resync_after_nats_reconnects(Arc::clone(&broker), nats_reconnected, config.resync_spread));
         let app = Route::new()
             .at(&config.ws_path, get(crate::server::upgrade))
             .nest("/", routes::health::routes())
@@ -125,12 +127,35 @@ impl Application {
 }
 
 /// Events published while NATS was away never reached this broker: its clients are told to
-/// reconnect and resume (close code 4004), which recovers them from the API's event log.
-async fn resync_after_nats_reconnects(broker: Arc<Broker>, reconnected: Arc<Notify>) {
+/// reconnect and resume (close code 4004), which recovers them from the API's event log. The
+/// closes are spread evenly over `spread`, so a NATS blip does not send every client of every
+/// broker to the API at the same instant; until its turn a connection keeps receiving live
+/// events (NATS is back), and its resume covers the outage whenever it comes.
+async fn resync_after_nats_reconnects(broker: Arc<Broker>, reconnected: Arc<Notify>, spread: Duration) {
+    // At most one batch of closes per this step.
+    const STEP: Duration = Duration::from_millis(10);
     loop {
         reconnected.notified().await;
-        tracing::warn!("NATS reconnected: closing connections so clients resume what they missed");
-        broker.hub.close_connections(CloseCode::Unavailable);
+        let connections = broker.hub.open_connections();
+        tracing::warn!(
+            connections = connections.len(),
+            ?spread,
+            "NATS reconnected: closing connections so clients resume what they missed"
+        );
+        let most_batches = u32::try_from(spread.as_millis() / STEP.as_millis()).unwrap_or(u32::MAX).max(1);
+        let batches = u32::try_from(connections.len()).unwrap_or(u32::MAX).min(most_batches);
+        if batches == 0 {
+            continue;
+        }
+        let per_batch = connections.len().div_ceil(usize::try_from(batches).unwrap_or(1));
+        let mut ticks = tokio::time::interval((spread / batches).max(Duration::from_millis(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for batch in connections.chunks(per_batch) {
+            ticks.tick().await;
+            for connection in batch {
+                connection.close(CloseCode::Unavailable);
+            }
+        }
     }
 }
 

@@ -68,6 +68,10 @@ pub struct Config {
     /// How long a connecting client waits for the API's answer about its conversations.
     #[arg(long, env = "PARLEY_BROKER_MEMBERSHIP_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub membership_timeout: Duration,
+    /// After a NATS reconnect every connection is closed with 4004 (it may have missed events),
+    /// spread evenly over this window so that clients do not all reconnect at once.
+    #[arg(long, env = "PARLEY_BROKER_RESYNC_SPREAD", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub resync_spread: Duration,
     /// How long a user stays online after their broker stops renewing its presence lease (it
     /// renews every third of this): how soon the users of a crashed broker go offline.
     #[arg(long, env = "PARLEY_PRESENCE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]

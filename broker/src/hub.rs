@@ -395,17 +395,14 @@ impl Hub {
     /// Refuses new connections and asks every open one to close with `code`.
     pub fn close_all(&self, code: CloseCode) {
         self.lock().shutting_down = true;
-        self.close_connections(code);
+        for connection in self.open_connections() {
+            connection.close(code);
+        }
     }
 
-    /// Asks every open connection to close with `code`.
-    pub fn close_connections(&self, code: CloseCode) {
-        let state = self.lock();
-        for entry in state.users.values() {
-            for connection in &entry.connections {
-                connection.close(code);
-            }
-        }
+    /// Every open connection, at this moment.
+    pub fn open_connections(&self) -> Vec<Arc<Outbound>> {
+        self.lock().users.values().flat_map(|entry| entry.connections.iter().cloned()).collect()
     }
 
     /// Drops every subscription (at shutdown, once the connections are gone).

@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 
 #[tokio::test]
 async fn after_a_nats_outage_clients_are_told_to_resume_and_miss_nothing() {
-    let mut stack = Stack::with_own_nats().await;
+    let mut stack = Stack::with_own_nats(Vec::new()).await;
     let (alice, bob) = (stack.user("alice"), stack.user("bob"));
     let group = alice.group("team", &[&bob]).await;
     let mut bob_ws = stack.connect(&bob, "bob").await;
@@ -36,6 +36,31 @@ async fn after_a_nats_outage_clients_are_told_to_resume_and_miss_nothing() {
         .map(|event| event["data"]["body"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(bodies, (0..5).map(|n| format!("during the outage {n}")).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn after_a_nats_outage_the_closes_are_spread_over_the_resync_window() {
+    const SPREAD: Duration = Duration::from_secs(2);
+    let mut stack = Stack::with_own_nats(env(&[("PARLEY_BROKER_RESYNC_SPREAD", "2s")])).await;
+    let users: Vec<_> = (0..40).map(|n| stack.user(&format!("user{n}"))).collect();
+    let mut clients = Vec::new();
+    for (n, user) in users.iter().enumerate() {
+        clients.push(stack.connect(user, &format!("user{n}")).await);
+    }
+    stack.ctx.nats().kill();
+    stack.ctx.nats().start_again().await.expect("restart nats");
+    let closes = futures_util::future::join_all(clients.iter_mut().map(|client| async {
+        let ended = client.ended().await;
+        (ended, tokio::time::Instant::now())
+    }))
+    .await;
+    for (ended, _) in &closes {
+        assert_eq!(*ended, Ended::Closed { code: 4004, reason: "unavailable".into() });
+    }
+    let first = closes.iter().map(|(_, at)| *at).min().expect("closes");
+    let last = closes.iter().map(|(_, at)| *at).max().expect("closes");
+    // 40 batches 50 ms apart: the last close comes ~1.95 s after the first, never all at once.
+    assert!(last - first >= SPREAD / 2, "closes spread over {:?} only", last - first);
 }
 
 #[tokio::test]

@@ -22,8 +22,8 @@ impl Stack {
     }
 
     /// With a nats-server of the test's own, which it may stop and restart.
-    pub async fn with_own_nats() -> Self {
-        Self::on(TestContext::with_own_services().await, Vec::new()).await
+    pub async fn with_own_nats(broker_env: Vec<(String, String)>) -> Self {
+        Self::on(TestContext::with_own_services().await, broker_env).await
     }
 
     async fn on(ctx: TestContext, broker_env: Vec<(String, String)>) -> Self {
