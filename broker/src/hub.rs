@@ -258,12 +258,8 @@ impl Hub {
                 subscription: self.relay.subscribe_conversation(Arc::clone(self), conversation),
             });
             entry.members.insert(user);
-        } else if let Some(entry) = state.conversations.get_mut(&conversation) {
-            entry.members.remove(&user);
-            if entry.members.is_empty() {
-                // Dropping the entry drops its subscription.
-                state.conversations.remove(&conversation);
-            }
+        } else {
+            remove_local_member(&mut state.conversations, conversation, user);
         }
         self.metrics.subscriptions.set(gauge_value(state.conversations.len()));
     }
@@ -285,16 +281,8 @@ impl Hub {
             if entry.arrived && !*shutting_down {
                 self.presence.left(user, entry.member_of().collect());
             }
-            for (conversation, membership) in entry.memberships {
-                if !membership.member {
-                    continue;
-                }
-                if let Some(local) = conversations.get_mut(&conversation) {
-                    local.members.remove(&user);
-                    if local.members.is_empty() {
-                        conversations.remove(&conversation);
-                    }
-                }
+            for conversation in entry.member_of() {
+                remove_local_member(conversations, conversation, user);
             }
         }
         self.metrics.users.set(gauge_value(users.len()));
@@ -385,8 +373,7 @@ impl Hub {
 
     fn push_all(&self, connections: &[Arc<Outbound>], frame: &Frame) {
         for connection in connections {
-            let copy = Frame { text: frame.text.clone(), occurred_at_micros: frame.occurred_at_micros };
-            if connection.push(copy) == Pushed::Overflowed {
+            if connection.push(frame.clone()) == Pushed::Overflowed {
                 self.metrics.slow_consumers.inc();
             }
         }
@@ -415,6 +402,21 @@ impl Hub {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update under this lock is complete before any call that could panic.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// `user` is no longer a local member of `conversation`; the last one out drops the entry, and
+/// with it the NATS subscription.
+fn remove_local_member(
+    conversations: &mut HashMap<ConversationId, ConversationEntry>,
+    conversation: ConversationId,
+    user: UserId,
+) {
+    if let Some(local) = conversations.get_mut(&conversation) {
+        local.members.remove(&user);
+        if local.members.is_empty() {
+            conversations.remove(&conversation);
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::protocol::CloseCode;
 
 /// A frame waiting to be written, with its event's `occurred_at` (µs since the epoch) for the
-/// delivery-latency metric; 0 for frames that are not events.
-#[derive(Debug)]
+/// delivery-latency metric; 0 for frames that are not events. Cloning shares the text.
+#[derive(Clone, Debug)]
 pub struct Frame {
     pub text: Utf8Bytes,
     pub occurred_at_micros: i64,
