@@ -14,19 +14,29 @@ use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use parley_shared::ids::{ConversationId, UserId};
-use parley_shared::presence::{self, BrokerLease, Key, PresenceSignal, PresenceStatus, UserPresence};
+use parley_shared::presence::{self, BrokerLease, Key, PresenceSignal, UserPresence};
 use parley_shared::subjects::Subjects;
+use poem_openapi::{Enum, Object};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 /// How often expired leases are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "lowercase")]
+pub enum PresenceStatus {
+    /// At least one WebSocket connection is open, on any broker.
+    Online,
+    Offline,
+}
+
 /// A user's presence as responses show it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Object, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct Presence {
     pub status: PresenceStatus,
-    /// When the user was last connected (offline users only).
+    /// When the user's last connection closed (offline users who have ever connected).
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
@@ -147,7 +157,8 @@ impl PresenceKeeper {
                 .await?;
                 if before.sessions.contains_key(&broker) && after.sessions.is_empty() {
                     let conversations = conversations_of(&self.db, user).await?;
-                    let signal = PresenceSignal::new(user, PresenceStatus::Offline, after.last_seen_at, Utc::now());
+                    let offline = presence::PresenceStatus::Offline;
+                    let signal = PresenceSignal::new(user, offline, after.last_seen_at, Utc::now());
                     presence::announce(&self.nats, &self.subjects, &signal, &conversations).await;
                 }
             }

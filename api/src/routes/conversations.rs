@@ -11,10 +11,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::messages::{self, Message};
-use super::presence::Presence;
 use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
+use crate::presence::Presence;
 use crate::state::AppState;
 use crate::text::Text;
 use crate::{membership, outbox};
@@ -508,7 +508,7 @@ pub async fn load(state: &AppState, caller: UserId, ids: &[Uuid]) -> Result<Vec<
                     joined_at: member.joined_at,
                     delivered_seq: member.delivered_seq,
                     read_seq: member.read_seq,
-                    presence: state.presence.of(UserId::from_uuid(member.user_id)).into(),
+                    presence: state.presence.of(UserId::from_uuid(member.user_id)),
                 })
                 .collect(),
             last_message: last_messages.remove(&row.id),

@@ -106,7 +106,7 @@ impl MembersApi {
             joined_at,
             delivered_seq: 0,
             read_seq: 0,
-            presence: state.presence.of(UserId::from_uuid(body.0.user_id)).into(),
+            presence: state.presence.of(UserId::from_uuid(body.0.user_id)),
         })))
     }
 

@@ -1,45 +1,18 @@
 //! `/v1/users/{id}/presence`: whether a user is connected to any broker, for users who share a
 //! conversation with the caller (anyone else is a 404, as if the user did not exist).
 
-use chrono::{DateTime, Utc};
 use parley_shared::ids::UserId;
 use poem::web::Data;
+use poem_openapi::OpenApi;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{Enum, Object, OpenApi};
 use uuid::Uuid;
 
 use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
-use crate::presence;
+use crate::presence::{Presence, PresenceStatus};
 use crate::state::AppState;
-
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
-#[oai(rename_all = "lowercase")]
-pub enum PresenceStatus {
-    /// At least one WebSocket connection is open, on any broker.
-    Online,
-    Offline,
-}
-
-#[derive(Object, Clone, Copy, Debug, PartialEq, Eq)]
-#[oai(skip_serializing_if_is_none, example)]
-pub struct Presence {
-    pub status: PresenceStatus,
-    /// When the user's last connection closed (offline users who have ever connected).
-    pub last_seen_at: Option<DateTime<Utc>>,
-}
-
-impl From<presence::Presence> for Presence {
-    fn from(presence: presence::Presence) -> Self {
-        let status = match presence.status {
-            parley_shared::presence::PresenceStatus::Online => PresenceStatus::Online,
-            parley_shared::presence::PresenceStatus::Offline => PresenceStatus::Offline,
-        };
-        Self { status, last_seen_at: presence.last_seen_at }
-    }
-}
 
 #[derive(Default)]
 pub struct PresenceApi;
@@ -61,7 +34,7 @@ impl PresenceApi {
         if user != auth.0.id && !share_a_conversation(&state.db, auth.0.id, user).await? {
             return Err(ApiError::not_found("user"));
         }
-        Ok(Json(state.presence.of(user).into()))
+        Ok(Json(state.presence.of(user)))
     }
 }
 
