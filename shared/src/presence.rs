@@ -149,6 +149,9 @@ pub async fn open_bucket(
     Ok(jetstream.get_key_value(&name).await?)
 }
 
+/// Compare-and-set attempts before [`update_user`] gives up.
+const MAX_CONFLICTS: u32 = 20;
+
 /// Changes one user's record with compare-and-set (retried when another process wrote in
 /// between); returns the record before and after.
 pub async fn update_user(
@@ -168,19 +171,25 @@ pub async fn update_user(
             return Ok((before, after));
         }
         let value = serde_json::to_vec(&after)?.into();
-        let written =
-            match entry {
-                Some(entry) => store.update(&key, value, entry.revision).await.map(drop).map_err(|error| {
-                    (error.kind() == kv::UpdateErrorKind::WrongLastRevision, async_nats::Error::from(error))
-                }),
-                None => store.create(&key, value).await.map(drop).map_err(|error| {
-                    (error.kind() == kv::CreateErrorKind::AlreadyExists, async_nats::Error::from(error))
-                }),
-            };
-        match written {
-            Ok(()) => return Ok((before, after)),
-            Err((true, _)) if conflicts < 20 => conflicts += 1,
-            Err((_, error)) => return Err(error),
+        // A conflict means another process wrote in between: read again.
+        let conflict = match entry {
+            Some(entry) => match store.update(&key, value, entry.revision).await {
+                Ok(_) => false,
+                Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => true,
+                Err(error) => return Err(error.into()),
+            },
+            None => match store.create(&key, value).await {
+                Ok(_) => false,
+                Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => true,
+                Err(error) => return Err(error.into()),
+            },
+        };
+        if !conflict {
+            return Ok((before, after));
+        }
+        conflicts += 1;
+        if conflicts > MAX_CONFLICTS {
+            return Err(format!("presence of {user}: {conflicts} write conflicts in a row").into());
         }
     }
 }
