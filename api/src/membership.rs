@@ -1,5 +1,6 @@
 //! "Is the caller a member, and as what?" — asked by every conversation route. A non-member
-//! gets 404, exactly as for a conversation that does not exist, so ids cannot be probed.
+//! gets 404, exactly as for a conversation that does not exist, so ids cannot be probed. Also
+//! the membership questions about users rather than conversations.
 
 use parley_shared::ids::{ConversationId, UserId};
 use sqlx::PgExecutor;
@@ -41,4 +42,27 @@ pub async fn require<'e>(
     .fetch_optional(db)
     .await?
     .ok_or_else(|| ApiError::not_found("conversation"))
+}
+
+/// Whether the two users are members of at least one common conversation.
+pub async fn share_a_conversation<'e>(db: impl PgExecutor<'e>, one: UserId, other: UserId) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "select exists (select 1 from conversation_members mine
+                          join conversation_members theirs on theirs.conversation_id = mine.conversation_id
+                         where mine.user_id = $1 and theirs.user_id = $2)",
+    )
+    .bind(one.as_uuid())
+    .bind(other.as_uuid())
+    .fetch_one(db)
+    .await
+}
+
+/// Every conversation `user` is a member of.
+pub async fn conversations_of<'e>(db: impl PgExecutor<'e>, user: UserId) -> sqlx::Result<Vec<ConversationId>> {
+    let ids: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select conversation_id from conversation_members where user_id = $1")
+            .bind(user.as_uuid())
+            .fetch_all(db)
+            .await?;
+    Ok(ids.into_iter().map(ConversationId::from_uuid).collect())
 }

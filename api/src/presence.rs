@@ -13,12 +13,14 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use parley_shared::ids::{ConversationId, UserId};
+use parley_shared::ids::UserId;
 use parley_shared::presence::{self, BrokerLease, Key, PresenceSignal, UserPresence};
 use parley_shared::subjects::Subjects;
 use poem_openapi::{Enum, Object};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+
+use crate::membership;
 
 /// How often expired leases are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -156,7 +158,7 @@ impl PresenceKeeper {
                 })
                 .await?;
                 if before.sessions.contains_key(&broker) && after.sessions.is_empty() {
-                    let conversations = conversations_of(&self.db, user).await?;
+                    let conversations = membership::conversations_of(&self.db, user).await?;
                     let offline = presence::PresenceStatus::Offline;
                     let signal = PresenceSignal::new(user, offline, after.last_seen_at, Utc::now());
                     presence::announce(&self.nats, &self.subjects, &signal, &conversations).await;
@@ -167,13 +169,4 @@ impl PresenceKeeper {
         }
         Ok(())
     }
-}
-
-async fn conversations_of(db: &PgPool, user: UserId) -> Result<Vec<ConversationId>, sqlx::Error> {
-    let ids: Vec<uuid::Uuid> =
-        sqlx::query_scalar("select conversation_id from conversation_members where user_id = $1")
-            .bind(user.as_uuid())
-            .fetch_all(db)
-            .await?;
-    Ok(ids.into_iter().map(ConversationId::from_uuid).collect())
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
+use crate::membership;
 use crate::presence::{Presence, PresenceStatus};
 use crate::state::AppState;
 
@@ -31,23 +32,11 @@ impl PresenceApi {
         id: Path<Uuid>,
     ) -> Result<Json<Presence>, ApiError> {
         let user = UserId::from_uuid(id.0);
-        if user != auth.0.id && !share_a_conversation(&state.db, auth.0.id, user).await? {
+        if user != auth.0.id && !membership::share_a_conversation(&state.db, auth.0.id, user).await? {
             return Err(ApiError::not_found("user"));
         }
         Ok(Json(state.presence.of(user)))
     }
-}
-
-async fn share_a_conversation(db: &sqlx::PgPool, caller: UserId, other: UserId) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists (select 1 from conversation_members mine
-                          join conversation_members theirs on theirs.conversation_id = mine.conversation_id
-                         where mine.user_id = $1 and theirs.user_id = $2)",
-    )
-    .bind(caller.as_uuid())
-    .bind(other.as_uuid())
-    .fetch_one(db)
-    .await
 }
 
 impl poem_openapi::types::Example for Presence {
