@@ -145,6 +145,12 @@ impl ApiError {
         Self::Conflict(ProblemJson::new(Problem::new(StatusCode::CONFLICT, code, detail)))
     }
 
+    pub fn payload_too_large(field: &str, detail: impl Into<String>) -> Self {
+        let mut problem = Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", detail);
+        problem.field = Some(field.to_owned());
+        Self::PayloadTooLarge(ProblemJson::new(problem))
+    }
+
     pub fn unprocessable(code: &str, detail: impl Into<String>) -> Self {
         Self::Unprocessable(ProblemJson::new(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)))
     }

@@ -21,6 +21,10 @@ pub struct Metrics {
 pub struct OutboxMetrics {
     pub published: Counter,
     pub failures: Counter,
+    /// Rounds that stopped because an event got no acknowledgement within the publish timeout.
+    pub stalls: Counter,
+    /// Events larger than NATS admits, skipped (they stay readable over REST).
+    pub unpublishable: Counter,
     /// Age of the oldest unpublished event, in seconds (0 when none), checked every poll interval.
     pub lag_seconds: Gauge<f64, AtomicU64>,
     /// From an event's `occurred_at` to JetStream's acknowledgement.
@@ -34,6 +38,8 @@ impl Default for Metrics {
         let outbox = OutboxMetrics {
             published: Counter::default(),
             failures: Counter::default(),
+            stalls: Counter::default(),
+            unpublishable: Counter::default(),
             lag_seconds: Gauge::default(),
             // 0.25 ms to about 4 s.
             publish_latency: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
@@ -44,6 +50,16 @@ impl Default for Metrics {
             "outbox_publish_failures",
             "Relay rounds that failed (NATS away, no ack)",
             outbox.failures.clone(),
+        );
+        registry.register(
+            "outbox_stalls",
+            "Relay rounds that made no progress within PARLEY_PUBLISH_TIMEOUT (logged with the event)",
+            outbox.stalls.clone(),
+        );
+        registry.register(
+            "outbox_unpublishable_events",
+            "Events larger than the NATS server's max_payload, skipped (readable over REST)",
+            outbox.unpublishable.clone(),
         );
         registry.register("outbox_lag_seconds", "Age of the oldest unpublished event", outbox.lag_seconds.clone());
         registry.register(

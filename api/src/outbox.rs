@@ -49,6 +49,27 @@ impl EventRow {
     }
 }
 
+/// Room a NATS message needs around an event's `{"type","data"}`: the envelope's ids, seq,
+/// actor and timestamp (about 200 bytes) and the headers (`traceparent`, `Nats-Msg-Id`, about
+/// 150), with margin.
+const ENVELOPE_ALLOWANCE: usize = 1024;
+
+/// Refuses, before anything is written, an event NATS could never carry (larger than the
+/// server's `max_payload`): the relay could not publish it, and members would only find it by
+/// reading the conversation's events over REST. `field` names the request field that made it
+/// that large.
+pub fn ensure_publishable(nats: &async_nats::Client, event: &Event, field: &str) -> Result<(), ApiError> {
+    let limit = nats.max_payload().saturating_sub(ENVELOPE_ALLOWANCE);
+    let size = serde_json::to_vec(event).map_or(usize::MAX, |json| json.len());
+    if size > limit {
+        return Err(ApiError::payload_too_large(
+            field,
+            format!("the event this request makes ({size} bytes) is larger than NATS carries ({limit} bytes)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Takes the conversation's next seq, locking its row until commit. Writers call this *before*
 /// checking membership, so the check sees any membership change that committed while they
 /// waited for the lock. `activity` also moves the conversation up members' lists; receipts do not.

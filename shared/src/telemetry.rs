@@ -66,7 +66,7 @@ pub fn init(args: &LogArgs, service_name: &'static str) -> TelemetryGuard {
         LogFormat::Text => logs.boxed(),
         LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).boxed(),
     };
-    let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(logs).try_init();
     TelemetryGuard { provider }
 }
 

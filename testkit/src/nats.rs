@@ -20,6 +20,8 @@ pub struct NatsServer {
     port: u16,
     output: Output,
     cluster: Option<ClusterMember>,
+    /// A configuration file passed with `-c` (for settings without a flag, like `max_payload`).
+    config: Option<PathBuf>,
     process: Option<Supervised>,
 }
 
@@ -47,7 +49,7 @@ impl NatsCluster {
             let cluster = Some(ClusterMember { port: route_port, routes });
             let store_dir = dir.join(format!("nats-{index}"));
             std::fs::create_dir_all(&store_dir)?;
-            servers.push(NatsServer { store_dir, port, output: output(index), cluster, process: None });
+            servers.push(NatsServer { store_dir, port, output: output(index), cluster, config: None, process: None });
         }
         // All first, then wait: a clustered server greets clients before its peers are up.
         for server in &mut servers {
@@ -65,14 +67,35 @@ impl NatsCluster {
 impl NatsServer {
     /// Starts `nats-server -js` on `127.0.0.1:port` and waits until it greets clients.
     pub async fn start(store_dir: &Path, port: u16, output: Output) -> anyhow::Result<Self> {
+        Self::start_configured(store_dir, port, output, None).await
+    }
+
+    /// Like [`start`](Self::start), with `config` (nats-server configuration text, e.g.
+    /// `max_payload: 8192`) written next to the store and passed with `-c`.
+    pub async fn start_with_config(store_dir: &Path, port: u16, output: Output, config: &str) -> anyhow::Result<Self> {
+        let path = store_dir.with_extension("conf");
+        std::fs::write(&path, config)?;
+        Self::start_configured(store_dir, port, output, Some(path)).await
+    }
+
+    async fn start_configured(
+        store_dir: &Path,
+        port: u16,
+        output: Output,
+        config: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(store_dir)?;
-        let mut server = Self { store_dir: store_dir.to_path_buf(), port, output, cluster: None, process: None };
+        let store_dir = store_dir.to_path_buf();
+        let mut server = Self { store_dir, port, output, cluster: None, config, process: None };
         server.launch().await?;
         Ok(server)
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
         let mut command = Command::new(nats_server()?);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
         command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.store_dir)
@@ -119,6 +142,20 @@ impl NatsServer {
     /// The exit status, once the server has ended by itself.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.process.as_mut()?.try_exit_status()
+    }
+
+    /// Freezes the server (SIGSTOP): its sockets stay open but nothing answers, as on a hung
+    /// host. [`resume`](Self::resume) thaws it.
+    pub fn pause(&self) {
+        if let Some(process) = &self.process {
+            process.signal(Signal::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(process) = &self.process {
+            process.signal(Signal::SIGCONT);
+        }
     }
 
     /// Graceful stop (SIGTERM).

@@ -1,10 +1,14 @@
 //! One relay round: read unpublished events oldest first, publish them, mark them published.
 
+use std::time::Duration;
+
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
+use futures_util::{TryStreamExt, stream};
 use parley_shared::events::{Envelope, Event};
 use parley_shared::ids::{ConversationId, EventId, UserId};
 use parley_shared::subjects::Subjects;
@@ -12,6 +16,13 @@ use sqlx::PgPool;
 
 use crate::metrics::OutboxMetrics;
 use uuid::Uuid;
+
+/// Most user copies of one event awaiting their acknowledgement at once. async-nats admits
+/// 5,000 unacknowledged publishes per context and makes the next `send_publish` wait for a
+/// permit; here every copy awaits its own acknowledgement, so a permit is only ever held by a
+/// future that is driving its release, and one event (a 20,000-member `conversation.created`)
+/// leaves permits for the conversations published beside it.
+const USER_COPIES_IN_FLIGHT: usize = 256;
 
 #[derive(sqlx::FromRow)]
 struct Pending {
@@ -26,12 +37,40 @@ struct Pending {
     trace_context: Option<String>,
 }
 
+/// Why one event was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// No acknowledgement (or no permit to publish) within the publish timeout.
+    #[error("no acknowledgement within {0:?}")]
+    Stalled(Duration),
+    /// Larger than the server's `max_payload`: no retry can publish it.
+    #[error("larger than the NATS server's max_payload")]
+    TooLarge,
+    #[error(transparent)]
+    Publish(#[from] jetstream::context::PublishError),
+    #[error("cannot decode or encode the stored event: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// An event the round could not publish; the round stops at it (see [`publish_pending`]).
+#[derive(Debug, thiserror::Error)]
+#[error("publishing event {event} of conversation {conversation}: {failure}")]
+pub struct Unpublished {
+    pub event: Uuid,
+    pub conversation: Uuid,
+    pub failure: Failure,
+}
+
 /// Publishes every unpublished event, `batch` at a time, until none is left or a publish fails.
+/// An event larger than NATS admits is logged, counted and marked published without being
+/// published (it stays in the event log; clients see the gap in `seq` and read it over REST),
+/// so it cannot hold back its conversation's later events for ever.
 pub async fn publish_pending(
     db: &PgPool,
     jetstream: &jetstream::Context,
     subjects: &Subjects,
     batch: i64,
+    timeout: Duration,
     metrics: &OutboxMetrics,
 ) -> anyhow::Result<()> {
     loop {
@@ -50,17 +89,27 @@ pub async fn publish_pending(
         sorted.sort_by_key(|event| event.conversation_id);
         // Conversations in parallel, each conversation's events strictly one after another.
         let chains = sorted.chunk_by(|a, b| a.conversation_id == b.conversation_id);
-        let outcomes = join_all(chains.map(|events| publish_in_order(jetstream, subjects, events))).await;
+        let publisher = Publisher { jetstream, subjects, timeout };
+        let outcomes = join_all(chains.map(|events| publisher.publish_in_order(events))).await;
         let acknowledged_at = Utc::now();
         let mut published = Vec::with_capacity(pending.len());
         let mut failure = None;
-        for (acknowledged, error) in outcomes {
+        for (acknowledged, unpublished) in outcomes {
             for event in acknowledged {
                 let latency = (acknowledged_at - event.occurred_at).to_std().unwrap_or_default();
                 metrics.publish_latency.observe(latency.as_secs_f64());
                 published.push(event.id);
             }
-            failure = failure.or(error);
+            match unpublished {
+                Some(Unpublished { event, conversation, failure: Failure::TooLarge }) => {
+                    tracing::error!(event_id = %event, conversation_id = %conversation,
+                        "event larger than the NATS server's max_payload; skipped, clients read it over REST");
+                    metrics.unpublishable.inc();
+                    published.push(event);
+                }
+                Some(unpublished) => failure = failure.or(Some(unpublished)),
+                None => {}
+            }
         }
         metrics.published.inc_by(published.len() as u64);
         if !published.is_empty() {
@@ -69,8 +118,8 @@ pub async fn publish_pending(
                 .execute(db)
                 .await?;
         }
-        if let Some(error) = failure {
-            return Err(error);
+        if let Some(unpublished) = failure {
+            return Err(unpublished.into());
         }
         tracing::debug!(events = published.len(), "outbox round published");
         if i64::try_from(pending.len()).unwrap_or(i64::MAX) < batch {
@@ -79,58 +128,78 @@ pub async fn publish_pending(
     }
 }
 
-/// Publishes `events` (one conversation's, in seq order) until the first failure; returns the
-/// events JetStream acknowledged and that failure.
-async fn publish_in_order<'a>(
-    jetstream: &jetstream::Context,
-    subjects: &Subjects,
-    events: &'a [&'a Pending],
-) -> (&'a [&'a Pending], Option<anyhow::Error>) {
-    for (sent, event) in events.iter().enumerate() {
-        if let Err(error) = publish_one(jetstream, subjects, event).await {
-            return (&events[..sent], Some(error));
-        }
-    }
-    (events, None)
+struct Publisher<'a> {
+    jetstream: &'a jetstream::Context,
+    subjects: &'a Subjects,
+    /// Bounds every wait of one copy: for a permit, for the send, for the acknowledgement.
+    timeout: Duration,
 }
 
-/// The conversation subject, then the subject of each user who must hear it, each awaited; in
-/// a span of the writing request's trace, whose context the NATS headers carry on.
-async fn publish_one(jetstream: &jetstream::Context, subjects: &Subjects, pending: &Pending) -> anyhow::Result<()> {
-    let (_span, traceparent) = parley_shared::telemetry::child_span("outbox.publish", pending.trace_context.as_deref());
-    let event = Event::from_parts(&pending.kind, pending.data.clone())?;
-    let conversation = ConversationId::from_uuid(pending.conversation_id);
-    let envelope = Envelope {
-        id: EventId::from_uuid(pending.id),
-        conversation_id: conversation,
-        seq: pending.seq,
-        actor: UserId::from_uuid(pending.actor_id),
-        occurred_at: pending.occurred_at,
-        event,
-    };
-    let payload = Bytes::from(serde_json::to_vec(&envelope)?);
-    let kind = envelope.event.kind();
-    let mut headers = HeaderMap::new();
-    headers.insert("traceparent", traceparent.as_str());
-    // `headers` replaces the whole map, so it goes before `message_id`.
-    let message =
-        |id: String, payload: Bytes| PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload);
-    jetstream
-        .send_publish(subjects.conversation_event(conversation, kind), message(pending.id.to_string(), payload.clone()))
-        .await?
-        .await?;
-    // The users' copies are independent of each other: send them all, then await the acks.
-    let mut acks = Vec::new();
-    for user in envelope.event.user_recipients() {
-        let copy = match envelope.event.for_recipient(user) {
-            Some(event) => Bytes::from(serde_json::to_vec(&Envelope { event, ..envelope.clone() })?),
-            None => payload.clone(),
+impl Publisher<'_> {
+    /// Publishes `events` (one conversation's, in seq order) until the first failure; returns
+    /// the events JetStream acknowledged and the one that failed.
+    async fn publish_in_order<'e>(&self, events: &'e [&'e Pending]) -> (&'e [&'e Pending], Option<Unpublished>) {
+        for (sent, event) in events.iter().enumerate() {
+            if let Err(failure) = self.publish_one(event).await {
+                let unpublished = Unpublished { event: event.id, conversation: event.conversation_id, failure };
+                return (&events[..sent], Some(unpublished));
+            }
+        }
+        (events, None)
+    }
+
+    /// The conversation subject, then the subject of each user who must hear it, at most
+    /// [`USER_COPIES_IN_FLIGHT`] at a time; in a span of the writing request's trace, whose
+    /// context the NATS headers carry on.
+    async fn publish_one(&self, pending: &Pending) -> Result<(), Failure> {
+        let (_span, traceparent) =
+            parley_shared::telemetry::child_span("outbox.publish", pending.trace_context.as_deref());
+        let event = Event::from_parts(&pending.kind, pending.data.clone())?;
+        let conversation = ConversationId::from_uuid(pending.conversation_id);
+        let envelope = Envelope {
+            id: EventId::from_uuid(pending.id),
+            conversation_id: conversation,
+            seq: pending.seq,
+            actor: UserId::from_uuid(pending.actor_id),
+            occurred_at: pending.occurred_at,
+            event,
         };
-        let id = format!("{}/{user}", pending.id);
-        acks.push(jetstream.send_publish(subjects.user_event(user, kind), message(id, copy)).await?);
+        let payload = Bytes::from(serde_json::to_vec(&envelope)?);
+        let kind = envelope.event.kind();
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", traceparent.as_str());
+        // `headers` replaces the whole map, so it goes before `message_id`.
+        let message = |id: String, payload: Bytes| {
+            PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload)
+        };
+        let subject = self.subjects.conversation_event(conversation, kind);
+        self.publish(subject, message(pending.id.to_string(), payload.clone())).await?;
+        // The users' copies are independent of each other.
+        stream::iter(envelope.event.user_recipients().into_iter().map(Ok))
+            .try_for_each_concurrent(USER_COPIES_IN_FLIGHT, |user| {
+                let copy = match envelope.event.for_recipient(user) {
+                    Some(event) => serde_json::to_vec(&Envelope { event, ..envelope.clone() }).map(Bytes::from),
+                    None => Ok(payload.clone()),
+                };
+                let id = format!("{}/{user}", pending.id);
+                let subject = self.subjects.user_event(user, kind);
+                let message = copy.map(|copy| message(id, copy));
+                async move { self.publish(subject, message?).await }
+            })
+            .await
     }
-    for ack in acks {
-        ack.await?;
+
+    /// One publish, awaited until JetStream acknowledged it.
+    async fn publish(&self, subject: String, message: PublishMessage) -> Result<(), Failure> {
+        let publish = async { self.jetstream.send_publish(subject, message).await?.await };
+        match tokio::time::timeout(self.timeout, publish).await {
+            Ok(Ok(_ack)) => Ok(()),
+            Ok(Err(error)) => Err(match error.kind() {
+                PublishErrorKind::MaxPayloadExceeded => Failure::TooLarge,
+                PublishErrorKind::TimedOut => Failure::Stalled(self.timeout),
+                _ => Failure::Publish(error),
+            }),
+            Err(_elapsed) => Err(Failure::Stalled(self.timeout)),
+        }
     }
-    Ok(())
 }

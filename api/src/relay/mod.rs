@@ -63,7 +63,8 @@ pub struct RelayConfig {
     /// deleted and replay asks for them answers 410. `0s` keeps them forever.
     #[arg(long, env = "PARLEY_EVENT_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub event_retention: Duration,
-    /// How long a publish may wait for JetStream's acknowledgement before the round is retried.
+    /// How long one publish may wait (for a slot, for JetStream's acknowledgement) before the
+    /// round is logged as stalled and retried.
     #[arg(long, env = "PARLEY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub publish_timeout: Duration,
 }
@@ -181,7 +182,15 @@ impl Relay {
                     let delay = backoff.next();
                     self.metrics.failures.inc();
                     let lag = self.measure_lag().await;
-                    tracing::warn!(%error, ?delay, lag_seconds = lag, "publishing the outbox failed; events stay queued in PostgreSQL");
+                    match error.downcast_ref::<drain::Unpublished>() {
+                        Some(stuck @ drain::Unpublished { failure: drain::Failure::Stalled(timeout), .. }) => {
+                            self.metrics.stalls.inc();
+                            tracing::warn!(event_id = %stuck.event, conversation_id = %stuck.conversation, ?timeout, ?delay,
+                                lag_seconds = lag, "outbox relay made no progress within the publish timeout; retrying");
+                        }
+                        _ => tracing::warn!(%error, ?delay, lag_seconds = lag,
+                            "publishing the outbox failed; events stay queued in PostgreSQL"),
+                    }
                     Some(delay)
                 }
             };
@@ -218,7 +227,16 @@ impl Relay {
     }
 
     async fn publish_pending(&self, jetstream: &async_nats::jetstream::Context) -> anyhow::Result<()> {
-        drain::publish_pending(&self.db, jetstream, &self.subjects, self.config.outbox_batch, &self.metrics).await
+        let config = &self.config;
+        drain::publish_pending(
+            &self.db,
+            jetstream,
+            &self.subjects,
+            config.outbox_batch,
+            config.publish_timeout,
+            &self.metrics,
+        )
+        .await
     }
 
     /// Updates the lag gauge from the oldest unpublished event; returns it in seconds.

@@ -366,6 +366,11 @@ async fn create_group(state: &AppState, caller: UserId, group: NewGroupConversat
             format!("a group has at most {} members", state.limits.group_max_members),
         ));
     }
+    let mut members = vec![(*caller.as_uuid(), Role::Owner)];
+    members.extend(others.iter().map(|id| (*id, Role::Member)));
+    let member_ids = members.iter().map(|(id, _)| UserId::from_uuid(*id)).collect();
+    let event = Event::ConversationCreated(ConversationCreated::new("group", Some(title.clone()), None, member_ids));
+    outbox::ensure_publishable(&state.nats, &event, "member_ids")?;
     let mut tx = state.db.begin().await?;
     ensure_users(&mut tx, &others).await?;
     let id = Uuid::now_v7();
@@ -375,11 +380,7 @@ async fn create_group(state: &AppState, caller: UserId, group: NewGroupConversat
         .bind(caller.as_uuid())
         .execute(&mut *tx)
         .await?;
-    let mut members = vec![(*caller.as_uuid(), Role::Owner)];
-    members.extend(others.iter().map(|id| (*id, Role::Member)));
     add_initial_members(&mut tx, id, &members).await?;
-    let member_ids = members.iter().map(|(id, _)| UserId::from_uuid(*id)).collect();
-    let event = Event::ConversationCreated(ConversationCreated::new("group", Some(title), None, member_ids));
     let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
     tx.commit().await?;
     state.outbox.committed(recorded);

@@ -186,6 +186,7 @@ impl MessagesApi {
             }),
             client_message_id: body.0.client_message_id.clone().map(String::from),
         });
+        outbox::ensure_publishable(&state.nats, &event, "text")?;
         let event = outbox::EventRow::new(conversation, seq, caller, &event);
         // One statement for the message, its membership check and its event: the hottest path
         // saves two round trips. The check runs after next_seq's lock (a statement of its own),
@@ -324,6 +325,7 @@ impl MessagesApi {
             body: Some(text),
             edited_at,
         });
+        outbox::ensure_publishable(&state.nats, &event, "text")?;
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
         tx.commit().await?;
         state.outbox.committed(recorded);

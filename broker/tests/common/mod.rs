@@ -26,6 +26,14 @@ impl Stack {
         Self::on(TestContext::with_own_services().await, broker_env).await
     }
 
+    /// With extra settings for the API too.
+    pub async fn with_api_env(api_env: Vec<(String, String)>, broker_env: Vec<(String, String)>) -> Self {
+        let ctx = TestContext::start().await;
+        let api = ctx.spawn(Binary::Api, [unlimited_writes(), api_env].concat()).await;
+        let broker = ctx.spawn(Binary::Broker, broker_env).await;
+        Self { ctx, api, broker }
+    }
+
     async fn on(ctx: TestContext, broker_env: Vec<(String, String)>) -> Self {
         let api = ctx.spawn(Binary::Api, unlimited_writes()).await;
         let broker = ctx.spawn(Binary::Broker, broker_env).await;

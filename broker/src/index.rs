@@ -1,0 +1,382 @@
+//! The broker's routing table: the users connected here (their connections, and the
+//! conversations they are members of) and, for every conversation with a local member, those
+//! members and the latest `seq` this broker has seen.
+//!
+//! Both tables are split into shards, each behind its own mutex, so deliveries, joins and leaves
+//! on different users and conversations do not queue behind one lock. Locks are never held
+//! across an `.await`; when two are held at once it is always a user shard, then a conversation
+//! shard. A delivery copies a conversation's members out before it locks their user shards.
+//!
+//! What interest costs: a conversation entry (its key, last seq and member set; ~100 bytes with
+//! the hash table's slack) the first time a local user is a member, then ~16 bytes in the
+//! conversation's member set and ~16 in the user's list for each local membership. No NATS
+//! subscription, channel or task per conversation.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use parley_shared::ids::{ConversationId, UserId};
+
+use crate::outbound::{Frame, Outbound, Pushed};
+
+/// Shards per table: enough that two cores rarely meet on one, few enough to cost nothing.
+const SHARDS: usize = 64;
+
+/// A table split into [`SHARDS`] mutex-guarded maps, by the key's random low bits (UUIDv7).
+#[derive(Debug)]
+struct Shards<K, V> {
+    shards: Box<[Mutex<HashMap<K, V>>]>,
+}
+
+impl<K: Eq + Hash + ShardKey, V> Shards<K, V> {
+    fn new() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+
+    fn lock(&self, key: &K) -> MutexGuard<'_, HashMap<K, V>> {
+        lock(&self.shards[key.shard()])
+    }
+
+    fn each(&self) -> impl Iterator<Item = MutexGuard<'_, HashMap<K, V>>> {
+        self.shards.iter().map(lock)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is complete before any call that could panic.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+trait ShardKey {
+    fn shard(&self) -> usize;
+}
+
+impl ShardKey for UserId {
+    fn shard(&self) -> usize {
+        (self.as_uuid().as_u128() % SHARDS as u128) as usize
+    }
+}
+
+impl ShardKey for ConversationId {
+    fn shard(&self) -> usize {
+        (self.as_uuid().as_u128() % SHARDS as u128) as usize
+    }
+}
+
+/// One user connected (or connecting) to this broker.
+#[derive(Debug, Default)]
+pub struct UserEntry {
+    pub connections: Vec<Arc<Outbound>>,
+    /// Connections past authentication that have not had their `hello` yet.
+    pub joining: usize,
+    /// Whether the user's memberships are known (their first connection's snapshot is in).
+    pub installed: bool,
+    /// Whether presence was told of this user's arrival (and so will be of their departure).
+    pub arrived: bool,
+    /// The conversations the user is a member of, sorted (membership changes are rare).
+    conversations: Vec<ConversationId>,
+}
+
+impl UserEntry {
+    pub fn conversations(&self) -> &[ConversationId] {
+        &self.conversations
+    }
+
+    pub fn is_member(&self, conversation: ConversationId) -> bool {
+        self.conversations.binary_search(&conversation).is_ok()
+    }
+}
+
+/// A conversation with at least one local member.
+#[derive(Debug)]
+struct ConversationEntry {
+    members: MemberSet,
+    /// The latest `seq` delivered here (or known from a snapshot): older events are dropped.
+    last_seq: i64,
+}
+
+/// The local members of one conversation: inline for one (a direct conversation whose other
+/// member is elsewhere), a vector for a few, a hash set for many.
+#[derive(Debug)]
+enum MemberSet {
+    One(UserId),
+    Few(Vec<UserId>),
+    Many(Box<HashSet<UserId>>),
+}
+
+/// Past this many local members a set replaces the vector (removal stays O(1)).
+const FEW: usize = 32;
+
+impl MemberSet {
+    fn insert(&mut self, user: UserId) {
+        match self {
+            Self::One(one) if *one == user => {}
+            Self::One(one) => *self = Self::Few(vec![*one, user]),
+            Self::Few(few) if few.contains(&user) => {}
+            Self::Few(few) if few.len() < FEW => few.push(user),
+            Self::Few(few) => {
+                let mut many: HashSet<UserId> = few.drain(..).collect();
+                many.insert(user);
+                *self = Self::Many(Box::new(many));
+            }
+            Self::Many(many) => {
+                many.insert(user);
+            }
+        }
+    }
+
+    /// Removes `user`; returns whether no member is left.
+    fn remove(&mut self, user: UserId) -> bool {
+        match self {
+            Self::One(one) => *one == user,
+            Self::Few(few) => {
+                few.retain(|member| *member != user);
+                few.is_empty()
+            }
+            Self::Many(many) => {
+                many.remove(&user);
+                many.is_empty()
+            }
+        }
+    }
+
+    fn copy_into(&self, out: &mut Vec<UserId>) {
+        match self {
+            Self::One(one) => out.push(*one),
+            Self::Few(few) => out.extend_from_slice(few),
+            Self::Many(many) => out.extend(many.iter().copied()),
+        }
+    }
+}
+
+/// Why a delivery reached nobody.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// No local member: dropped after one lookup.
+    NoInterest,
+    /// At or below the `seq` this broker already has for the conversation.
+    Stale,
+    /// Handed to the local members' connections.
+    Delivered,
+}
+
+#[derive(Debug)]
+pub struct Index {
+    users: Shards<UserId, UserEntry>,
+    conversations: Shards<ConversationId, ConversationEntry>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self { users: Shards::new(), conversations: Shards::new() }
+    }
+}
+
+impl Index {
+    /// Runs `f` on the user's entry (created if missing) under its shard lock.
+    pub fn with_user<T>(&self, user: UserId, f: impl FnOnce(&mut UserEntry) -> T) -> T {
+        f(self.users.lock(&user).entry(user).or_default())
+    }
+
+    /// Runs `f` on the user's entry, if the user is here.
+    pub fn with_known_user<T>(&self, user: UserId, f: impl FnOnce(&mut UserEntry) -> T) -> Option<T> {
+        self.users.lock(&user).get_mut(&user).map(f)
+    }
+
+    pub fn has_user(&self, user: UserId) -> bool {
+        self.users.lock(&user).contains_key(&user)
+    }
+
+    pub fn has_conversation(&self, conversation: ConversationId) -> bool {
+        self.conversations.lock(&conversation).contains_key(&conversation)
+    }
+
+    /// Takes the user out once their last connection has left (and no other is joining);
+    /// returns their entry, whose conversations no longer list them.
+    pub fn remove_user_if_idle(&self, user: UserId) -> Option<UserEntry> {
+        let mut users = self.users.lock(&user);
+        let idle = users.get(&user).is_some_and(|entry| entry.connections.is_empty() && entry.joining == 0);
+        if !idle {
+            return None;
+        }
+        let entry = users.remove(&user)?;
+        for &conversation in &entry.conversations {
+            self.remove_member(conversation, user);
+        }
+        Some(entry)
+    }
+
+    /// Makes a just-joined user's memberships known: `positions` (from the API's snapshot) for
+    /// conversations new to this broker; entries that exist keep their own `last_seq`. Returns
+    /// false (and changes nothing) when another connection of the user did it first.
+    pub fn install(&self, user: UserId, positions: &[(ConversationId, i64)]) -> bool {
+        let mut users = self.users.lock(&user);
+        let Some(entry) = users.get_mut(&user) else { return false };
+        if entry.installed {
+            return false;
+        }
+        entry.installed = true;
+        entry.conversations = positions.iter().map(|(conversation, _)| *conversation).collect();
+        entry.conversations.sort_unstable();
+        entry.conversations.dedup();
+        for &(conversation, last_seq) in positions {
+            self.add_member(conversation, user, last_seq);
+        }
+        true
+    }
+
+    /// `user` (if connected here) is now a member of `conversation`, or no longer is.
+    pub fn set_membership(&self, user: UserId, conversation: ConversationId, member: bool, seq: i64) {
+        let mut users = self.users.lock(&user);
+        let Some(entry) = users.get_mut(&user).filter(|entry| entry.installed) else { return };
+        match (entry.conversations.binary_search(&conversation), member) {
+            (Err(at), true) => {
+                entry.conversations.insert(at, conversation);
+                self.add_member(conversation, user, seq);
+            }
+            (Ok(at), false) => {
+                entry.conversations.remove(at);
+                self.remove_member(conversation, user);
+            }
+            _ => {}
+        }
+    }
+
+    /// The conversation's latest `seq` here, if it has local members.
+    pub fn last_seq(&self, conversation: ConversationId) -> Option<i64> {
+        self.conversations.lock(&conversation).get(&conversation).map(|entry| entry.last_seq)
+    }
+
+    fn add_member(&self, conversation: ConversationId, user: UserId, last_seq: i64) {
+        self.conversations
+            .lock(&conversation)
+            .entry(conversation)
+            .or_insert_with(|| ConversationEntry { members: MemberSet::One(user), last_seq })
+            .members
+            .insert(user);
+    }
+
+    fn remove_member(&self, conversation: ConversationId, user: UserId) {
+        let mut conversations = self.conversations.lock(&conversation);
+        if conversations.get_mut(&conversation).is_some_and(|entry| entry.members.remove(user)) {
+            conversations.remove(&conversation);
+        }
+    }
+
+    /// Copies the conversation's local members into `members` (cleared first) if `seq` is news
+    /// (and records it); `None` for signals, which carry no `seq`.
+    pub fn members_for(&self, conversation: ConversationId, seq: Option<i64>, members: &mut Vec<UserId>) -> Delivery {
+        members.clear();
+        let mut conversations = self.conversations.lock(&conversation);
+        let Some(entry) = conversations.get_mut(&conversation) else { return Delivery::NoInterest };
+        if let Some(seq) = seq {
+            if seq <= entry.last_seq {
+                return Delivery::Stale;
+            }
+            entry.last_seq = seq;
+        }
+        entry.members.copy_into(members);
+        Delivery::Delivered
+    }
+
+    /// Pushes `frame` to every connection of `user`; returns how many overflowed.
+    pub fn push_to_user(&self, user: UserId, frame: &Frame) -> usize {
+        self.users.lock(&user).get(&user).map_or(0, |entry| push_all(&entry.connections, frame))
+    }
+
+    /// Every open connection, at this moment.
+    pub fn open_connections(&self) -> Vec<Arc<Outbound>> {
+        self.users.each().flat_map(|users| users.values().flat_map(|e| e.connections.clone()).collect::<Vec<_>>()).collect()
+    }
+
+    /// (users, conversations, memberships) for the gauges.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let (mut users, mut memberships) = (0, 0);
+        for shard in self.users.each() {
+            users += shard.len();
+            memberships += shard.values().map(|entry| entry.conversations.len()).sum::<usize>();
+        }
+        let conversations = self.conversations.each().map(|shard| shard.len()).sum();
+        (users, conversations, memberships)
+    }
+
+    pub fn clear(&self) {
+        for mut shard in self.users.each() {
+            shard.clear();
+        }
+        for mut shard in self.conversations.each() {
+            shard.clear();
+        }
+    }
+}
+
+/// Pushes `frame` to each connection; returns how many overflowed (and are now closing).
+pub fn push_all(connections: &[Arc<Outbound>], frame: &Frame) -> usize {
+    connections.iter().filter(|connection| connection.push(frame.clone()) == Pushed::Overflowed).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn user() -> UserId {
+        UserId::from_uuid(Uuid::now_v7())
+    }
+
+    fn conversation() -> ConversationId {
+        ConversationId::from_uuid(Uuid::now_v7())
+    }
+
+    #[test]
+    fn a_member_set_grows_from_inline_to_vector_to_set_and_empties() {
+        let users: Vec<UserId> = (0..FEW + 5).map(|_| user()).collect();
+        let mut set = MemberSet::One(users[0]);
+        for &member in &users {
+            set.insert(member);
+            set.insert(member);
+        }
+        assert!(matches!(set, MemberSet::Many(_)));
+        let mut copied = Vec::new();
+        set.copy_into(&mut copied);
+        copied.sort();
+        let mut expected = users.clone();
+        expected.sort();
+        assert_eq!(copied, expected);
+        let (last, rest) = users.split_last().expect("users");
+        for &member in rest {
+            assert!(!set.remove(member));
+        }
+        assert!(set.remove(*last));
+    }
+
+    #[test]
+    fn memberships_keep_both_tables_in_step_and_the_last_member_drops_the_entry() {
+        let index = Index::default();
+        let (alice, bob, group) = (user(), user(), conversation());
+        for member in [alice, bob] {
+            index.with_user(member, |entry| entry.joining = 1);
+            assert!(index.install(member, &[(group, 5)]));
+        }
+        assert!(!index.install(alice, &[]), "a second install changes nothing");
+        let mut members = Vec::new();
+        assert_eq!(index.members_for(group, Some(5), &mut members), Delivery::Stale);
+        assert_eq!(index.members_for(group, Some(6), &mut members), Delivery::Delivered);
+        members.sort();
+        let mut both = vec![alice, bob];
+        both.sort();
+        assert_eq!(members, both);
+
+        index.set_membership(bob, group, false, 7);
+        assert!(!index.with_known_user(bob, |entry| entry.is_member(group)).expect("bob"));
+        index.members_for(group, Some(8), &mut members);
+        assert_eq!(members, [alice]);
+
+        index.with_user(alice, |entry| entry.joining = 0);
+        let entry = index.remove_user_if_idle(alice).expect("alice was idle");
+        assert_eq!(entry.conversations(), [group]);
+        assert!(!index.has_conversation(group), "the last local member took the entry with them");
+        assert_eq!(index.members_for(group, Some(9), &mut members), Delivery::NoInterest);
+    }
+}
