@@ -14,13 +14,17 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::feed::Feed;
+use crate::feed::FeedItem;
 use crate::head_deadline::HeadDeadlineAcceptor;
 use crate::hub::Hub;
+use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::outbound::QueueBound;
 use crate::presence::{self, PresenceWorker};
 use crate::protocol::{CloseCode, Limits};
 use crate::relay::Relay;
+use crate::router::Router;
 use crate::routes;
 use crate::server::{Broker, Settings};
 
@@ -31,9 +35,16 @@ pub struct Application {
     broker: Arc<Broker>,
     relay: Relay,
     presence_worker: PresenceWorker,
+    feed: Feed,
+    router: Router,
+    feed_items: tokio::sync::mpsc::Sender<FeedItem>,
     nats_reconnected: Arc<Notify>,
+    events_lost: Arc<Notify>,
     config: Config,
 }
+
+/// Messages the feed may read ahead of the router.
+const FEED_BUFFER: usize = 1024;
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +75,23 @@ impl Application {
         let relay = Relay::new(nats, config.service.nats_prefix.clone(), config.membership_timeout);
         let (presence, presence_worker) =
             presence::channel(relay.nats().clone(), config.service.nats_prefix.clone(), config.presence_ttl);
-        let hub = Arc::new(Hub::new(relay.clone(), presence, Arc::clone(&metrics), config.max_connections_per_user));
+        let index = Arc::new(Index::default());
+        let (live_tx, live) = tokio::sync::watch::channel(false);
+        let subjects = config.service.nats_prefix.clone();
+        let feed = Feed::new(relay.nats().clone(), subjects.stream_name(), Arc::clone(&metrics), live_tx);
+        let (feed_items, feed_rx) = tokio::sync::mpsc::channel(FEED_BUFFER);
+        let events_lost = Arc::new(Notify::new());
+        let (router, router_handle) =
+            Router::new(Arc::clone(&index), subjects, Arc::clone(&metrics), feed_rx, Arc::clone(&events_lost));
+        let hub = Arc::new(Hub::new(
+            index,
+            router_handle,
+            live,
+            relay.clone(),
+            presence,
+            Arc::clone(&metrics),
+            config.max_connections_per_user,
+        ));
         let settings = Settings {
             allowed_origins: config.allowed_origins.iter().filter(|origin| !origin.is_empty()).cloned().collect(),
             allow_query_token: config.allow_query_token,
@@ -83,7 +110,19 @@ impl Application {
         };
         let broker = Arc::new(Broker { hub, verifier, metrics, settings, connections: TaskTracker::new() });
         let (acceptor, local_addr) = bind(config.listen, config.socket_send_buffer)?;
-        Ok(Self { acceptor, local_addr, broker, relay, presence_worker, nats_reconnected, config })
+        Ok(Self {
+            acceptor,
+            local_addr,
+            broker,
+            relay,
+            presence_worker,
+            feed,
+            router,
+            feed_items,
+            nats_reconnected,
+            events_lost,
+            config,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -93,12 +132,31 @@ impl Application {
     /// Serves until `shutdown` resolves; then stops accepting, closes every connection with
     /// 1012, waits for them up to the shutdown timeout and drains the NATS client.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let Self { acceptor, local_addr, broker, relay, presence_worker, nats_reconnected, config } = self;
+        let Self {
+            acceptor,
+            local_addr,
+            broker,
+            relay,
+            presence_worker,
+            feed,
+            router,
+            feed_items,
+            nats_reconnected,
+            events_lost,
+            config,
+        } = self;
         tracing::info!(%local_addr, ws_path = %config.ws_path, "parley-broker listening");
-        let user_events = tokio::spawn(relay.clone().run_user_events(Arc::clone(&broker.hub)));
+        let feed = tokio::spawn(run_feed(feed, feed_items, nats_reconnected));
+        let router = tokio::spawn(router.run());
+        let signals = tokio::spawn(crate::signals::run(
+            relay.nats().clone(),
+            relay.subjects().clone(),
+            Arc::clone(&broker.hub),
+            Arc::clone(&broker.metrics),
+        ));
+        let gauges = tokio::spawn(update_gauges(Arc::clone(&broker)));
         let presence = tokio::spawn(presence_worker.run());
-        let resync =
-            tokio::spawn(resync_after_nats_reconnects(Arc::clone(&broker), nats_reconnected, config.resync_spread));
+        let resync = tokio::spawn(resync_after_lost_events(Arc::clone(&broker), events_lost, config.resync_spread));
         let app = Route::new()
             .at(&config.ws_path, get(crate::server::upgrade))
             .nest("/", routes::health::routes())
@@ -114,9 +172,9 @@ impl Application {
         if tokio::time::timeout(config.service.shutdown_timeout, broker.connections.wait()).await.is_err() {
             tracing::warn!(open = broker.connections.len(), "connections still open at the shutdown deadline");
         }
-        resync.abort();
-        presence.abort();
-        user_events.abort();
+        for task in [resync, presence, gauges, signals, router, feed] {
+            task.abort();
+        }
         broker.hub.clear();
         if let Err(error) = relay.nats().drain().await {
             tracing::warn!(%error, "NATS drain at shutdown failed");
@@ -126,21 +184,52 @@ impl Application {
     }
 }
 
-/// Events published while NATS was away never reached this broker: its clients are told to
-/// reconnect and resume (close code 4004), which recovers them from the API's event log. The
-/// closes are spread evenly over `spread`, so a NATS blip does not send every client of every
-/// broker to the API at the same instant; until its turn a connection keeps receiving live
-/// events (NATS is back), and its resume covers the outage whenever it comes.
-async fn resync_after_nats_reconnects(broker: Arc<Broker>, reconnected: Arc<Notify>, spread: Duration) {
+/// Reads the events stream into the router; after a NATS reconnect, resumes it from where this
+/// broker left off (the server may have lost the consumer).
+async fn run_feed(mut feed: Feed, items: tokio::sync::mpsc::Sender<FeedItem>, reconnected: Arc<Notify>) {
+    loop {
+        let item = tokio::select! {
+            () = reconnected.notified() => {
+                feed.resume();
+                continue;
+            }
+            item = feed.next() => item,
+        };
+        if items.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps the index gauges current (counting walks every shard, so not on every change).
+async fn update_gauges(broker: Arc<Broker>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticks.tick().await;
+        let (users, conversations, memberships) = broker.hub.index().sizes();
+        let gauge = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
+        broker.metrics.users.set(gauge(users));
+        broker.metrics.index_conversations.set(gauge(conversations));
+        broker.metrics.index_memberships.set(gauge(memberships));
+    }
+}
+
+/// Events this broker missed are no longer in the stream (it was away longer than the stream
+/// keeps events, or the stream was recreated): its clients are told to reconnect and resume
+/// (close code 4004), which recovers them from the API's event log. The closes are spread
+/// evenly over `spread`, so this does not send every client to the API at the same instant;
+/// until its turn a connection keeps receiving live events, and its resume covers the gap
+/// whenever it comes.
+async fn resync_after_lost_events(broker: Arc<Broker>, lost: Arc<Notify>, spread: Duration) {
     // At most one batch of closes per this step.
     const STEP: Duration = Duration::from_millis(10);
     loop {
-        reconnected.notified().await;
+        lost.notified().await;
         let connections = broker.hub.open_connections();
         tracing::warn!(
             connections = connections.len(),
             ?spread,
-            "NATS reconnected: closing connections so clients resume what they missed"
+            "events this broker missed are gone from the stream: closing connections so clients resume"
         );
         let most_batches = u32::try_from(spread.as_millis() / STEP.as_millis()).unwrap_or(u32::MAX).max(1);
         let batches = u32::try_from(connections.len()).unwrap_or(u32::MAX).min(most_batches);

@@ -60,18 +60,18 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
     };
     let outbound = Arc::new(Outbound::new(broker.settings.queue_bound));
     let connection_id = uuid::Uuid::now_v7().to_string();
-    let hello = |conversations| Frame {
-        text: ServerFrame::Hello(Hello {
-            connection_id,
-            user_id: identity.user_id,
-            expires_at: identity.expires_at,
-            heartbeat_interval_ms: millis(broker.settings.heartbeat_interval),
-            idle_timeout_ms: millis(broker.settings.idle_timeout),
-            typing_timeout_ms: millis(TYPING_TIMEOUT),
-            limits: broker.settings.limits,
-            conversations,
-        })
-        .to_text(),
+    let hello = Hello {
+        connection_id,
+        user_id: identity.user_id,
+        expires_at: identity.expires_at,
+        heartbeat_interval_ms: millis(broker.settings.heartbeat_interval),
+        idle_timeout_ms: millis(broker.settings.idle_timeout),
+        typing_timeout_ms: millis(TYPING_TIMEOUT),
+        limits: broker.settings.limits,
+        conversations: Vec::new(),
+    };
+    let hello = move |conversations| Frame {
+        text: ServerFrame::Hello(Hello { conversations, ..hello }).to_text(),
         occurred_at_micros: 0,
     };
     match broker.hub.join(identity.user_id, Arc::clone(&outbound), hello).await {

@@ -14,7 +14,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::push};
 use async_nats::{Message, StatusCode};
 use futures_util::StreamExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::metrics::Metrics;
 
 /// How often the server sends a heartbeat while no event flows; missing three (or a consumer
 /// sequence that skips) makes the feed recreate its consumer.
@@ -43,8 +46,9 @@ pub struct Feed {
     live: Option<Live>,
     /// A message that arrived after a gap, handed out after the [`FeedItem::Lost`].
     pending: Option<Message>,
-    /// Consumers made after the first one.
-    pub resumes: u64,
+    /// Set once the first consumer is in place: from then on no event is missed.
+    live_once: watch::Sender<bool>,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 #[derive(Debug)]
@@ -56,14 +60,14 @@ struct Live {
 }
 
 impl Feed {
-    pub fn new(nats: async_nats::Client, stream: String) -> Self {
+    pub fn new(
+        nats: async_nats::Client,
+        stream: String,
+        metrics: std::sync::Arc<Metrics>,
+        live_once: watch::Sender<bool>,
+    ) -> Self {
         let jetstream = jetstream::new(nats.clone());
-        Self { nats, jetstream, stream, last_stream_seq: None, live: None, pending: None, resumes: 0 }
-    }
-
-    /// Whether a consumer is in place: every event published from now on will come out.
-    pub fn is_live(&self) -> bool {
-        self.live.is_some()
+        Self { nats, jetstream, stream, last_stream_seq: None, live: None, pending: None, live_once, metrics }
     }
 
     /// Drops the consumer, so the next read makes a new one from where this broker left off
@@ -101,8 +105,10 @@ impl Feed {
             live.deadline = Instant::now() + SILENCE;
             if message.status == Some(StatusCode::IDLE_HEARTBEAT) {
                 if let Some(reply) = message.reply {
-                    // Flow control: the server sends more once this is answered.
-                    let _ = self.nats.publish(reply, bytes::Bytes::new()).await;
+                    // Flow control: the server sends more once this is answered. Not awaited
+                    // here, so dropping `next` can never lose the answer.
+                    let nats = self.nats.clone();
+                    tokio::spawn(async move { nats.publish(reply, bytes::Bytes::new()).await });
                 } else if last_consumer_seq(&message).is_some_and(|seq| seq != live.consumer_seq) {
                     tracing::info!("events consumer skipped messages; making a new one");
                     self.live = None;
@@ -119,7 +125,11 @@ impl Feed {
             let expected = self.last_stream_seq.map_or(sequences.stream, |last| last + 1);
             self.last_stream_seq = Some(sequences.stream);
             if sequences.stream > expected {
-                tracing::warn!(from = expected, to = sequences.stream - 1, "events missed here are gone from the stream");
+                tracing::warn!(
+                    from = expected,
+                    to = sequences.stream - 1,
+                    "events missed here are gone from the stream"
+                );
                 self.pending = Some(message);
                 return FeedItem::Lost;
             }
@@ -134,7 +144,7 @@ impl Feed {
     /// no longer holds what was missed.
     async fn create(&mut self) -> anyhow::Result<bool> {
         let mut stream = self.jetstream.get_stream(&self.stream).await?;
-        let state = stream.info().await?.state;
+        let state = stream.info().await?.state.clone();
         let (first, last) = (state.first_sequence, state.last_sequence);
         let (start, lost) = match self.last_stream_seq {
             // The first consumer: from now on.
@@ -161,9 +171,10 @@ impl Feed {
         };
         self.jetstream.create_consumer_on_stream(config, &self.stream).await?;
         if self.last_stream_seq.is_some() {
-            self.resumes += 1;
+            self.metrics.feed_resumes.inc();
             tracing::info!(from_stream_seq = start, lost, "events consumer resumed");
         }
+        self.live_once.send_replace(true);
         self.last_stream_seq = Some(start - 1);
         self.live = Some(Live { messages, consumer_seq: 0, deadline: Instant::now() + SILENCE });
         Ok(lost)

@@ -102,6 +102,7 @@ struct ConversationEntry {
 enum MemberSet {
     One(UserId),
     Few(Vec<UserId>),
+    #[allow(clippy::box_collection, reason = "boxed so the common variants stay small (32 bytes, not 56)")]
     Many(Box<HashSet<UserId>>),
 }
 
@@ -248,6 +249,14 @@ impl Index {
         self.conversations.lock(&conversation).get(&conversation).map(|entry| entry.last_seq)
     }
 
+    /// Records that `seq` of the conversation was delivered here by other means (a join's
+    /// replay), so positions handed out later include it.
+    pub fn note_seq(&self, conversation: ConversationId, seq: i64) {
+        if let Some(entry) = self.conversations.lock(&conversation).get_mut(&conversation) {
+            entry.last_seq = entry.last_seq.max(seq);
+        }
+    }
+
     fn add_member(&self, conversation: ConversationId, user: UserId, last_seq: i64) {
         self.conversations
             .lock(&conversation)
@@ -287,7 +296,10 @@ impl Index {
 
     /// Every open connection, at this moment.
     pub fn open_connections(&self) -> Vec<Arc<Outbound>> {
-        self.users.each().flat_map(|users| users.values().flat_map(|e| e.connections.clone()).collect::<Vec<_>>()).collect()
+        self.users
+            .each()
+            .flat_map(|users| users.values().flat_map(|e| e.connections.clone()).collect::<Vec<_>>())
+            .collect()
     }
 
     /// (users, conversations, memberships) for the gauges.

@@ -9,9 +9,13 @@
 //! - [`protocol`]: the frames and close codes (documented in `openapi/asyncapi.yaml`).
 //! - `server`: `GET /ws` — origin and credential checks, the upgrade, the connection tasks.
 //! - `connection`: one connection's loop (inbound, outbound queue, heartbeat, token expiry).
-//! - `hub`: users → connections and memberships; conversations → local members and their
-//!   reference-counted NATS subscription.
-//! - `relay`: NATS — the membership request to the API and the subscriptions.
+//! - `hub`: joining and leaving, over the index and the router.
+//! - `index`: the sharded routing table — users → connections and conversations, conversations
+//!   → local members and latest `seq`.
+//! - `feed`: the one JetStream consumer of the events stream, resumed after interruptions.
+//! - `router`: routes each stream event to local members; sequences joins with delivery.
+//! - `signals`: typing and presence (core NATS, one wildcard subscription each).
+//! - `relay`: NATS requests and publishes — the membership request, typing.
 //! - `presence`: this broker's presence lease and its users' sessions (NATS KV).
 //! - `outbound`: the bounded per-connection queue that holds nothing while empty.
 //! - `head_deadline`: the deadline for the HTTP upgrade request.
@@ -21,15 +25,19 @@ pub mod app;
 pub mod asyncapi;
 pub mod config;
 mod connection;
+mod feed;
 mod head_deadline;
 mod hub;
+mod index;
 mod metrics;
 mod outbound;
 mod presence;
 pub mod protocol;
 mod relay;
+mod router;
 mod routes;
 mod server;
+mod signals;
 
 pub use app::Application;
 pub use config::{Cli, Config};

@@ -13,7 +13,12 @@ pub struct Metrics {
     registry: Registry,
     pub connections: Gauge,
     pub users: Gauge,
-    pub subscriptions: Gauge,
+    pub index_conversations: Gauge,
+    pub index_memberships: Gauge,
+    pub events_routed: Counter,
+    pub events_dropped: Counter,
+    pub feed_resumes: Counter,
+    pub feed_lost: Counter,
     pub frames_in: Counter,
     pub frames_out: Counter,
     pub slow_consumers: Counter,
@@ -34,7 +39,12 @@ impl Default for Metrics {
         let metrics = Self {
             connections: Gauge::default(),
             users: Gauge::default(),
-            subscriptions: Gauge::default(),
+            index_conversations: Gauge::default(),
+            index_memberships: Gauge::default(),
+            events_routed: Counter::default(),
+            events_dropped: Counter::default(),
+            feed_resumes: Counter::default(),
+            feed_lost: Counter::default(),
             frames_in: Counter::default(),
             frames_out: Counter::default(),
             slow_consumers: Counter::default(),
@@ -47,9 +57,34 @@ impl Default for Metrics {
         registry.register("connections", "Open WebSocket connections", metrics.connections.clone());
         registry.register("users", "Users with at least one open connection", metrics.users.clone());
         registry.register(
-            "conversation_subscriptions",
-            "Conversations this broker is subscribed to on NATS (those with a connected member)",
-            metrics.subscriptions.clone(),
+            "index_conversations",
+            "Conversations with a connected member here (entries of the routing index)",
+            metrics.index_conversations.clone(),
+        );
+        registry.register(
+            "index_memberships",
+            "Memberships of the users connected here (entries of the routing index)",
+            metrics.index_memberships.clone(),
+        );
+        registry.register(
+            "events_routed",
+            "Stream events delivered to at least one local connection",
+            metrics.events_routed.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Stream events with no local interest (or already delivered), dropped after one lookup",
+            metrics.events_dropped.clone(),
+        );
+        registry.register(
+            "feed_resumes",
+            "Times the events consumer was recreated from where this broker left off (NATS reconnects, stalls)",
+            metrics.feed_resumes.clone(),
+        );
+        registry.register(
+            "feed_lost",
+            "Times events this broker missed were gone from the stream (its clients were told to resume, 4004)",
+            metrics.feed_lost.clone(),
         );
         registry.register("frames_in", "Frames received from clients", metrics.frames_in.clone());
         registry.register("frames_out", "Frames written to clients", metrics.frames_out.clone());

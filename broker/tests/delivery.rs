@@ -230,15 +230,23 @@ async fn the_delivery_continues_the_request_trace_and_metrics_count_it() {
         .expect(201);
     assert_eq!(bob_ws.next_event().await["data"]["body"], "traced");
 
-    let metrics =
-        reqwest::get(format!("{}/metrics", stack.broker.url())).await.expect("metrics").text().await.expect("body");
-    for line in [
+    let lines = [
         "parley_broker_connections 1",
         "parley_broker_users 1",
-        "parley_broker_conversation_subscriptions 1",
+        "parley_broker_index_conversations 1",
+        "parley_broker_index_memberships 1",
         "parley_broker_delivery_latency_seconds_count 1",
-    ] {
-        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    ];
+    // The index gauges are refreshed once a second.
+    let url = format!("{}/metrics", stack.broker.url());
+    let counted = parley_testkit::wait::until("the broker's metrics", Duration::from_secs(5), || async {
+        let metrics = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        lines.iter().all(|line| metrics.contains(line)).then_some(())
+    })
+    .await;
+    if counted.is_err() {
+        let metrics = reqwest::get(&url).await.expect("metrics").text().await.expect("body");
+        panic!("missing some of {lines:?} in\n{metrics}");
     }
     drop(bob_ws);
     stack.broker.terminate().await.expect("broker stops");

@@ -63,6 +63,16 @@ impl Subjects {
         format!("{}.conv.{conversation}.presence", self.prefix)
     }
 
+    /// Every conversation's typing signals: a broker's one subscription for them.
+    pub fn all_typing(&self) -> String {
+        format!("{}.conv.*.typing", self.prefix)
+    }
+
+    /// Every conversation's presence signals: a broker's one subscription for them.
+    pub fn all_presence(&self) -> String {
+        format!("{}.conv.*.presence", self.prefix)
+    }
+
     pub fn outbox_wake(&self) -> String {
         format!("{}.internal.outbox.wake", self.prefix)
     }

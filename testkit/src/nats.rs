@@ -131,6 +131,11 @@ impl NatsServer {
         self.port
     }
 
+    /// Where JetStream keeps its streams (remove it while stopped to lose them).
+    pub fn store_dir(&self) -> &Path {
+        &self.store_dir
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

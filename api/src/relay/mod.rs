@@ -179,6 +179,9 @@ impl Relay {
                     None
                 }
                 Err(error) => {
+                    // The stream may be what is missing (a NATS that lost its store): make sure
+                    // of it again before the next round.
+                    stream_ready = false;
                     let delay = backoff.next();
                     self.metrics.failures.inc();
                     let lag = self.measure_lag().await;
