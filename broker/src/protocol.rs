@@ -28,7 +28,8 @@ pub enum CloseCode {
     TooManyConnections,
     /// Nothing arrived from the client (not even a pong) within the idle timeout.
     IdleTimeout,
-    /// The broker could not learn the user's conversations (API or NATS unavailable).
+    /// The broker could not learn the user's conversations (API or NATS unavailable), or events
+    /// it missed are no longer in the NATS stream (it cannot replay them).
     Unavailable,
     /// The token in an `auth` frame is missing, invalid, expired or for another user.
     BadToken,
