@@ -99,11 +99,8 @@ impl Application {
             metrics: state.metrics.outbox.clone(),
         };
         let relay = tokio::spawn(relay.run(stop_relay.clone()));
-        let responder = MembershipResponder {
-            db: state.db.clone(),
-            nats: state.nats.clone(),
-            subject: state.subjects.membership_request(),
-        };
+        let responder =
+            MembershipResponder { db: state.db.clone(), nats: state.nats.clone(), subjects: state.subjects.clone() };
         let responder = tokio::spawn(responder.run(stop_relay.clone()));
         let presence = PresenceKeeper {
             view: state.presence.clone(),
@@ -111,6 +108,7 @@ impl Application {
             nats: state.nats.clone(),
             subjects: state.subjects.clone(),
             replicas: config.relay.stream_replicas,
+            auto_max_members: config.service.presence_auto_max_members,
         };
         let presence = tokio::spawn(presence.run(stop_relay.clone()));
         let served = Server::new_with_acceptor(acceptor)

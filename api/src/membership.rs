@@ -57,12 +57,41 @@ pub async fn share_a_conversation<'e>(db: impl PgExecutor<'e>, one: UserId, othe
     .await
 }
 
-/// Every conversation `user` is a member of.
-pub async fn conversations_of<'e>(db: impl PgExecutor<'e>, user: UserId) -> sqlx::Result<Vec<ConversationId>> {
-    let ids: Vec<uuid::Uuid> =
-        sqlx::query_scalar("select conversation_id from conversation_members where user_id = $1")
-            .bind(user.as_uuid())
-            .fetch_all(db)
-            .await?;
+/// The conversations whose members hear `user`'s presence without asking: those with at most
+/// `max_members` members.
+pub async fn audience_of<'e>(
+    db: impl PgExecutor<'e>,
+    user: UserId,
+    max_members: u32,
+) -> sqlx::Result<Vec<ConversationId>> {
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "select m.conversation_id from conversation_members m join conversations c on c.id = m.conversation_id
+          where m.user_id = $1 and c.member_count <= $2",
+    )
+    .bind(user.as_uuid())
+    .bind(i64::from(max_members))
+    .fetch_all(db)
+    .await?;
     Ok(ids.into_iter().map(ConversationId::from_uuid).collect())
+}
+
+/// Which of `candidates` share a conversation with `user` (the user themself included).
+pub async fn visible_among<'e>(
+    db: impl PgExecutor<'e>,
+    user: UserId,
+    candidates: &[UserId],
+) -> sqlx::Result<Vec<UserId>> {
+    let candidates: Vec<uuid::Uuid> = candidates.iter().map(|candidate| *candidate.as_uuid()).collect();
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "select candidate from unnest($2::uuid[]) as candidate
+          where candidate = $1
+             or exists (select 1 from conversation_members mine
+                          join conversation_members theirs on theirs.conversation_id = mine.conversation_id
+                         where mine.user_id = $1 and theirs.user_id = candidate)",
+    )
+    .bind(user.as_uuid())
+    .bind(&candidates)
+    .fetch_all(db)
+    .await?;
+    Ok(ids.into_iter().map(UserId::from_uuid).collect())
 }

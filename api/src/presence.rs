@@ -14,7 +14,7 @@ use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use parley_shared::ids::UserId;
-use parley_shared::presence::{self, BrokerLease, Key, PresenceSignal, UserPresence};
+use parley_shared::presence::{self, BrokerLease, Key, PresenceAnnouncement, PresenceSignal, UserPresence};
 use parley_shared::subjects::Subjects;
 use poem_openapi::{Enum, Object};
 use sqlx::PgPool;
@@ -111,6 +111,8 @@ pub struct PresenceKeeper {
     pub nats: async_nats::Client,
     pub subjects: Subjects,
     pub replicas: usize,
+    /// See `PARLEY_PRESENCE_AUTO_MAX_MEMBERS`.
+    pub auto_max_members: u32,
 }
 
 impl PresenceKeeper {
@@ -158,10 +160,10 @@ impl PresenceKeeper {
                 })
                 .await?;
                 if before.sessions.contains_key(&broker) && after.sessions.is_empty() {
-                    let conversations = membership::conversations_of(&self.db, user).await?;
+                    let audience = membership::audience_of(&self.db, user, self.auto_max_members).await?;
                     let offline = presence::PresenceStatus::Offline;
                     let signal = PresenceSignal::new(user, offline, after.last_seen_at, Utc::now());
-                    presence::announce(&self.nats, &self.subjects, &signal, &conversations).await;
+                    presence::announce(&self.nats, &self.subjects, &PresenceAnnouncement { signal, audience }).await;
                 }
             }
             // Every session is gone: the lease has nothing left to vouch for.

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::feed::Feed;
 use crate::feed::FeedItem;
 use crate::head_deadline::HeadDeadlineAcceptor;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubLimits};
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::outbound::QueueBound;
@@ -90,7 +90,10 @@ impl Application {
             relay.clone(),
             presence,
             Arc::clone(&metrics),
-            config.max_connections_per_user,
+            HubLimits {
+                max_connections_per_user: config.max_connections_per_user,
+                auto_max_members: config.service.presence_auto_max_members,
+            },
         ));
         let settings = Settings {
             allowed_origins: config.allowed_origins.iter().filter(|origin| !origin.is_empty()).cloned().collect(),
@@ -101,11 +104,13 @@ impl Application {
             close_timeout: config.close_timeout,
             inbound_quota: inbound_quota(config.max_frames_per_second),
             queue_bound: QueueBound { frames: config.outbound_queue_frames, bytes: config.outbound_queue_bytes },
+            hello_max_conversations: config.hello_max_conversations,
             limits: Limits {
                 max_frame_bytes: config.max_frame_bytes,
                 max_frames_per_second: config.max_frames_per_second,
                 max_connections_per_user: config.max_connections_per_user,
                 outbound_queue_frames: config.outbound_queue_frames,
+                max_presence_subscriptions: config.presence_subscriptions,
             },
         };
         let broker = Arc::new(Broker { hub, verifier, metrics, settings, connections: TaskTracker::new() });

@@ -57,6 +57,14 @@ pub struct Config {
     /// Frames queued for one connection before it is closed as a slow consumer (4000).
     #[arg(long, env = "PARLEY_BROKER_OUTBOUND_QUEUE_FRAMES", default_value_t = 1024)]
     pub outbound_queue_frames: usize,
+    /// Most conversations `hello` lists (the most active first, by `last_seq`); a user with
+    /// more gets `conversations_truncated: true` and reads the rest with `GET /v1/conversations`.
+    /// Keeps `hello` well under the outbound queue's byte bound (about 75 bytes each).
+    #[arg(long, env = "PARLEY_BROKER_HELLO_MAX_CONVERSATIONS", default_value_t = 5_000)]
+    pub hello_max_conversations: usize,
+    /// Users one connection may follow with `presence.subscribe`.
+    #[arg(long, env = "PARLEY_BROKER_PRESENCE_SUBSCRIPTIONS", default_value_t = 500)]
+    pub presence_subscriptions: usize,
     /// Bytes queued for one connection before it is closed as a slow consumer (4000).
     #[arg(long, env = "PARLEY_BROKER_OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     pub outbound_queue_bytes: usize,

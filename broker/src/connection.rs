@@ -14,6 +14,7 @@ use governor::{DefaultDirectRateLimiter, RateLimiter};
 use parley_shared::auth::Identity;
 use parley_shared::events::TypingState;
 use parley_shared::ids::{ConversationId, UserId};
+use parley_shared::membership::ConversationPosition;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -40,6 +41,8 @@ pub async fn run(broker: Arc<Broker>, ws: Socket, identity: Option<Identity>) {
     let Some((mut connection, ticket)) = Box::pin(open(&broker, ws, identity)).await else { return };
     let ended = connection.run().await;
     // Out of the hub first, so nothing more is queued while the close handshake runs.
+    let following = std::mem::take(&mut connection.following);
+    broker.hub.presence_unsubscribe(&connection.outbound, &mut connection.following, &following);
     drop(ticket);
     if let Some(code) = ended {
         Box::pin(close(&broker, connection.ws, code)).await;
@@ -69,10 +72,17 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
         typing_timeout_ms: millis(TYPING_TIMEOUT),
         limits: broker.settings.limits,
         conversations: Vec::new(),
+        conversations_truncated: false,
     };
-    let hello = move |conversations| Frame {
-        text: ServerFrame::Hello(Hello { conversations, ..hello }).to_text(),
-        occurred_at_micros: 0,
+    let max_conversations = broker.settings.hello_max_conversations;
+    let hello = move |mut conversations: Vec<ConversationPosition>| {
+        let conversations_truncated = conversations.len() > max_conversations;
+        if conversations_truncated {
+            conversations.sort_unstable_by_key(|position| std::cmp::Reverse(position.last_seq));
+            conversations.truncate(max_conversations);
+        }
+        let hello = Hello { conversations, conversations_truncated, ..hello };
+        Frame { text: ServerFrame::Hello(hello).to_text(), occurred_at_micros: 0 }
     };
     match broker.hub.join(identity.user_id, Arc::clone(&outbound), hello).await {
         Ok(ticket) => Some((Connection::new(broker, ws, outbound, identity), ticket)),
@@ -120,6 +130,8 @@ struct Connection<'a> {
     inbound_rate: DefaultDirectRateLimiter,
     /// The last typing `start` relayed, to throttle renewals.
     last_typing: Option<(ConversationId, Instant)>,
+    /// Users this connection follows with `presence.subscribe` (empty for most: no allocation).
+    following: Vec<UserId>,
     ping_due: bool,
     unflushed: bool,
 }
@@ -149,6 +161,7 @@ impl<'a> Connection<'a> {
             timer: Box::pin(tokio::time::sleep_until(next_heartbeat.min(expires))),
             inbound_rate: RateLimiter::direct(broker.settings.inbound_quota),
             last_typing: None,
+            following: Vec::new(),
             ping_due: false,
             unflushed: false,
         }
@@ -253,6 +266,20 @@ impl<'a> Connection<'a> {
                     Some(error) => error,
                     None => return Ok(()),
                 },
+                Ok(ClientFrame::PresenceSubscribe { user_ids }) => {
+                    let limit = self.broker.settings.limits.max_presence_subscriptions;
+                    let hub = &self.broker.hub;
+                    let frames =
+                        hub.presence_subscribe(self.user, &self.outbound, &mut self.following, user_ids, limit).await;
+                    for frame in frames {
+                        self.outbound.push(Frame { text: frame.to_text(), occurred_at_micros: 0 });
+                    }
+                    return Ok(());
+                }
+                Ok(ClientFrame::PresenceUnsubscribe { user_ids }) => {
+                    self.broker.hub.presence_unsubscribe(&self.outbound, &mut self.following, &user_ids);
+                    ServerFrame::PresenceSubscribed { user_ids: self.following.clone() }
+                }
                 Err((code, message)) => ServerFrame::error(code, message),
             },
             Message::Binary(_) => ServerFrame::error(ErrorCode::BinaryNotSupported, "send JSON text frames"),

@@ -122,6 +122,7 @@ impl Feed {
                 continue;
             }
             live.consumer_seq = sequences.consumer;
+            self.metrics.feed_pending.set(i64::try_from(sequences.pending).unwrap_or(i64::MAX));
             let expected = self.last_stream_seq.map_or(sequences.stream, |last| last + 1);
             self.last_stream_seq = Some(sequences.stream);
             if sequences.stream > expected {
@@ -193,6 +194,8 @@ fn last_consumer_seq(message: &Message) -> Option<u64> {
 struct AckSequences {
     stream: u64,
     consumer: u64,
+    /// Messages of the stream not yet delivered to this consumer: how far behind it is.
+    pending: u64,
 }
 
 impl AckSequences {
@@ -203,7 +206,11 @@ impl AckSequences {
             len if len >= 9 => 5,
             _ => return None,
         };
-        Some(Self { stream: tokens[at].parse().ok()?, consumer: tokens[at + 1].parse().ok()? })
+        Some(Self {
+            stream: tokens[at].parse().ok()?,
+            consumer: tokens[at + 1].parse().ok()?,
+            pending: tokens[at + 3].parse().ok()?,
+        })
     }
 }
 
@@ -214,9 +221,9 @@ mod tests {
     #[test]
     fn sequences_are_read_from_both_reply_subject_layouts() {
         let v1 = "$JS.ACK.PARLEY_EVENTS.abc.1.42.7.1700000000000000000.0";
-        assert_eq!(AckSequences::parse(v1), Some(AckSequences { stream: 42, consumer: 7 }));
-        let v2 = "$JS.ACK._.ACCHASH.PARLEY_EVENTS.abc.1.42.7.1700000000000000000.0.token";
-        assert_eq!(AckSequences::parse(v2), Some(AckSequences { stream: 42, consumer: 7 }));
+        assert_eq!(AckSequences::parse(v1), Some(AckSequences { stream: 42, consumer: 7, pending: 0 }));
+        let v2 = "$JS.ACK._.ACCHASH.PARLEY_EVENTS.abc.1.42.7.1700000000000000000.3.token";
+        assert_eq!(AckSequences::parse(v2), Some(AckSequences { stream: 42, consumer: 7, pending: 3 }));
         assert_eq!(AckSequences::parse("_INBOX.x"), None);
         assert_eq!(AckSequences::parse("$JS.ACK.a.b.c"), None);
     }

@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use parley_shared::ids::{ConversationId, UserId};
-use parley_shared::membership::ConversationPosition;
+use parley_shared::membership::{ConversationPosition, Membership};
 use tokio::sync::watch;
 
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::outbound::{Frame, Outbound};
 use crate::presence::PresenceReports;
-use crate::protocol::CloseCode;
+use crate::protocol::{CloseCode, ErrorCode, ServerFrame};
 use crate::relay::Relay;
 use crate::router::{CANCELLED, INSTALLED, InstallRequest, PENDING, RouterHandle};
 
@@ -30,8 +30,15 @@ pub struct Hub {
     relay: Relay,
     presence: PresenceReports,
     metrics: Arc<Metrics>,
-    max_connections_per_user: usize,
+    limits: HubLimits,
     shutting_down: AtomicBool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct HubLimits {
+    pub max_connections_per_user: usize,
+    /// See `PARLEY_PRESENCE_AUTO_MAX_MEMBERS`.
+    pub auto_max_members: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,18 +85,9 @@ impl Hub {
         relay: Relay,
         presence: PresenceReports,
         metrics: Arc<Metrics>,
-        max_connections_per_user: usize,
+        limits: HubLimits,
     ) -> Self {
-        Self {
-            index,
-            router,
-            feed_live,
-            relay,
-            presence,
-            metrics,
-            max_connections_per_user,
-            shutting_down: AtomicBool::new(false),
-        }
+        Self { index, router, feed_live, relay, presence, metrics, limits, shutting_down: AtomicBool::new(false) }
     }
 
     pub fn relay(&self) -> &Relay {
@@ -114,7 +112,7 @@ impl Hub {
             return Err(JoinError::ShuttingDown);
         }
         let known = self.index.with_user(user, |entry| {
-            if entry.connections.len() + entry.joining >= self.max_connections_per_user {
+            if entry.connections.len() + entry.joining >= self.limits.max_connections_per_user {
                 return Err(JoinError::TooManyConnections);
             }
             entry.joining += 1;
@@ -138,10 +136,7 @@ impl Hub {
 
     /// The API's snapshot of the user's memberships, asked for once the router keeps what it
     /// routes for this join; and the user's session recorded for presence.
-    async fn learn_memberships(
-        &self,
-        user: UserId,
-    ) -> Result<(crate::router::Window, Vec<ConversationPosition>), JoinError> {
+    async fn learn_memberships(&self, user: UserId) -> Result<(crate::router::Window, Vec<Membership>), JoinError> {
         let mut live = self.feed_live.clone();
         if tokio::time::timeout(FEED_DEADLINE, live.wait_for(|live| *live)).await.is_err() {
             tracing::warn!("no event feed yet (is the events stream there?); refusing the connection");
@@ -158,11 +153,12 @@ impl Hub {
 
     /// Records the user's session here before their first `hello`; from then on the user's
     /// departure is reported when their last connection leaves.
-    async fn record_arrival(&self, user: UserId, snapshot: &[ConversationPosition]) {
+    async fn record_arrival(&self, user: UserId, snapshot: &[Membership]) {
         let first = self.index.with_known_user(user, |entry| !std::mem::replace(&mut entry.arrived, true));
         if first == Some(true) {
-            let conversations = snapshot.iter().map(|position| position.conversation_id).collect();
-            self.presence.arrived(user, conversations).await;
+            let max = i64::from(self.limits.auto_max_members);
+            let audience = snapshot.iter().filter(|m| m.member_count <= max).map(|m| m.conversation_id).collect();
+            self.presence.arrived(user, audience).await;
         }
     }
 
@@ -175,12 +171,67 @@ impl Hub {
             PENDING => entry.joining -= 1,
             _ => {}
         });
-        if let Some(entry) = self.index.remove_user_if_idle(user) {
+        if let Some((entry, audience)) = self.index.remove_user_if_idle(user, self.limits.auto_max_members) {
             // At shutdown the sessions stay: clients reconnect elsewhere, and the lease expires.
             if entry.arrived && !self.shutting_down.load(Ordering::Acquire) {
-                self.presence.left(user, entry.conversations().to_vec());
+                self.presence.left(user, audience);
             }
         }
+    }
+
+    /// Follows `candidates`' presence on `outbound` (already following `following`, at most
+    /// `limit` in all): the frame to answer with, and the users now followed.
+    pub async fn presence_subscribe(
+        &self,
+        user: UserId,
+        outbound: &Arc<Outbound>,
+        following: &mut Vec<UserId>,
+        candidates: Vec<UserId>,
+        limit: usize,
+    ) -> Vec<ServerFrame> {
+        let mut candidates: Vec<UserId> = candidates.into_iter().filter(|c| !following.contains(c)).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let room = limit.saturating_sub(following.len());
+        let mut frames = Vec::new();
+        if candidates.len() > room {
+            let refused = candidates.split_off(room);
+            frames.push(ServerFrame::Error {
+                code: ErrorCode::TooManySubscriptions,
+                message: format!("a connection follows at most {limit} users"),
+                user_ids: refused,
+            });
+        }
+        let visible = match self.relay.visible(user, candidates.clone()).await {
+            Ok(visible) => visible,
+            Err(error) => {
+                tracing::warn!(%error, "visibility request failed");
+                frames.push(ServerFrame::error(ErrorCode::Unavailable, "could not check these users now; retry"));
+                return frames;
+            }
+        };
+        let refused: Vec<UserId> = candidates.into_iter().filter(|c| !visible.contains(c)).collect();
+        if !refused.is_empty() {
+            frames.push(ServerFrame::Error {
+                code: ErrorCode::NotVisible,
+                message: "these users share no conversation with you".into(),
+                user_ids: refused,
+            });
+        }
+        for watched in visible {
+            self.index.watch(watched, (user, Arc::clone(outbound)));
+            following.push(watched);
+        }
+        frames.insert(0, ServerFrame::PresenceSubscribed { user_ids: following.clone() });
+        frames
+    }
+
+    /// Stops following `users`' presence on `outbound`.
+    pub fn presence_unsubscribe(&self, outbound: &Arc<Outbound>, following: &mut Vec<UserId>, users: &[UserId]) {
+        for user in users {
+            self.index.unwatch(*user, outbound);
+        }
+        following.retain(|user| !users.contains(user));
     }
 
     /// Whether this broker knows `user` to be a member of `conversation` now.

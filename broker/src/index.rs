@@ -17,6 +17,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use parley_shared::ids::{ConversationId, UserId};
+use parley_shared::membership::Membership;
 
 use crate::outbound::{Frame, Outbound, Pushed};
 
@@ -94,7 +95,13 @@ struct ConversationEntry {
     members: MemberSet,
     /// The latest `seq` delivered here (or known from a snapshot): older events are dropped.
     last_seq: i64,
+    /// All its members, everywhere, for presence; [`UNKNOWN_COUNT`] when learnt from an event
+    /// that did not say.
+    member_count: u32,
 }
+
+/// A member count not known here (treated as larger than any presence threshold).
+const UNKNOWN_COUNT: u32 = u32::MAX;
 
 /// The local members of one conversation: inline for one (a direct conversation whose other
 /// member is elsewhere), a vector for a few, a hash set for many.
@@ -151,6 +158,13 @@ impl MemberSet {
     }
 }
 
+/// What a membership event says about a conversation's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberCount {
+    Is(u32),
+    Delta(i32),
+}
+
 /// Why a delivery reached nobody.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -162,15 +176,20 @@ pub enum Delivery {
     Delivered,
 }
 
+/// A connection that asked for a user's presence (`presence.subscribe`), and its user.
+pub type Watcher = (UserId, Arc<Outbound>);
+
 #[derive(Debug)]
 pub struct Index {
     users: Shards<UserId, UserEntry>,
     conversations: Shards<ConversationId, ConversationEntry>,
+    /// Watched user → the connections that subscribed to their presence.
+    watchers: Shards<UserId, Vec<Watcher>>,
 }
 
 impl Default for Index {
     fn default() -> Self {
-        Self { users: Shards::new(), conversations: Shards::new() }
+        Self { users: Shards::new(), conversations: Shards::new(), watchers: Shards::new() }
     }
 }
 
@@ -194,35 +213,95 @@ impl Index {
     }
 
     /// Takes the user out once their last connection has left (and no other is joining);
-    /// returns their entry, whose conversations no longer list them.
-    pub fn remove_user_if_idle(&self, user: UserId) -> Option<UserEntry> {
+    /// returns their entry, whose conversations no longer list them, and their presence
+    /// audience (see [`Self::audience`]) as it was.
+    pub fn remove_user_if_idle(&self, user: UserId, auto_max_members: u32) -> Option<(UserEntry, Vec<ConversationId>)> {
         let mut users = self.users.lock(&user);
         let idle = users.get(&user).is_some_and(|entry| entry.connections.is_empty() && entry.joining == 0);
         if !idle {
             return None;
         }
         let entry = users.remove(&user)?;
+        let audience = self.small(&entry.conversations, auto_max_members);
         for &conversation in &entry.conversations {
             self.remove_member(conversation, user);
         }
-        Some(entry)
+        Some((entry, audience))
+    }
+
+    /// The user's conversations with at most `max_members` members: whose members hear the
+    /// user's presence without asking.
+    #[cfg(test)]
+    fn audience(&self, user: UserId, max_members: u32) -> Vec<ConversationId> {
+        let conversations = self.with_known_user(user, |entry| entry.conversations.clone()).unwrap_or_default();
+        self.small(&conversations, max_members)
+    }
+
+    fn small(&self, conversations: &[ConversationId], max_members: u32) -> Vec<ConversationId> {
+        conversations
+            .iter()
+            .copied()
+            .filter(|conversation| {
+                let conversations = self.conversations.lock(conversation);
+                conversations.get(conversation).is_some_and(|entry| entry.member_count <= max_members)
+            })
+            .collect()
+    }
+
+    /// A membership event changed the conversation's size by `delta`, or (`count`) said it.
+    pub fn count_members(&self, conversation: ConversationId, change: MemberCount) {
+        if let Some(entry) = self.conversations.lock(&conversation).get_mut(&conversation) {
+            entry.member_count = match (entry.member_count, change) {
+                (_, MemberCount::Is(count)) => count,
+                (UNKNOWN_COUNT, MemberCount::Delta(_)) => UNKNOWN_COUNT,
+                (known, MemberCount::Delta(delta)) => known.saturating_add_signed(delta).min(UNKNOWN_COUNT - 1),
+            };
+        }
+    }
+
+    /// Adds a presence subscription of `watcher` to `watched`.
+    pub fn watch(&self, watched: UserId, watcher: Watcher) {
+        let mut watchers = self.watchers.lock(&watched);
+        let list = watchers.entry(watched).or_default();
+        if !list.iter().any(|(_, connection)| Arc::ptr_eq(connection, &watcher.1)) {
+            list.push(watcher);
+        }
+    }
+
+    pub fn unwatch(&self, watched: UserId, connection: &Arc<Outbound>) {
+        let mut watchers = self.watchers.lock(&watched);
+        if let Some(list) = watchers.get_mut(&watched) {
+            list.retain(|(_, watching)| !Arc::ptr_eq(watching, connection));
+            if list.is_empty() {
+                watchers.remove(&watched);
+            }
+        }
+    }
+
+    /// The connections subscribed to `watched`'s presence, copied into `out` (cleared first).
+    pub fn watchers_of(&self, watched: UserId, out: &mut Vec<Watcher>) {
+        out.clear();
+        if let Some(list) = self.watchers.lock(&watched).get(&watched) {
+            out.extend(list.iter().cloned());
+        }
     }
 
     /// Makes a just-joined user's memberships known: `positions` (from the API's snapshot) for
     /// conversations new to this broker; entries that exist keep their own `last_seq`. Returns
     /// false (and changes nothing) when another connection of the user did it first.
-    pub fn install(&self, user: UserId, positions: &[(ConversationId, i64)]) -> bool {
+    pub fn install(&self, user: UserId, memberships: &[Membership]) -> bool {
         let mut users = self.users.lock(&user);
         let Some(entry) = users.get_mut(&user) else { return false };
         if entry.installed {
             return false;
         }
         entry.installed = true;
-        entry.conversations = positions.iter().map(|(conversation, _)| *conversation).collect();
+        entry.conversations = memberships.iter().map(|membership| membership.conversation_id).collect();
         entry.conversations.sort_unstable();
         entry.conversations.dedup();
-        for &(conversation, last_seq) in positions {
-            self.add_member(conversation, user, last_seq);
+        for membership in memberships {
+            let count = u32::try_from(membership.member_count).unwrap_or(UNKNOWN_COUNT - 1);
+            self.add_member(membership.conversation_id, user, membership.last_seq, count);
         }
         true
     }
@@ -234,7 +313,7 @@ impl Index {
         match (entry.conversations.binary_search(&conversation), member) {
             (Err(at), true) => {
                 entry.conversations.insert(at, conversation);
-                self.add_member(conversation, user, seq);
+                self.add_member(conversation, user, seq, UNKNOWN_COUNT);
             }
             (Ok(at), false) => {
                 entry.conversations.remove(at);
@@ -257,13 +336,18 @@ impl Index {
         }
     }
 
-    fn add_member(&self, conversation: ConversationId, user: UserId, last_seq: i64) {
-        self.conversations
-            .lock(&conversation)
-            .entry(conversation)
-            .or_insert_with(|| ConversationEntry { members: MemberSet::One(user), last_seq })
-            .members
-            .insert(user);
+    /// `member_count` applies to a new entry, or replaces an unknown one.
+    fn add_member(&self, conversation: ConversationId, user: UserId, last_seq: i64, member_count: u32) {
+        let mut conversations = self.conversations.lock(&conversation);
+        let entry = conversations.entry(conversation).or_insert_with(|| ConversationEntry {
+            members: MemberSet::One(user),
+            last_seq,
+            member_count,
+        });
+        entry.members.insert(user);
+        if entry.member_count == UNKNOWN_COUNT {
+            entry.member_count = member_count;
+        }
     }
 
     fn remove_member(&self, conversation: ConversationId, user: UserId) {
@@ -291,7 +375,14 @@ impl Index {
 
     /// Pushes `frame` to every connection of `user`; returns how many overflowed.
     pub fn push_to_user(&self, user: UserId, frame: &Frame) -> usize {
-        self.users.lock(&user).get(&user).map_or(0, |entry| push_all(&entry.connections, frame))
+        self.push_to_user_counted(user, frame).1
+    }
+
+    /// Like [`Self::push_to_user`]; returns (frames pushed, overflowed).
+    pub fn push_to_user_counted(&self, user: UserId, frame: &Frame) -> (u64, usize) {
+        let users = self.users.lock(&user);
+        let Some(entry) = users.get(&user) else { return (0, 0) };
+        (entry.connections.len() as u64, push_all(&entry.connections, frame))
     }
 
     /// Every open connection, at this moment.
@@ -369,7 +460,7 @@ mod tests {
         let (alice, bob, group) = (user(), user(), conversation());
         for member in [alice, bob] {
             index.with_user(member, |entry| entry.joining = 1);
-            assert!(index.install(member, &[(group, 5)]));
+            assert!(index.install(member, &[Membership { conversation_id: group, last_seq: 5, member_count: 2 }]));
         }
         assert!(!index.install(alice, &[]), "a second install changes nothing");
         let mut members = Vec::new();
@@ -385,9 +476,14 @@ mod tests {
         index.members_for(group, Some(8), &mut members);
         assert_eq!(members, [alice]);
 
+        assert_eq!(index.audience(alice, 2), [group]);
+        assert_eq!(index.audience(alice, 1), []);
+        index.count_members(group, MemberCount::Delta(-1));
+        assert_eq!(index.audience(alice, 1), [group]);
+
         index.with_user(alice, |entry| entry.joining = 0);
-        let entry = index.remove_user_if_idle(alice).expect("alice was idle");
-        assert_eq!(entry.conversations(), [group]);
+        let (entry, audience) = index.remove_user_if_idle(alice, 100).expect("alice was idle");
+        assert_eq!((entry.conversations(), audience.as_slice()), ([group].as_slice(), [group].as_slice()));
         assert!(!index.has_conversation(group), "the last local member took the entry with them");
         assert_eq!(index.members_for(group, Some(9), &mut members), Delivery::NoInterest);
     }

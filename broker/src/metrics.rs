@@ -19,6 +19,8 @@ pub struct Metrics {
     pub events_dropped: Counter,
     pub feed_resumes: Counter,
     pub feed_lost: Counter,
+    pub presence_frames: Counter,
+    pub feed_pending: Gauge,
     pub frames_in: Counter,
     pub frames_out: Counter,
     pub slow_consumers: Counter,
@@ -45,6 +47,8 @@ impl Default for Metrics {
             events_dropped: Counter::default(),
             feed_resumes: Counter::default(),
             feed_lost: Counter::default(),
+            presence_frames: Counter::default(),
+            feed_pending: Gauge::default(),
             frames_in: Counter::default(),
             frames_out: Counter::default(),
             slow_consumers: Counter::default(),
@@ -85,6 +89,16 @@ impl Default for Metrics {
             "feed_lost",
             "Times events this broker missed were gone from the stream (its clients were told to resume, 4004)",
             metrics.feed_lost.clone(),
+        );
+        registry.register(
+            "feed_pending",
+            "Stream messages not yet delivered to this broker's consumer (its lag), as of the last one",
+            metrics.feed_pending.clone(),
+        );
+        registry.register(
+            "presence_frames",
+            "Presence frames queued to connections (one per change per connection that should see it)",
+            metrics.presence_frames.clone(),
         );
         registry.register("frames_in", "Frames received from clients", metrics.frames_in.clone());
         registry.register("frames_out", "Frames written to clients", metrics.frames_out.clone());

@@ -1,6 +1,6 @@
 //! This broker's part of presence (layout in [`parley_shared::presence`]): it renews its lease,
 //! records a session when a user's first connection here opens and removes it when their last
-//! one closes, and tells the user's conversations when that made them online or offline.
+//! one closes, and announces (once per change) when that made them online or offline.
 //!
 //! A user's changes go through one lane (of [`LANES`]) in order, so a quick disconnect and
 //! reconnect can't be applied backwards; different users' changes proceed in parallel. A first
@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use chrono::Utc;
 use parley_shared::ids::{ConversationId, UserId};
-use parley_shared::presence::{self, BrokerLease, PresenceSignal, PresenceStatus};
+use parley_shared::presence::{self, BrokerLease, PresenceAnnouncement, PresenceSignal, PresenceStatus};
 use parley_shared::subjects::Subjects;
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,7 +23,8 @@ const LANES: usize = 16;
 /// after this the `hello` goes out anyway).
 const ARRIVAL_WAIT: Duration = Duration::from_secs(2);
 
-/// A user's first connection on this broker opened, or their last one closed.
+/// A user's first connection on this broker opened, or their last one closed; with the
+/// conversations whose members hear it without asking.
 #[derive(Debug)]
 enum Change {
     Arrived(UserId, Vec<ConversationId>, oneshot::Sender<()>),
@@ -38,14 +39,14 @@ pub struct PresenceReports {
 
 impl PresenceReports {
     /// Records the session; returns once it is recorded (or after [`ARRIVAL_WAIT`]).
-    pub async fn arrived(&self, user: UserId, conversations: Vec<ConversationId>) {
+    pub async fn arrived(&self, user: UserId, audience: Vec<ConversationId>) {
         let (recorded, done) = oneshot::channel();
-        let _ = self.lane(user).send(Change::Arrived(user, conversations, recorded));
+        let _ = self.lane(user).send(Change::Arrived(user, audience, recorded));
         let _ = tokio::time::timeout(ARRIVAL_WAIT, done).await;
     }
 
-    pub fn left(&self, user: UserId, conversations: Vec<ConversationId>) {
-        let _ = self.lane(user).send(Change::Left(user, conversations));
+    pub fn left(&self, user: UserId, audience: Vec<ConversationId>) {
+        let _ = self.lane(user).send(Change::Left(user, audience));
     }
 
     fn lane(&self, user: UserId) -> &mpsc::UnboundedSender<Change> {
@@ -114,11 +115,11 @@ impl Lane {
     async fn run(self, mut changes: mpsc::UnboundedReceiver<Change>) {
         while let Some(change) = changes.recv().await {
             match change {
-                Change::Arrived(user, conversations, recorded) => {
-                    self.apply(user, &conversations, PresenceStatus::Online).await;
+                Change::Arrived(user, audience, recorded) => {
+                    self.apply(user, audience, PresenceStatus::Online).await;
                     let _ = recorded.send(());
                 }
-                Change::Left(user, conversations) => self.apply(user, &conversations, PresenceStatus::Offline).await,
+                Change::Left(user, audience) => self.apply(user, audience, PresenceStatus::Offline).await,
             }
         }
     }
@@ -131,7 +132,7 @@ impl Lane {
         }
     }
 
-    async fn apply(&self, user: UserId, conversations: &[ConversationId], status: PresenceStatus) {
+    async fn apply(&self, user: UserId, audience: Vec<ConversationId>, status: PresenceStatus) {
         let now = Utc::now();
         let updated = presence::update_user(&self.store, user, |record| match status {
             PresenceStatus::Online => {
@@ -157,7 +158,7 @@ impl Lane {
         };
         if changed {
             let signal = PresenceSignal::new(user, status, after.last_seen_at, now);
-            presence::announce(&self.nats, &self.subjects, &signal, conversations).await;
+            presence::announce(&self.nats, &self.subjects, &PresenceAnnouncement { signal, audience }).await;
         }
     }
 }

@@ -128,6 +128,15 @@ pub enum ClientFrame {
     /// The user is typing in a conversation they are a member of (`start`, renewed every few
     /// seconds while typing) or stopped (`stop`). Relayed to the other members' connections.
     Typing { conversation_id: ConversationId, state: TypingState },
+    /// Follow these users' presence (besides the co-members of small conversations, whom every
+    /// connection follows anyway): only users who share a conversation with the caller, at most
+    /// `limits.max_presence_subscriptions` per connection. Answered by `presence.subscribed`
+    /// (and an `error` `not_visible` naming the users refused).
+    #[serde(rename = "presence.subscribe")]
+    PresenceSubscribe { user_ids: Vec<UserId> },
+    /// Stop following these users' presence.
+    #[serde(rename = "presence.unsubscribe")]
+    PresenceUnsubscribe { user_ids: Vec<UserId> },
 }
 
 /// How long a typing indicator shows after the last `start` unless a `stop` comes first.
@@ -155,8 +164,10 @@ pub enum ServerFrame {
     },
     /// A member of one of the user's conversations went `online` (first connection on any
     /// broker) or `offline` (last one closed, or their broker's lease expired), with
-    /// `last_seen_at`. Sent once per shared conversation: apply it as state. Not replayed: read
-    /// `GET /v1/users/{id}/presence` (or the conversation's `members[].presence`) after connecting.
+    /// `last_seen_at`. Sent once per change to each connection that follows the user (a
+    /// co-member of a conversation with at most `PARLEY_PRESENCE_AUTO_MAX_MEMBERS` members, or a
+    /// `presence.subscribe`). Not replayed: read `GET /v1/users/{id}/presence` (or the
+    /// conversation's `members[].presence`) after connecting.
     Presence {
         user_id: UserId,
         status: PresenceStatus,
@@ -168,10 +179,19 @@ pub enum ServerFrame {
     Authenticated {
         expires_at: DateTime<Utc>,
     },
-    /// A frame was not understood; the connection stays open.
+    /// The users a `presence.subscribe` now follows (all the connection follows, not only the
+    /// new ones).
+    #[serde(rename = "presence.subscribed")]
+    PresenceSubscribed {
+        user_ids: Vec<UserId>,
+    },
+    /// A frame was not understood or not allowed; the connection stays open. `user_ids` names
+    /// the users a `presence.subscribe` was refused for (`not_visible`, `too_many_subscriptions`).
     Error {
         code: ErrorCode,
         message: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        user_ids: Vec<UserId>,
     },
 }
 
@@ -190,8 +210,12 @@ pub struct Hello {
     pub limits: Limits,
     /// Every conversation of the user with its latest `seq` at the moment this connection
     /// started receiving events: every later event arrives on this connection; backfill up to
-    /// `last_seq` over `GET /v1/conversations/{id}/events?after_seq=`.
+    /// `last_seq` over `GET /v1/conversations/{id}/events?after_seq=`. At most
+    /// `PARLEY_BROKER_HELLO_MAX_CONVERSATIONS` (5,000), the highest `last_seq` first.
     pub conversations: Vec<ConversationPosition>,
+    /// True when the user has more conversations than `conversations` lists: read the others'
+    /// `last_seq` from `GET /v1/conversations` (their events arrive live all the same).
+    pub conversations_truncated: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
@@ -200,6 +224,7 @@ pub struct Limits {
     pub max_frames_per_second: u32,
     pub max_connections_per_user: usize,
     pub outbound_queue_frames: usize,
+    pub max_presence_subscriptions: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
@@ -213,6 +238,12 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// The frame names a conversation the user is not a member of (or that does not exist).
     NotAMember,
+    /// `presence.subscribe` named users who share no conversation with the caller.
+    NotVisible,
+    /// `presence.subscribe` would follow more users than `limits.max_presence_subscriptions`.
+    TooManySubscriptions,
+    /// The broker could not check a `presence.subscribe` now (the API did not answer); retry.
+    Unavailable,
 }
 
 impl ServerFrame {
@@ -221,7 +252,7 @@ impl ServerFrame {
     }
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error { code, message: message.into() }
+        Self::Error { code, message: message.into(), user_ids: Vec::new() }
     }
 }
 
@@ -240,7 +271,9 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, (ErrorCode, String)
         let unknown = serde_json::from_str::<serde_json::Value>(text)
             .ok()
             .and_then(|value| value.get("type").and_then(|kind| kind.as_str().map(str::to_owned)))
-            .filter(|kind| !matches!(kind.as_str(), "auth" | "ping" | "typing"));
+            .filter(|kind| {
+                !matches!(kind.as_str(), "auth" | "ping" | "typing" | "presence.subscribe" | "presence.unsubscribe")
+            });
         match unknown {
             Some(kind) => (ErrorCode::UnknownType, format!("unknown frame type {kind:?}")),
             None => (ErrorCode::MalformedFrame, format!("malformed frame: {error}")),

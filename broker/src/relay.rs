@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use parley_shared::events::{Typing, TypingData, TypingKind, TypingState};
 use parley_shared::ids::{ConversationId, UserId};
-use parley_shared::membership::{ConversationPosition, MembershipReply, MembershipRequest};
+use parley_shared::membership::{Membership, MembershipReply, MembershipRequest, VisibilityReply, VisibilityRequest};
 use parley_shared::subjects::Subjects;
 
 #[derive(Clone, Debug)]
@@ -39,14 +39,37 @@ impl Relay {
         &self.subjects
     }
 
-    /// The user's conversations and their positions, from whichever API instance answers.
-    pub async fn membership(&self, user: UserId) -> Result<Vec<ConversationPosition>, MembershipError> {
-        let payload = serde_json::to_vec(&MembershipRequest { user_id: user })?;
+    /// The user's conversations, their positions and sizes, from whichever API instance
+    /// answers, page by page.
+    pub async fn membership(&self, user: UserId) -> Result<Vec<Membership>, MembershipError> {
+        let mut memberships = Vec::new();
+        let mut after = None;
+        loop {
+            let payload = serde_json::to_vec(&MembershipRequest { user_id: user, after })?;
+            let request = async_nats::Request::new().payload(payload.into()).timeout(Some(self.request_timeout));
+            let reply = self.nats.send_request(self.subjects.membership_request(), request).await?;
+            match serde_json::from_slice(&reply.payload)? {
+                MembershipReply::Conversations(page) => {
+                    memberships.extend(page.items);
+                    match page.next {
+                        Some(next) => after = Some(next),
+                        None => return Ok(memberships),
+                    }
+                }
+                MembershipReply::Error(message) => return Err(MembershipError::Refused(message)),
+            }
+        }
+    }
+
+    /// Which of `candidates` share a conversation with `user`, from whichever API instance
+    /// answers.
+    pub async fn visible(&self, user: UserId, candidates: Vec<UserId>) -> Result<Vec<UserId>, MembershipError> {
+        let payload = serde_json::to_vec(&VisibilityRequest { user_id: user, candidates })?;
         let request = async_nats::Request::new().payload(payload.into()).timeout(Some(self.request_timeout));
-        let reply = self.nats.send_request(self.subjects.membership_request(), request).await?;
+        let reply = self.nats.send_request(self.subjects.visibility_request(), request).await?;
         match serde_json::from_slice(&reply.payload)? {
-            MembershipReply::Conversations(positions) => Ok(positions),
-            MembershipReply::Error(message) => Err(MembershipError::Refused(message)),
+            VisibilityReply::Visible(users) => Ok(users),
+            VisibilityReply::Error(message) => Err(MembershipError::Refused(message)),
         }
     }
 

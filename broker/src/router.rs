@@ -18,12 +18,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use async_nats::{HeaderMap, Message};
 use parley_shared::events::{Envelope, Event};
 use parley_shared::ids::{ConversationId, UserId};
-use parley_shared::membership::ConversationPosition;
+use parley_shared::membership::{ConversationPosition, Membership};
 use parley_shared::subjects::Subjects;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::feed::FeedItem;
-use crate::index::{Delivery, Index};
+use crate::index::{Delivery, Index, MemberCount};
 use crate::metrics::Metrics;
 use crate::outbound::{Frame, Outbound};
 use crate::protocol::event_frame;
@@ -51,7 +51,7 @@ pub struct InstallRequest {
     pub user: UserId,
     /// The first connection's window and the API's snapshot; `None` when the user's memberships
     /// are already known here.
-    pub snapshot: Option<(Window, Vec<ConversationPosition>)>,
+    pub snapshot: Option<(Window, Vec<Membership>)>,
     pub outbound: Arc<Outbound>,
     pub state: Arc<AtomicU8>,
     pub hello: HelloBuilder,
@@ -59,7 +59,7 @@ pub struct InstallRequest {
 
 struct Install {
     user: UserId,
-    snapshot: Option<(WindowId, Vec<ConversationPosition>)>,
+    snapshot: Option<(WindowId, Vec<Membership>)>,
     outbound: Arc<Outbound>,
     state: Arc<AtomicU8>,
     hello: HelloBuilder,
@@ -230,6 +230,18 @@ fn membership_change(envelope: &Envelope, user: UserId) -> Option<bool> {
     }
 }
 
+/// What a conversation event says about the conversation's size.
+fn member_count_change(event: &Event) -> Option<MemberCount> {
+    match event {
+        Event::MemberAdded(_) => Some(MemberCount::Delta(1)),
+        Event::MemberRemoved(_) => Some(MemberCount::Delta(-1)),
+        Event::ConversationCreated(created) => {
+            created.member_count.and_then(|count| u32::try_from(count).ok()).map(MemberCount::Is)
+        }
+        _ => None,
+    }
+}
+
 /// The user an event is addressed to on their own subject (who hears it from there).
 fn addressee(envelope: &Envelope) -> Option<UserId> {
     match &envelope.event {
@@ -327,11 +339,13 @@ impl Router {
             return;
         }
         let addressed = addressee(&envelope);
-        let change = addressed.and_then(|user| Some((user, membership_change(&envelope, user)?)));
-        if let Some((user, member)) = change
-            && self.index.last_seq(conversation).is_some_and(|last| envelope.seq > last)
-        {
-            self.index.set_membership(user, conversation, member, envelope.seq);
+        if self.index.last_seq(conversation).is_some_and(|last| envelope.seq > last) {
+            if let Some(change) = member_count_change(&envelope.event) {
+                self.index.count_members(conversation, change);
+            }
+            if let Some((user, member)) = addressed.and_then(|user| Some((user, membership_change(&envelope, user)?))) {
+                self.index.set_membership(user, conversation, member, envelope.seq);
+            }
         }
         match self.index.members_for(conversation, Some(envelope.seq), &mut self.members) {
             Delivery::Delivered => {
@@ -357,13 +371,23 @@ impl Router {
             return;
         }
         let Some((envelope, frame)) = decode(message) else { return };
-        if let Some(member) = membership_change(&envelope, user) {
-            self.index.set_membership(user, envelope.conversation_id, member, envelope.seq);
-        }
+        self.apply_own_change(user, &envelope);
         let _span = delivery_span(message.headers.as_ref());
         let overflowed = self.index.push_to_user(user, &frame);
         self.metrics.events_routed.inc();
         self.metrics.slow_consumers.inc_by(overflowed as u64);
+    }
+
+    /// A membership change the user hears on their own subject.
+    fn apply_own_change(&self, user: UserId, envelope: &Envelope) {
+        if let Some(member) = membership_change(envelope, user) {
+            self.index.set_membership(user, envelope.conversation_id, member, envelope.seq);
+            if let (true, Event::ConversationCreated(_)) = (member, &envelope.event)
+                && let Some(count) = member_count_change(&envelope.event)
+            {
+                self.index.count_members(envelope.conversation_id, count);
+            }
+        }
     }
 
     fn install(&mut self, install: Install) {
@@ -374,7 +398,10 @@ impl Router {
                 let first = self.install_snapshot(user, window, &snapshot, &mut replay);
                 self.journal.close(window);
                 match first {
-                    Some(true) => snapshot,
+                    Some(true) => snapshot
+                        .iter()
+                        .map(|m| ConversationPosition { conversation_id: m.conversation_id, last_seq: m.last_seq })
+                        .collect(),
                     Some(false) => self.positions(user),
                     None => {
                         let _ = done.send(false);
@@ -405,18 +432,18 @@ impl Router {
         &mut self,
         user: UserId,
         window: WindowId,
-        snapshot: &[ConversationPosition],
+        snapshot: &[Membership],
         replay: &mut Vec<Frame>,
     ) -> Option<bool> {
         let Some(seen) = self.journal.since(window) else {
             tracing::warn!("a join's window outgrew the journal; the client reconnects");
             return None;
         };
-        let pairs: Vec<(ConversationId, i64)> = snapshot.iter().map(|p| (p.conversation_id, p.last_seq)).collect();
-        if !self.index.install(user, &pairs) {
+        if !self.index.install(user, snapshot) {
             return Some(false);
         }
-        let mut known: HashMap<ConversationId, i64> = pairs.into_iter().collect();
+        let mut known: HashMap<ConversationId, i64> =
+            snapshot.iter().map(|m| (m.conversation_id, m.last_seq)).collect();
         for message in seen {
             match target_of(&self.subjects, &message.subject) {
                 Some(Target::Conversation(conversation)) if known.contains_key(&conversation) => {
@@ -443,9 +470,7 @@ impl Router {
                         Some(false) => drop(known.remove(&conversation)),
                         None => {}
                     }
-                    if let Some(member) = membership_change(&envelope, user) {
-                        self.index.set_membership(user, conversation, member, envelope.seq);
-                    }
+                    self.apply_own_change(user, &envelope);
                     replay.push(frame);
                 }
                 _ => {}

@@ -46,6 +46,8 @@ pub struct Settings {
     pub inbound_quota: Quota,
     pub queue_bound: QueueBound,
     pub limits: Limits,
+    /// Most conversations `hello` lists (see `PARLEY_BROKER_HELLO_MAX_CONVERSATIONS`).
+    pub hello_max_conversations: usize,
 }
 
 impl Settings {

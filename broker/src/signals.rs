@@ -1,83 +1,129 @@
-//! Typing and presence signals: core NATS, never stored. One wildcard subscription per kind for
-//! the whole broker; each signal goes to the local members of its conversation (from the
-//! [`Index`]), never to the sender's own connections, and is dropped after one lookup when the
-//! conversation has no local member.
+//! Typing and presence signals: core NATS, never stored, one wildcard subscription per kind
+//! for the whole broker.
+//!
+//! - Typing (`<prefix>.conv.<id>.typing`) goes to the local members of its conversation, never
+//!   to the typist's own connections, and is dropped after one lookup when the conversation has
+//!   no local member.
+//! - Presence (`<prefix>.presence.<user>`, one message per change) goes once to each local
+//!   connection that should see it: those of local members of the conversations the message
+//!   lists (the user's conversations small enough to hear it without asking), and those that
+//!   subscribed to the user's presence. Never twice to one connection, never to the user's own.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use parley_shared::events::Typing;
 use parley_shared::ids::{ConversationId, UserId};
-use parley_shared::presence::PresenceSignal;
+use parley_shared::presence::PresenceAnnouncement;
 use parley_shared::subjects::Subjects;
-use serde::de::DeserializeOwned;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::hub::Hub;
 use crate::index::{Delivery, Index};
 use crate::metrics::Metrics;
-use crate::outbound::Frame;
-
-/// Who a signal is about.
-trait Signal: DeserializeOwned {
-    fn sender(&self) -> UserId;
-}
-
-impl Signal for Typing {
-    fn sender(&self) -> UserId {
-        self.actor
-    }
-}
-
-impl Signal for PresenceSignal {
-    fn sender(&self) -> UserId {
-        self.user_id
-    }
-}
+use crate::outbound::{Frame, Outbound, Pushed};
 
 /// Relays typing and presence signals until the subscriptions end (the client drains at
 /// shutdown).
 pub async fn run(nats: async_nats::Client, subjects: Subjects, hub: Arc<Hub>, metrics: Arc<Metrics>) {
     let index = hub.index();
-    let typing = relay::<Typing>(&nats, subjects.all_typing(), &subjects, index, &metrics);
-    let presence = relay::<PresenceSignal>(&nats, subjects.all_presence(), &subjects, index, &metrics);
+    let typing = async {
+        let mut messages = subscribe(&nats, subjects.all_typing()).await;
+        let mut members = Vec::new();
+        while let Some(message) = messages.next().await {
+            relay_typing(&subjects, index, &metrics, &message, &mut members);
+        }
+    };
+    let presence = async {
+        let mut messages = subscribe(&nats, subjects.all_presence()).await;
+        let mut scratch = Scratch::default();
+        while let Some(message) = messages.next().await {
+            relay_presence(index, &metrics, &message.payload, &mut scratch);
+        }
+    };
     tokio::join!(typing, presence);
 }
 
-async fn relay<S: Signal>(
-    nats: &async_nats::Client,
-    subject: String,
-    subjects: &Subjects,
-    index: &Index,
-    metrics: &Metrics,
-) {
-    let mut messages = loop {
+async fn subscribe(nats: &async_nats::Client, subject: String) -> async_nats::Subscriber {
+    loop {
         match nats.subscribe(subject.clone()).await {
-            Ok(messages) => break messages,
+            Ok(messages) => return messages,
             Err(error) => {
                 tracing::warn!(%error, %subject, "cannot subscribe to signals; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    };
-    let mut members = Vec::new();
-    while let Some(message) = messages.next().await {
-        let Some(conversation) = conversation_of(subjects, &message.subject) else { continue };
-        if index.members_for(conversation, None, &mut members) != Delivery::Delivered {
-            continue;
-        }
-        let Ok(signal) = serde_json::from_slice::<S>(&message.payload) else { continue };
-        // The signal as published is the frame.
-        let Ok(text) = Utf8Bytes::try_from(message.payload.clone()) else { continue };
-        let frame = Frame { text, occurred_at_micros: 0 };
-        let sender = signal.sender();
-        let mut overflowed = 0;
-        for &user in members.iter().filter(|user| **user != sender) {
-            overflowed += index.push_to_user(user, &frame);
-        }
-        metrics.slow_consumers.inc_by(overflowed as u64);
     }
+}
+
+fn relay_typing(
+    subjects: &Subjects,
+    index: &Index,
+    metrics: &Metrics,
+    message: &async_nats::Message,
+    members: &mut Vec<UserId>,
+) {
+    let Some(conversation) = conversation_of(subjects, &message.subject) else { return };
+    if index.members_for(conversation, None, members) != Delivery::Delivered {
+        return;
+    }
+    let Ok(typing) = serde_json::from_slice::<Typing>(&message.payload) else { return };
+    // The signal as published is the frame.
+    let Ok(text) = Utf8Bytes::try_from(message.payload.clone()) else { return };
+    let frame = Frame { text, occurred_at_micros: 0 };
+    let mut overflowed = 0;
+    for &user in members.iter().filter(|user| **user != typing.actor) {
+        overflowed += index.push_to_user(user, &frame);
+    }
+    metrics.slow_consumers.inc_by(overflowed as u64);
+}
+
+/// Buffers reused from one presence message to the next.
+#[derive(Default)]
+struct Scratch {
+    members: Vec<UserId>,
+    audience: HashSet<UserId>,
+    watchers: Vec<crate::index::Watcher>,
+}
+
+fn relay_presence(index: &Index, metrics: &Metrics, payload: &[u8], scratch: &mut Scratch) {
+    let Ok(announcement) = serde_json::from_slice::<PresenceAnnouncement>(payload) else { return };
+    let user = announcement.signal.user_id;
+    scratch.audience.clear();
+    for &conversation in &announcement.audience {
+        if index.members_for(conversation, None, &mut scratch.members) == Delivery::Delivered {
+            scratch.audience.extend(scratch.members.iter().copied());
+        }
+    }
+    scratch.audience.remove(&user);
+    index.watchers_of(user, &mut scratch.watchers);
+    if scratch.audience.is_empty() && scratch.watchers.is_empty() {
+        return;
+    }
+    let Ok(text) = serde_json::to_string(&announcement.signal) else { return };
+    let frame = Frame { text: text.into(), occurred_at_micros: 0 };
+    let (mut sent, mut overflowed) = (0u64, 0usize);
+    for &member in &scratch.audience {
+        let (pushed, full) = index.push_to_user_counted(member, &frame);
+        sent += pushed;
+        overflowed += full;
+    }
+    // A watcher whose user is in the audience already has it.
+    for (watcher, connection) in &scratch.watchers {
+        if *watcher != user && !scratch.audience.contains(watcher) {
+            sent += 1;
+            overflowed += usize::from(push(connection, &frame));
+        }
+    }
+    metrics.presence_frames.inc_by(sent);
+    metrics.slow_consumers.inc_by(overflowed as u64);
+}
+
+/// Pushes one frame; whether the queue overflowed.
+fn push(connection: &Outbound, frame: &Frame) -> bool {
+    connection.push(frame.clone()) == Pushed::Overflowed
 }
 
 /// The conversation id in `<prefix>.conv.<id>.<signal>`.

@@ -118,3 +118,78 @@ async fn presence_follows_connections_on_either_broker_and_a_killed_brokers_user
     let heard = carol_on_a.next_frame_within(Duration::from_millis(200)).await;
     assert!(heard.is_none(), "carol got {heard:?}");
 }
+
+/// Presence frames (only) within `quiet`.
+async fn presence_frames_within(client: &mut WsClient, quiet: Duration) -> Vec<Value> {
+    let mut frames = Vec::new();
+    let deadline = Instant::now() + quiet;
+    while let Some(frame) = client.next_frame_within(deadline.saturating_duration_since(Instant::now())).await {
+        if frame["type"] == "presence" {
+            frames.push(frame);
+        }
+    }
+    frames
+}
+
+#[tokio::test]
+async fn a_change_reaches_each_connection_once_however_many_conversations_are_shared() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn(Binary::Api, unlimited_writes()).await;
+    let broker = spawn_broker(&ctx).await;
+    let (alice, bob) = (User::new(&ctx, &api.url(), "alice"), User::new(&ctx, &api.url(), "bob"));
+    for title in ["one", "two", "three"] {
+        alice.group(title, &[&bob]).await;
+    }
+    alice.post("/v1/conversations", serde_json::json!({ "kind": "direct", "user_id": bob.uuid() })).await.expect(201);
+    let mut alice_ws = WsClient::connect(&ws_url(&broker), &ctx.token(alice.id, "alice")).await;
+    let bob_ws = WsClient::connect(&ws_url(&broker), &ctx.token(bob.id, "bob")).await;
+    let frames = presence_frames_within(&mut alice_ws, Duration::from_millis(1500)).await;
+    assert_eq!(frames.len(), 1, "four shared conversations, one change: {frames:?}");
+    assert_eq!(
+        (frames[0]["user_id"].as_str(), frames[0]["status"].as_str()),
+        (Some(&*bob.id.to_string()), Some("online"))
+    );
+    drop(bob_ws);
+    let frames = presence_frames_within(&mut alice_ws, Duration::from_millis(1500)).await;
+    assert_eq!(frames.iter().map(|f| f["status"].as_str()).collect::<Vec<_>>(), [Some("offline")]);
+}
+
+#[tokio::test]
+async fn members_of_large_groups_subscribe_to_the_users_they_show_and_only_to_visible_ones() {
+    let ctx = TestContext::start().await;
+    // Groups of more than 2 members are "large" here.
+    let small = ("PARLEY_PRESENCE_AUTO_MAX_MEMBERS".to_owned(), "2".to_owned());
+    let api = ctx.spawn(Binary::Api, [unlimited_writes(), vec![small.clone()]].concat()).await;
+    let broker = ctx.spawn(Binary::Broker, vec![small]).await;
+    let [alice, bob, dan, carol] = ["alice", "bob", "dan", "carol"].map(|name| User::new(&ctx, &api.url(), name));
+    alice.group("large", &[&bob, &dan]).await;
+    carol.get("/v1/me").await.expect(200);
+    let mut alice_ws = WsClient::connect(&ws_url(&broker), &ctx.token(alice.id, "alice")).await;
+    let bob_ws = WsClient::connect(&ws_url(&broker), &ctx.token(bob.id, "bob")).await;
+    assert_eq!(presence_frames_within(&mut alice_ws, Duration::from_millis(1000)).await, Vec::<Value>::new());
+
+    alice_ws
+        .send_json(&serde_json::json!({ "type": "presence.subscribe", "user_ids": [bob.uuid(), carol.uuid()] }))
+        .await;
+    let subscribed = alice_ws.next_frame().await.expect("presence.subscribed");
+    assert_eq!(subscribed["type"], "presence.subscribed", "{subscribed}");
+    assert_eq!(subscribed["user_ids"], serde_json::json!([bob.uuid()]));
+    let refused = alice_ws.next_frame().await.expect("error");
+    assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some("not_visible")), "{refused}");
+    assert_eq!(refused["user_ids"], serde_json::json!([carol.uuid()]));
+
+    drop(bob_ws);
+    let frames = presence_frames_within(&mut alice_ws, Duration::from_millis(1500)).await;
+    assert_eq!(frames.iter().map(|f| f["status"].as_str()).collect::<Vec<_>>(), [Some("offline")], "{frames:?}");
+    // Dan is in the same large group but nobody subscribed to him.
+    let _dan_ws = WsClient::connect(&ws_url(&broker), &ctx.token(dan.id, "dan")).await;
+    let _bob_ws = WsClient::connect(&ws_url(&broker), &ctx.token(bob.id, "bob")).await;
+    let frames = presence_frames_within(&mut alice_ws, Duration::from_millis(1500)).await;
+    let about: Vec<(&str, &str)> =
+        frames.iter().map(|f| (f["user_id"].as_str().unwrap_or(""), f["status"].as_str().unwrap_or(""))).collect();
+    assert_eq!(about, [(&*bob.id.to_string(), "online")]);
+
+    alice_ws.send_json(&serde_json::json!({ "type": "presence.unsubscribe", "user_ids": [bob.uuid()] })).await;
+    let subscribed = alice_ws.next_frame().await.expect("presence.subscribed");
+    assert_eq!(subscribed["user_ids"], serde_json::json!([]));
+}

@@ -9,7 +9,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use crate::events::{Envelope, Typing};
-use crate::presence::PresenceSignal;
+use crate::presence::PresenceAnnouncement;
 
 /// Every persisted event type, with what it means.
 pub const EVENT_KINDS: [(&str, &str); 11] = [
@@ -38,7 +38,7 @@ pub fn document() -> Value {
     let mut generator = SchemaGenerator::new(settings);
     let envelope = generator.subschema_for::<Envelope>();
     let typing = generator.subschema_for::<Typing>();
-    let presence = generator.subschema_for::<PresenceSignal>();
+    let presence = generator.subschema_for::<PresenceAnnouncement>();
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     schemas.insert("EventHeaders".into(), event_headers());
 
@@ -71,7 +71,7 @@ pub fn document() -> Value {
         json!({
             "name": "presence",
             "title": "presence",
-            "summary": "A member's first connection on any broker opened (`online`) or their last one closed (`offline`, with `last_seen_at`), published by the broker to each of the user's conversations; `offline` for the users of a broker that died comes from an API instance once the broker's lease expired. Not stored.",
+            "summary": "A user's first connection on any broker opened (`online`) or their last one closed (`offline`, with `last_seen_at`): published once per change by the broker (`offline` for the users of a broker that died comes from an API instance once the broker's lease expired). `audience` lists the user's conversations with at most `PARLEY_PRESENCE_AUTO_MAX_MEMBERS` members, whose members hear it without asking; brokers send the signal (without `audience`: the `presence` frame) once to each connection of those members and of anyone who subscribed to the user. Not stored.",
             "contentType": "application/json",
             "payload": presence,
         }),
@@ -109,7 +109,7 @@ pub fn document() -> Value {
             "conversationEvents": {
                 "address": "parley.conv.{conversationId}.{eventType}",
                 "title": "Conversation events",
-                "description": "Every persisted event of one conversation. `parley.conv.<id>.>` covers one conversation's events and its typing and presence signals.",
+                "description": "Every persisted event of one conversation. Brokers read them all through one JetStream consumer of the events stream (with the user subjects), in stream order, and route them in process.",
                 "parameters": {
                     "conversationId": { "description": "The conversation's id (a UUID)." },
                     "eventType": { "description": "The event's `type`.", "enum": all_kinds },
@@ -134,10 +134,10 @@ pub fn document() -> Value {
                 "messages": { "typing": { "$ref": "#/components/messages/typing" } },
             },
             "presence": {
-                "address": "parley.conv.{conversationId}.presence",
+                "address": "parley.presence.{userId}",
                 "title": "Presence signals",
                 "description": "Core NATS only. The current state is in the KV bucket `<PREFIX>_PRESENCE` (`user.<id>`: the user's sessions per broker and `last_seen_at`; `broker.<id>`: each broker's lease, renewed every third of `PARLEY_PRESENCE_TTL`); `GET /v1/users/{id}/presence` reads it.",
-                "parameters": { "conversationId": { "description": "A conversation of the user whose presence changed." } },
+                "parameters": { "userId": { "description": "The user whose presence changed." } },
                 "messages": { "presence": { "$ref": "#/components/messages/presence" } },
             },
         },

@@ -21,6 +21,10 @@ pub struct ServiceArgs {
     /// before the process exits anyway.
     #[arg(long, env = "PARLEY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Members of conversations with at most this many members hear each other's presence
+    /// without asking; in larger ones clients subscribe to the users they show.
+    #[arg(long, env = "PARLEY_PRESENCE_AUTO_MAX_MEMBERS", default_value_t = 100)]
+    pub presence_auto_max_members: u32,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]

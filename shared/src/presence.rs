@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{ConversationId, UserId};
 use crate::subjects::Subjects;
 
-/// The signal published on `<prefix>.conv.<id>.presence` for each conversation of a user
-/// whose status changed, and relayed as is to the other members' connections.
+/// A user went online or offline: the `presence` frame clients get, and the heart of the
+/// [`PresenceAnnouncement`] published once per change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PresenceSignal {
     #[serde(rename = "type")]
@@ -48,6 +48,18 @@ impl PresenceSignal {
         let last_seen_at = last_seen_at.filter(|_| status == PresenceStatus::Offline);
         Self { kind: PresenceKind::Presence, user_id: user, status, last_seen_at, occurred_at }
     }
+}
+
+/// Published once per change on `<prefix>.presence.<user_id>`: the signal, and the user's
+/// conversations whose members hear it without asking (those with at most
+/// `PARLEY_PRESENCE_AUTO_MAX_MEMBERS` members). Every broker receives it and sends the signal
+/// once to each connection that should see it: local members of those conversations, and
+/// connections that subscribed to the user's presence (`presence.subscribe`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PresenceAnnouncement {
+    #[serde(flatten)]
+    pub signal: PresenceSignal,
+    pub audience: Vec<ConversationId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -194,18 +206,10 @@ pub async fn update_user(
     }
 }
 
-/// Sends `signal` to each of the user's conversations, where every member's broker listens
-/// (best effort, like every ephemeral signal).
-pub async fn announce(
-    nats: &async_nats::Client,
-    subjects: &Subjects,
-    signal: &PresenceSignal,
-    conversations: &[ConversationId],
-) {
-    let payload: bytes::Bytes = serde_json::to_vec(signal).unwrap_or_default().into();
-    for conversation in conversations {
-        crate::serve::publish_if_connected(nats, subjects.presence(*conversation), payload.clone()).await;
-    }
+/// Publishes the change once, for every broker (best effort, like every ephemeral signal).
+pub async fn announce(nats: &async_nats::Client, subjects: &Subjects, announcement: &PresenceAnnouncement) {
+    let payload: bytes::Bytes = serde_json::to_vec(announcement).unwrap_or_default().into();
+    crate::serve::publish_if_connected(nats, subjects.presence(announcement.signal.user_id), payload).await;
 }
 
 #[cfg(test)]

@@ -6,9 +6,10 @@
 //! | `<prefix>.conv.<conversation_id>.<type>` | every persisted event of a conversation | JetStream |
 //! | `<prefix>.user.<user_id>.<type>` | events one user must hear (membership changes) | JetStream |
 //! | `<prefix>.conv.<conversation_id>.typing` | typing signals (one token shorter than any persisted kind, so the stream does not capture them, while `<prefix>.conv.<id>.>` covers both) | core NATS |
-//! | `<prefix>.conv.<conversation_id>.presence` | a member went online or offline (sent to each of their conversations, so it reaches exactly the users who share one, on the subscriptions brokers hold anyway) | core NATS |
+//! | `<prefix>.presence.<user_id>` | the user went online or offline: one message per change, with the conversations whose members hear it without asking | core NATS |
 //! | `<prefix>.internal.outbox.wake` | "events were committed": wakes the outbox relay | core NATS |
 //! | `<prefix>.internal.membership` | a broker asks the API for a user's conversations (request/reply) | core NATS |
+//! | `<prefix>.internal.visibility` | a broker asks the API which of some users share a conversation with a user (request/reply) | core NATS |
 //!
 //! The prefix (default `parley`) lets several deployments, or tests, share one NATS.
 
@@ -59,8 +60,9 @@ impl Subjects {
         format!("{}.conv.{conversation}.typing", self.prefix)
     }
 
-    pub fn presence(&self, conversation: ConversationId) -> String {
-        format!("{}.conv.{conversation}.presence", self.prefix)
+    /// A user's presence changes (one message per change, whatever their conversations).
+    pub fn presence(&self, user: UserId) -> String {
+        format!("{}.presence.{user}", self.prefix)
     }
 
     /// Every conversation's typing signals: a broker's one subscription for them.
@@ -68,9 +70,15 @@ impl Subjects {
         format!("{}.conv.*.typing", self.prefix)
     }
 
-    /// Every conversation's presence signals: a broker's one subscription for them.
+    /// Every user's presence changes: a broker's one subscription for them.
     pub fn all_presence(&self) -> String {
-        format!("{}.conv.*.presence", self.prefix)
+        format!("{}.presence.*", self.prefix)
+    }
+
+    /// Requests asking which of some users share a conversation with a user (answered by one
+    /// API instance): who may subscribe to whose presence.
+    pub fn visibility_request(&self) -> String {
+        format!("{}.internal.visibility", self.prefix)
     }
 
     pub fn outbox_wake(&self) -> String {

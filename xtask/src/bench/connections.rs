@@ -7,10 +7,15 @@
 //! - `broker, users without conversations`: every connection a distinct user;
 //! - `broker, users in direct pairs`: users 2k and 2k+1 share a direct conversation, so the
 //!   broker holds N/2 conversation subscriptions as well;
+//! - `broker, realistic users` (N = 19,000 only): each user a member of 20 conversations, 10
+//!   direct ones with users who never connect and 10 groups of 50 connected users; reported
+//!   also as bytes per membership above the users without conversations;
 //! - baseline `bare tokio-tungstenite`, in the same invocation: an accept loop, one task and one
 //!   tokio mpsc channel per connection, the broker's WebSocket buffer settings, no auth, no hub.
 //!
 //! KiB per connection = (RSS 3 s after the last connection − RSS of the idle server) ÷ N.
+//! Last, one user who is a member of 10,000 conversations connects alone: the broker's RSS
+//! growth and the time to its `hello`.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -64,11 +69,21 @@ pub async fn run() -> anyhow::Result<()> {
         let tokens = paired_users(&stack, count).await?;
         let paired = measure_broker(&stack, &release, &tokens).await?;
         eprintln!("bench connections N={count}: broker, users in direct pairs {paired}");
-        for (variant, measured) in [
-            ("bare tokio-tungstenite (baseline)", &bare),
-            ("broker, users without conversations", &lone),
-            ("broker, users in direct pairs", &paired),
-        ] {
+        let mut variants = vec![
+            ("bare tokio-tungstenite (baseline)", bare.clone()),
+            ("broker, users without conversations", lone.clone()),
+            ("broker, users in direct pairs", paired),
+        ];
+        if count == REALISTIC_USERS {
+            let tokens = realistic_users(&stack, count).await?;
+            let mut realistic = measure_broker(&stack, &release, &tokens).await?;
+            let extra_kib = realistic["kib_per_connection"].as_f64().unwrap_or_default()
+                - lone["kib_per_connection"].as_f64().unwrap_or_default();
+            realistic["bytes_per_membership"] = json!(extra_kib * 1024.0 / MEMBERSHIPS_PER_USER as f64);
+            eprintln!("bench connections N={count}: broker, realistic users {realistic}");
+            variants.push(("broker, realistic users (20 conversations each)", realistic));
+        }
+        for (variant, measured) in &variants {
             let mut row = measured.clone();
             row["variant"] = json!(variant);
             row["connections"] = json!(count);
@@ -79,8 +94,125 @@ pub async fn run() -> anyhow::Result<()> {
             rows.push(row);
         }
     }
+    let many = one_user_in_many_conversations(&stack, &release).await?;
+    eprintln!("bench connections: one user in {MANY_CONVERSATIONS} conversations {many}");
     stack.stop().await;
-    report(&rows)
+    report(&rows, &many)
+}
+
+/// The realistic mix: 10 direct conversations with users who never connect, 10 groups of 50.
+const REALISTIC_USERS: usize = 19_000;
+const MEMBERSHIPS_PER_USER: usize = 20;
+const DIRECTS_PER_USER: usize = 10;
+const GROUP_SIZE: usize = 50;
+/// One multiplier per round of groups, coprime with 19,000: each round is a permutation.
+const GROUP_ROUNDS: [usize; 10] = [1, 3, 7, 11, 13, 17, 21, 23, 27, 29];
+const MANY_CONVERSATIONS: usize = 10_000;
+
+/// Tokens of `count` users in the realistic mix, arranged directly in PostgreSQL (creating
+/// 190,000 conversations over REST would take minutes and measure nothing of the broker).
+async fn realistic_users(stack: &Stack, count: usize) -> anyhow::Result<Vec<String>> {
+    let users: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    let mut memberships: Vec<(Uuid, Uuid)> = Vec::with_capacity(count * MEMBERSHIPS_PER_USER);
+    let mut directs = Vec::with_capacity(count * DIRECTS_PER_USER);
+    for &user in &users {
+        for _ in 0..DIRECTS_PER_USER {
+            let (conversation, ghost) = (Uuid::now_v7(), Uuid::now_v7());
+            directs.push((conversation, user, ghost));
+            memberships.push((conversation, user));
+            memberships.push((conversation, ghost));
+        }
+    }
+    let mut groups = Vec::new();
+    for multiplier in GROUP_ROUNDS {
+        let round: Vec<Uuid> = (0..count.div_ceil(GROUP_SIZE)).map(|_| Uuid::now_v7()).collect();
+        for (index, &user) in users.iter().enumerate() {
+            memberships.push((round[(index * multiplier % count) / GROUP_SIZE], user));
+        }
+        groups.extend(round);
+    }
+    let db = sqlx::PgPool::connect(&stack.database_url()).await?;
+    arrange(&db, &users, &directs, &groups, &memberships).await?;
+    db.close().await;
+    Ok(users.into_iter().map(|user| token(UserId::from_uuid(user))).collect())
+}
+
+/// Inserts users, direct conversations (with their other member), groups and memberships.
+async fn arrange(
+    db: &sqlx::PgPool,
+    users: &[Uuid],
+    directs: &[(Uuid, Uuid, Uuid)],
+    groups: &[Uuid],
+    memberships: &[(Uuid, Uuid)],
+) -> anyhow::Result<()> {
+    let mut everyone: Vec<Uuid> = users.to_vec();
+    everyone.extend(directs.iter().map(|(_, _, ghost)| *ghost));
+    for chunk in everyone.chunks(50_000) {
+        sqlx::query("insert into users (id) select unnest($1::uuid[]) on conflict do nothing")
+            .bind(chunk)
+            .execute(db)
+            .await?;
+    }
+    for chunk in directs.chunks(50_000) {
+        let (ids, owners, ghosts): (Vec<Uuid>, Vec<Uuid>, Vec<Uuid>) =
+            chunk.iter().fold((vec![], vec![], vec![]), |(mut a, mut b, mut c), (id, owner, ghost)| {
+                a.push(*id);
+                b.push(*owner);
+                c.push(*ghost);
+                (a, b, c)
+            });
+        sqlx::query(
+            "insert into conversations (id, kind, direct_key, created_by, last_seq)
+             select d.id, 'direct', d.owner || ':' || d.ghost, d.owner, 1
+               from unnest($1::uuid[], $2::uuid[], $3::uuid[]) as d (id, owner, ghost)",
+        )
+        .bind(&ids)
+        .bind(&owners)
+        .bind(&ghosts)
+        .execute(db)
+        .await?;
+    }
+    let creator = users.first().copied().unwrap_or_default();
+    sqlx::query(
+        "insert into conversations (id, kind, title, created_by, last_seq)
+         select id, 'group', 'bench group', $2, 1 from unnest($1::uuid[]) as id",
+    )
+    .bind(groups)
+    .bind(creator)
+    .execute(db)
+    .await?;
+    for chunk in memberships.chunks(100_000) {
+        let (conversations, members): (Vec<Uuid>, Vec<Uuid>) = chunk.iter().copied().unzip();
+        sqlx::query(
+            "insert into conversation_members (conversation_id, user_id, role, visible_from_seq)
+             select m.conversation, m.member, 'member', 1 from unnest($1::uuid[], $2::uuid[]) as m (conversation, member)
+             on conflict do nothing",
+        )
+        .bind(&conversations)
+        .bind(&members)
+        .execute(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// One user in [`MANY_CONVERSATIONS`] groups connects to a fresh broker: its RSS growth and the
+/// time to `hello`.
+async fn one_user_in_many_conversations(stack: &Stack, release: &Path) -> anyhow::Result<Value> {
+    let user = Uuid::now_v7();
+    let groups: Vec<Uuid> = (0..MANY_CONVERSATIONS).map(|_| Uuid::now_v7()).collect();
+    let memberships: Vec<(Uuid, Uuid)> = groups.iter().map(|group| (*group, user)).collect();
+    let db = sqlx::PgPool::connect(&stack.database_url()).await?;
+    arrange(&db, &[user], &[], &groups, &memberships).await?;
+    db.close().await;
+    let tokens = [token(UserId::from_uuid(user))];
+    let measured = measure_broker(stack, release, &tokens).await?;
+    Ok(json!({
+        "conversations": MANY_CONVERSATIONS,
+        "rss_growth_mib": measured["rss_after_mib"].as_f64().unwrap_or_default()
+            - measured["rss_before_mib"].as_f64().unwrap_or_default(),
+        "hello_seconds": measured["connect_seconds"],
+    }))
 }
 
 /// Tokens of `count` fresh users (the API learns them on their first request: here the
@@ -251,13 +383,14 @@ pub async fn bare_server() -> anyhow::Result<()> {
     }
 }
 
-fn report(rows: &[Value]) -> anyhow::Result<()> {
+fn report(rows: &[Value], many: &Value) -> anyhow::Result<()> {
     let mut table = String::from(
-        "| variant | connections | connect all (s) | RSS idle → loaded (MiB) | KiB per connection | ÷ bare |\n|---|---:|---:|---:|---:|---:|\n",
+        "| variant | connections | connect all (s) | RSS idle → loaded (MiB) | KiB per connection | ÷ bare | bytes per membership |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in rows {
+        let per_membership = row["bytes_per_membership"].as_f64().map_or_else(|| "".into(), |b| format!("{b:.0}"));
         table.push_str(&format!(
-            "| {} | {} | {:.2} | {:.1} → {:.1} | {:.2} | {:.2} |\n",
+            "| {} | {} | {:.2} | {:.1} → {:.1} | {:.2} | {:.2} | {per_membership} |\n",
             row["variant"].as_str().unwrap_or_default(),
             row["connections"],
             row["connect_seconds"].as_f64().unwrap_or_default(),
@@ -267,5 +400,12 @@ fn report(rows: &[Value]) -> anyhow::Result<()> {
             row["ratio_to_bare"].as_f64().unwrap_or_default(),
         ));
     }
-    super::write_named_report("connections", &json!({ "scenario": "connections", "rows": rows }), &table)
+    table.push_str(&format!(
+        "\nOne user in {} conversations: broker RSS grew {:.2} MiB, `hello` after {:.3} s.\n",
+        many["conversations"],
+        many["rss_growth_mib"].as_f64().unwrap_or_default(),
+        many["hello_seconds"].as_f64().unwrap_or_default(),
+    ));
+    let json = json!({ "scenario": "connections", "rows": rows, "one_user_in_many_conversations": many });
+    super::write_named_report("connections", &json, &table)
 }

@@ -3,6 +3,9 @@
 //! deliveries per second (frames received by all members ÷ time from the first POST to the
 //! last frame), latency percentiles and how many deliveries are missing.
 //!
+//! Then: how many presence frames the members' connecting produced, and the CPU the broker
+//! spends on 20,000 events/s for conversations none of its users is in.
+//!
 //! Baseline in the same invocation: a bare tokio broadcast relay (child process, hidden
 //! subcommand `bench-bare-fanout`): the same 10,000 receiving connections, one sending
 //! connection, each frame broadcast to all.
@@ -35,6 +38,11 @@ pub async fn run() -> anyhow::Result<()> {
     let release = Stack::build_release("parley-broker")?;
     let mut broker = stack.spawn_release_broker(&release).await?;
     let parley = measure_parley(&stack, &format!("ws://127.0.0.1:{}/ws", broker.port())).await?;
+    let presence_frames = broker_metric(&broker.url(), "parley_broker_presence_frames_total").await?;
+    eprintln!("bench fanout: {presence_frames} presence frames while {MEMBERS} members connected");
+    let pid = broker.pid().context("broker pid")?;
+    let foreign = measure_foreign_events(&stack, &broker.url(), pid).await?;
+    eprintln!("bench fanout: {foreign}");
     broker.terminate().await;
     stack.stop().await;
     let bare = measure_bare().await?;
@@ -69,7 +77,24 @@ pub async fn run() -> anyhow::Result<()> {
         ));
     }
     table.push_str(&format!("\nParley ÷ bare (deliveries/s): {ratio:.2}\n"));
-    super::write_named_report("fanout", &json!({ "scenario": "fanout", "rows": rows, "ratio": ratio }), &table)?;
+    table.push_str(&format!(
+        "\nPresence frames sent while the {MEMBERS} members connected: {presence_frames} \
+         (a group larger than PARLEY_PRESENCE_AUTO_MAX_MEMBERS: members follow each other only on request).\n"
+    ));
+    table.push_str(&format!(
+        "\nEvents for conversations with no member on the broker: {:.0} events/s for {:.0} s cost the broker \
+         {:.1}% of one core ({} routed, {} dropped).\n",
+        foreign["events_per_second"].as_f64().unwrap_or_default(),
+        foreign["seconds"].as_f64().unwrap_or_default(),
+        foreign["broker_cpu_percent"].as_f64().unwrap_or_default(),
+        foreign["routed"],
+        foreign["dropped"],
+    ));
+    let report = json!({
+        "scenario": "fanout", "rows": rows, "ratio": ratio,
+        "presence_frames_while_connecting": presence_frames, "foreign_events": foreign,
+    });
+    super::write_named_report("fanout", &report, &table)?;
     let title = format!("fan-out: {MESSAGES} messages to {MEMBERS} members");
     super::write_plot("fanout", &title, &[("Parley", &parley.latency), ("bare broadcast relay", &bare.latency)])
 }
@@ -264,4 +289,83 @@ pub async fn bare_fanout() -> anyhow::Result<()> {
             }
         });
     }
+}
+
+/// A counter or gauge of the broker's `/metrics`.
+async fn broker_metric(broker_url: &str, name: &str) -> anyhow::Result<f64> {
+    let metrics = reqwest::get(format!("{broker_url}/metrics")).await?.text().await?;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .with_context(|| format!("{name} missing from the broker's metrics"))
+}
+
+/// Events published per second for conversations no member of which is on the broker.
+const FOREIGN_RATE: u64 = 20_000;
+const FOREIGN_SECONDS: u64 = 10;
+
+/// Publishes [`FOREIGN_RATE`] events a second (each for a conversation of its own, none with a
+/// member on the broker) into the events stream for [`FOREIGN_SECONDS`], and measures the CPU
+/// time the broker spends meanwhile (utime + stime from /proc).
+async fn measure_foreign_events(stack: &Stack, broker_url: &str, broker_pid: u32) -> anyhow::Result<Value> {
+    let client = async_nats::connect(stack.nats_url()).await?;
+    let jetstream = async_nats::jetstream::new(client);
+    let subjects = parley_shared::subjects::Subjects::default();
+    let dropped_before = broker_metric(broker_url, "parley_broker_events_dropped_total").await?;
+    let routed_before = broker_metric(broker_url, "parley_broker_events_routed_total").await?;
+    let cpu_before = cpu_seconds(broker_pid)?;
+    let started = Instant::now();
+    let mut acks = futures_util::stream::FuturesUnordered::new();
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = FOREIGN_RATE / 100;
+    let mut published = 0u64;
+    while started.elapsed() < Duration::from_secs(FOREIGN_SECONDS) {
+        ticks.tick().await;
+        for _ in 0..per_tick {
+            let conversation = parley_shared::ids::ConversationId::from_uuid(Uuid::now_v7());
+            let payload = foreign_envelope(conversation);
+            let subject = subjects.conversation_event(conversation, "message.created");
+            acks.push(jetstream.publish(subject, payload.into()).await?.into_future());
+            published += 1;
+        }
+        while acks.len() > 4096 {
+            acks.next().await.context("ack")??;
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Let the broker finish what is queued for it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu = cpu_seconds(broker_pid)? - cpu_before;
+    Ok(json!({
+        "events": published,
+        "seconds": seconds,
+        "events_per_second": published as f64 / seconds,
+        "broker_cpu_seconds": cpu,
+        "broker_cpu_percent": cpu / seconds * 100.0,
+        "routed": broker_metric(broker_url, "parley_broker_events_routed_total").await? - routed_before,
+        "dropped": broker_metric(broker_url, "parley_broker_events_dropped_total").await? - dropped_before,
+    }))
+}
+
+/// A realistic `message.created` envelope (about 400 bytes).
+fn foreign_envelope(conversation: parley_shared::ids::ConversationId) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": Uuid::now_v7(), "type": "message.created", "conversation_id": conversation, "seq": 2,
+        "actor": Uuid::now_v7(), "occurred_at": Utc::now(),
+        "data": { "message_id": Uuid::now_v7(), "author_id": Uuid::now_v7(),
+                  "body": "a message for a conversation nobody on this broker is in", "client_message_id": "x" },
+    }))
+    .unwrap_or_default()
+}
+
+/// The process's CPU time so far (user + system), in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
 }

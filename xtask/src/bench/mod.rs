@@ -134,6 +134,11 @@ impl Stack {
         self.nats.url()
     }
 
+    /// The API's database, for arranging large data sets directly.
+    pub fn database_url(&self) -> String {
+        self.postgres.url("postgres")
+    }
+
     /// `clients` users, each with a token and a group of their own.
     pub async fn users(&self, clients: usize) -> anyhow::Result<Vec<BenchUser>> {
         setup_users(&self.api.url(), self.api_addr(), clients).await
