@@ -34,13 +34,39 @@ pub struct Application {
     local_addr: SocketAddr,
     broker: Arc<Broker>,
     relay: Relay,
-    presence_worker: PresenceWorker,
+    workers: Workers,
+    config: Config,
+}
+
+/// The broker's background tasks, built with it and started when it serves.
+struct Workers {
+    presence: PresenceWorker,
     feed: Feed,
-    router: Router,
     feed_items: tokio::sync::mpsc::Sender<FeedItem>,
+    router: Router,
     nats_reconnected: Arc<Notify>,
     events_lost: Arc<Notify>,
-    config: Config,
+}
+
+impl Workers {
+    /// Starts every task; the caller aborts them at shutdown.
+    fn spawn(self, broker: &Arc<Broker>, relay: &Relay, resync_spread: Duration) -> Vec<tokio::task::JoinHandle<()>> {
+        let Self { presence, feed, feed_items, router, nats_reconnected, events_lost } = self;
+        let signals = crate::signals::run(
+            relay.nats().clone(),
+            relay.subjects().clone(),
+            Arc::clone(&broker.hub),
+            Arc::clone(&broker.metrics),
+        );
+        vec![
+            tokio::spawn(run_feed(feed, feed_items, nats_reconnected)),
+            tokio::spawn(router.run()),
+            tokio::spawn(signals),
+            tokio::spawn(update_gauges(Arc::clone(broker))),
+            tokio::spawn(presence.run()),
+            tokio::spawn(resync_after_lost_events(Arc::clone(broker), events_lost, resync_spread)),
+        ]
+    }
 }
 
 /// Messages the feed may read ahead of the router.
@@ -115,19 +141,8 @@ impl Application {
         };
         let broker = Arc::new(Broker { hub, verifier, metrics, settings, connections: TaskTracker::new() });
         let (acceptor, local_addr) = bind(config.listen, config.socket_send_buffer)?;
-        Ok(Self {
-            acceptor,
-            local_addr,
-            broker,
-            relay,
-            presence_worker,
-            feed,
-            router,
-            feed_items,
-            nats_reconnected,
-            events_lost,
-            config,
-        })
+        let workers = Workers { presence: presence_worker, feed, feed_items, router, nats_reconnected, events_lost };
+        Ok(Self { acceptor, local_addr, broker, relay, workers, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -137,31 +152,9 @@ impl Application {
     /// Serves until `shutdown` resolves; then stops accepting, closes every connection with
     /// 1012, waits for them up to the shutdown timeout and drains the NATS client.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let Self {
-            acceptor,
-            local_addr,
-            broker,
-            relay,
-            presence_worker,
-            feed,
-            router,
-            feed_items,
-            nats_reconnected,
-            events_lost,
-            config,
-        } = self;
+        let Self { acceptor, local_addr, broker, relay, workers, config } = self;
         tracing::info!(%local_addr, ws_path = %config.ws_path, "parley-broker listening");
-        let feed = tokio::spawn(run_feed(feed, feed_items, nats_reconnected));
-        let router = tokio::spawn(router.run());
-        let signals = tokio::spawn(crate::signals::run(
-            relay.nats().clone(),
-            relay.subjects().clone(),
-            Arc::clone(&broker.hub),
-            Arc::clone(&broker.metrics),
-        ));
-        let gauges = tokio::spawn(update_gauges(Arc::clone(&broker)));
-        let presence = tokio::spawn(presence_worker.run());
-        let resync = tokio::spawn(resync_after_lost_events(Arc::clone(&broker), events_lost, config.resync_spread));
+        let tasks = workers.spawn(&broker, &relay, config.resync_spread);
         let app = Route::new()
             .at(&config.ws_path, get(crate::server::upgrade))
             .nest("/", routes::health::routes())
@@ -177,7 +170,7 @@ impl Application {
         if tokio::time::timeout(config.service.shutdown_timeout, broker.connections.wait()).await.is_err() {
             tracing::warn!(open = broker.connections.len(), "connections still open at the shutdown deadline");
         }
-        for task in [resync, presence, gauges, signals, router, feed] {
+        for task in tasks {
             task.abort();
         }
         broker.hub.clear();
