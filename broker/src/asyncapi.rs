@@ -73,7 +73,7 @@ pub fn document() -> Value {
                 json!({
                     "name": "membershipReply",
                     "title": "Membership reply",
-                    "summary": "One page (up to 5,000, by id) of the user's conversations with each one's latest seq and member count, and `next` when more follow; or an error.",
+                    "summary": "One page (up to 1,000, by id) of the user's conversations with each one's latest seq and member count, and `next` when more follow; or an error.",
                     "contentType": "application/json",
                     "payload": membership_reply,
                 }),

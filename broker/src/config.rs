@@ -59,8 +59,9 @@ pub struct Config {
     pub outbound_queue_frames: usize,
     /// Most conversations `hello` lists (the most active first, by `last_seq`); a user with
     /// more gets `conversations_truncated: true` and reads the rest with `GET /v1/conversations`.
-    /// Keeps `hello` well under the outbound queue's byte bound (about 75 bytes each).
-    #[arg(long, env = "PARLEY_BROKER_HELLO_MAX_CONVERSATIONS", default_value_t = 5_000)]
+    /// Keeps `hello` small (about 75 bytes each): the socket's write buffer keeps the size of the
+    /// largest frame written.
+    #[arg(long, env = "PARLEY_BROKER_HELLO_MAX_CONVERSATIONS", default_value_t = 1_000)]
     pub hello_max_conversations: usize,
     /// Users one connection may follow with `presence.subscribe`.
     #[arg(long, env = "PARLEY_BROKER_PRESENCE_SUBSCRIPTIONS", default_value_t = 500)]

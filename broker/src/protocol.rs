@@ -211,7 +211,7 @@ pub struct Hello {
     /// Every conversation of the user with its latest `seq` at the moment this connection
     /// started receiving events: every later event arrives on this connection; backfill up to
     /// `last_seq` over `GET /v1/conversations/{id}/events?after_seq=`. At most
-    /// `PARLEY_BROKER_HELLO_MAX_CONVERSATIONS` (5,000), the highest `last_seq` first.
+    /// `PARLEY_BROKER_HELLO_MAX_CONVERSATIONS` (1,000), the highest `last_seq` first.
     pub conversations: Vec<ConversationPosition>,
     /// True when the user has more conversations than `conversations` lists: read the others'
     /// `last_seq` from `GET /v1/conversations` (their events arrive live all the same).

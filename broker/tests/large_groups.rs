@@ -86,7 +86,7 @@ async fn a_user_in_12_000_conversations_connects_learns_them_all_page_by_page_an
     eprintln!("hello for {CONVERSATIONS} conversations after {:?}", started.elapsed());
     assert_eq!(bob_ws.hello["conversations"].as_array().expect("conversations").len(), 1000);
     assert_eq!(bob_ws.hello["conversations_truncated"], true);
-    // The last conversation by id is on the third page of the membership reply, and not in
+    // The last conversation by id is on the last (12th) page of the membership reply, and not in
     // `hello`: its events still arrive.
     let last = *groups.iter().max().expect("groups");
     let sent = bob.say(last, "on the last page").await;

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ConversationId, UserId};
 
-/// Conversations per page: about 100 bytes each in JSON, so a page stays well under 1 MiB.
-pub const PAGE_SIZE: i64 = 5_000;
+/// Conversations per page: about 110 bytes each in JSON, so a page is about 110 KB, well under
+/// NATS' 1 MiB, and the client's read buffer (which keeps the largest message's size) stays small.
+pub const PAGE_SIZE: i64 = 1_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MembershipRequest {

@@ -76,12 +76,28 @@ pub async fn run() -> anyhow::Result<()> {
         ];
         if count == REALISTIC_USERS {
             let tokens = realistic_users(&stack, count).await?;
-            let mut realistic = measure_broker(&stack, &release, &tokens).await?;
-            let extra_kib = realistic["kib_per_connection"].as_f64().unwrap_or_default()
-                - lone["kib_per_connection"].as_f64().unwrap_or_default();
-            realistic["bytes_per_membership"] = json!(extra_kib * 1024.0 / MEMBERSHIPS_PER_USER as f64);
-            eprintln!("bench connections N={count}: broker, realistic users {realistic}");
-            variants.push(("broker, realistic users (20 conversations each)", realistic));
+            // With presence as configured by default (each arrival goes to up to 490 co-members
+            // here), and without automatic presence: what interest itself costs.
+            for (variant, env) in [
+                ("broker, realistic users (20 conversations each)", Vec::new()),
+                (
+                    "broker, realistic users, no automatic presence",
+                    vec![("PARLEY_PRESENCE_AUTO_MAX_MEMBERS".to_owned(), "0".to_owned())],
+                ),
+            ] {
+                let mut broker = stack.spawn_release_broker_with(&release, env).await?;
+                let pid = broker.pid().context("broker pid")?;
+                let url = format!("ws://127.0.0.1:{}/ws", broker.port());
+                let mut realistic = measure(pid, &url, &tokens, stack.dir()).await?;
+                realistic["presence_frames"] =
+                    json!(super::broker_metric(&broker.url(), "parley_broker_presence_frames_total").await?);
+                broker.terminate().await;
+                let extra_kib = realistic["kib_per_connection"].as_f64().unwrap_or_default()
+                    - lone["kib_per_connection"].as_f64().unwrap_or_default();
+                realistic["bytes_per_membership"] = json!(extra_kib * 1024.0 / MEMBERSHIPS_PER_USER as f64);
+                eprintln!("bench connections N={count}: {variant} {realistic}");
+                variants.push((variant, realistic));
+            }
         }
         for (variant, measured) in &variants {
             let mut row = measured.clone();
@@ -388,7 +404,7 @@ fn report(rows: &[Value], many: &Value) -> anyhow::Result<()> {
         "| variant | connections | connect all (s) | RSS idle → loaded (MiB) | KiB per connection | ÷ bare | bytes per membership |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in rows {
-        let per_membership = row["bytes_per_membership"].as_f64().map_or_else(|| "".into(), |b| format!("{b:.0}"));
+        let per_membership = row["bytes_per_membership"].as_f64().map_or_else(String::new, |b| format!("{b:.0}"));
         table.push_str(&format!(
             "| {} | {} | {:.2} | {:.1} → {:.1} | {:.2} | {:.2} | {per_membership} |\n",
             row["variant"].as_str().unwrap_or_default(),

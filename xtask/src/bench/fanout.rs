@@ -38,7 +38,7 @@ pub async fn run() -> anyhow::Result<()> {
     let release = Stack::build_release("parley-broker")?;
     let mut broker = stack.spawn_release_broker(&release).await?;
     let parley = measure_parley(&stack, &format!("ws://127.0.0.1:{}/ws", broker.port())).await?;
-    let presence_frames = broker_metric(&broker.url(), "parley_broker_presence_frames_total").await?;
+    let presence_frames = super::broker_metric(&broker.url(), "parley_broker_presence_frames_total").await?;
     eprintln!("bench fanout: {presence_frames} presence frames while {MEMBERS} members connected");
     let pid = broker.pid().context("broker pid")?;
     let foreign = measure_foreign_events(&stack, &broker.url(), pid).await?;
@@ -83,10 +83,11 @@ pub async fn run() -> anyhow::Result<()> {
     ));
     table.push_str(&format!(
         "\nEvents for conversations with no member on the broker: {:.0} events/s for {:.0} s cost the broker \
-         {:.1}% of one core ({} routed, {} dropped).\n",
+         {:.1}% of one core (idle before: {:.1}%; {} routed, {} dropped).\n",
         foreign["events_per_second"].as_f64().unwrap_or_default(),
         foreign["seconds"].as_f64().unwrap_or_default(),
         foreign["broker_cpu_percent"].as_f64().unwrap_or_default(),
+        foreign["broker_idle_cpu_percent"].as_f64().unwrap_or_default(),
         foreign["routed"],
         foreign["dropped"],
     ));
@@ -291,15 +292,6 @@ pub async fn bare_fanout() -> anyhow::Result<()> {
     }
 }
 
-/// A counter or gauge of the broker's `/metrics`.
-async fn broker_metric(broker_url: &str, name: &str) -> anyhow::Result<f64> {
-    let metrics = reqwest::get(format!("{broker_url}/metrics")).await?.text().await?;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .with_context(|| format!("{name} missing from the broker's metrics"))
-}
-
 /// Events published per second for conversations no member of which is on the broker.
 const FOREIGN_RATE: u64 = 20_000;
 const FOREIGN_SECONDS: u64 = 10;
@@ -311,8 +303,20 @@ async fn measure_foreign_events(stack: &Stack, broker_url: &str, broker_pid: u32
     let client = async_nats::connect(stack.nats_url()).await?;
     let jetstream = async_nats::jetstream::new(client);
     let subjects = parley_shared::subjects::Subjects::default();
-    let dropped_before = broker_metric(broker_url, "parley_broker_events_dropped_total").await?;
-    let routed_before = broker_metric(broker_url, "parley_broker_events_routed_total").await?;
+    // The members' connections were just dropped: let the broker finish closing them (and
+    // recording their users' departures) first, then take its idle CPU as a reference.
+    for _ in 0..120 {
+        if super::broker_metric(broker_url, "parley_broker_connections").await? == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_started = (Instant::now(), cpu_seconds(broker_pid)?);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_percent = (cpu_seconds(broker_pid)? - idle_started.1) / idle_started.0.elapsed().as_secs_f64() * 100.0;
+    let dropped_before = super::broker_metric(broker_url, "parley_broker_events_dropped_total").await?;
+    let routed_before = super::broker_metric(broker_url, "parley_broker_events_routed_total").await?;
     let cpu_before = cpu_seconds(broker_pid)?;
     let started = Instant::now();
     let mut acks = futures_util::stream::FuturesUnordered::new();
@@ -345,8 +349,9 @@ async fn measure_foreign_events(stack: &Stack, broker_url: &str, broker_pid: u32
         "events_per_second": published as f64 / seconds,
         "broker_cpu_seconds": cpu,
         "broker_cpu_percent": cpu / seconds * 100.0,
-        "routed": broker_metric(broker_url, "parley_broker_events_routed_total").await? - routed_before,
-        "dropped": broker_metric(broker_url, "parley_broker_events_dropped_total").await? - dropped_before,
+        "broker_idle_cpu_percent": idle_percent,
+        "routed": super::broker_metric(broker_url, "parley_broker_events_routed_total").await? - routed_before,
+        "dropped": super::broker_metric(broker_url, "parley_broker_events_dropped_total").await? - dropped_before,
     }))
 }
 

@@ -108,11 +108,21 @@ impl Stack {
 
     /// A release `parley-broker` on this stack's NATS.
     pub async fn spawn_release_broker(&self, release: &Path) -> anyhow::Result<AppProcess> {
-        let env = vec![
+        self.spawn_release_broker_with(release, Vec::new()).await
+    }
+
+    /// Like [`Self::spawn_release_broker`], with extra settings.
+    pub async fn spawn_release_broker_with(
+        &self,
+        release: &Path,
+        extra_env: Vec<(String, String)>,
+    ) -> anyhow::Result<AppProcess> {
+        let mut env = vec![
             ("NATS_URL".into(), self.nats.url()),
             ("PARLEY_JWT_SECRET".into(), SECRET.into()),
             ("PARLEY_LOG".into(), "warn".into()),
         ];
+        env.extend(extra_env);
         let port = wait::free_port()?;
         let output = Output::File(self.dir.path().join(format!("broker-{port}.log")));
         AppProcess::spawn_executable(Binary::Broker, release.join(Binary::Broker.name()), port, env, output).await
@@ -406,4 +416,13 @@ pub(crate) async fn baseline_listener() -> anyhow::Result<tokio::net::TcpListene
     println!("{}", listener.local_addr()?.port());
     std::io::stdout().flush()?;
     Ok(listener)
+}
+
+/// A counter or gauge of a broker's `/metrics`.
+pub(crate) async fn broker_metric(broker_url: &str, name: &str) -> anyhow::Result<f64> {
+    let metrics = reqwest::get(format!("{broker_url}/metrics")).await?.text().await?;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .with_context(|| format!("{name} missing from the broker's metrics"))
 }
