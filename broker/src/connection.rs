@@ -41,8 +41,7 @@ pub async fn run(broker: Arc<Broker>, ws: Socket, identity: Option<Identity>) {
     let Some((mut connection, ticket)) = Box::pin(open(&broker, ws, identity)).await else { return };
     let ended = connection.run().await;
     // Out of the hub first, so nothing more is queued while the close handshake runs.
-    let following = std::mem::take(&mut connection.following);
-    broker.hub.presence_unsubscribe(&connection.outbound, &mut connection.following, &following);
+    broker.hub.forget_presence(&connection.outbound, &connection.following);
     drop(ticket);
     if let Some(code) = ended {
         Box::pin(close(&broker, connection.ws, code)).await;

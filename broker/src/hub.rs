@@ -228,10 +228,15 @@ impl Hub {
 
     /// Stops following `users`' presence on `outbound`.
     pub fn presence_unsubscribe(&self, outbound: &Arc<Outbound>, following: &mut Vec<UserId>, users: &[UserId]) {
+        self.forget_presence(outbound, users);
+        following.retain(|user| !users.contains(user));
+    }
+
+    /// Drops `outbound`'s subscriptions to `users`' presence (at close: all it had).
+    pub fn forget_presence(&self, outbound: &Arc<Outbound>, users: &[UserId]) {
         for user in users {
             self.index.unwatch(*user, outbound);
         }
-        following.retain(|user| !users.contains(user));
     }
 
     /// Whether this broker knows `user` to be a member of `conversation` now.

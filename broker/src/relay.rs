@@ -45,10 +45,8 @@ impl Relay {
         let mut memberships = Vec::new();
         let mut after = None;
         loop {
-            let payload = serde_json::to_vec(&MembershipRequest { user_id: user, after })?;
-            let request = async_nats::Request::new().payload(payload.into()).timeout(Some(self.request_timeout));
-            let reply = self.nats.send_request(self.subjects.membership_request(), request).await?;
-            match serde_json::from_slice(&reply.payload)? {
+            let request = MembershipRequest { user_id: user, after };
+            match self.request(self.subjects.membership_request(), &request).await? {
                 MembershipReply::Conversations(page) => {
                     memberships.extend(page.items);
                     match page.next {
@@ -64,13 +62,23 @@ impl Relay {
     /// Which of `candidates` share a conversation with `user`, from whichever API instance
     /// answers.
     pub async fn visible(&self, user: UserId, candidates: Vec<UserId>) -> Result<Vec<UserId>, MembershipError> {
-        let payload = serde_json::to_vec(&VisibilityRequest { user_id: user, candidates })?;
-        let request = async_nats::Request::new().payload(payload.into()).timeout(Some(self.request_timeout));
-        let reply = self.nats.send_request(self.subjects.visibility_request(), request).await?;
-        match serde_json::from_slice(&reply.payload)? {
+        let request = VisibilityRequest { user_id: user, candidates };
+        match self.request(self.subjects.visibility_request(), &request).await? {
             VisibilityReply::Visible(users) => Ok(users),
             VisibilityReply::Error(message) => Err(MembershipError::Refused(message)),
         }
+    }
+
+    /// A core-NATS request to the API instances, bounded by the request timeout.
+    async fn request<T: serde::de::DeserializeOwned>(
+        &self,
+        subject: String,
+        body: &impl serde::Serialize,
+    ) -> Result<T, MembershipError> {
+        let payload = serde_json::to_vec(body)?;
+        let request = async_nats::Request::new().payload(payload.into()).timeout(Some(self.request_timeout));
+        let reply = self.nats.send_request(subject, request).await?;
+        Ok(serde_json::from_slice(&reply.payload)?)
     }
 
     /// Publishes a typing signal on core NATS (dropped while NATS is away: it is ephemeral).

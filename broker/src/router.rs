@@ -181,15 +181,15 @@ impl Journal {
     }
 }
 
-/// Whom a stream subject is for.
+/// Whom a subject is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Target {
+pub enum Target {
     Conversation(ConversationId),
     User(UserId),
 }
 
-/// `<prefix>.conv.<id>.<type>` or `<prefix>.user.<id>.<type>`.
-fn target_of(subjects: &Subjects, subject: &str) -> Option<Target> {
+/// `<prefix>.conv.<id>.<type>` or `<prefix>.user.<id>.<type>` (stream events and signals alike).
+pub fn target_of(subjects: &Subjects, subject: &str) -> Option<Target> {
     let rest = subject.strip_prefix(subjects.prefix())?;
     let (scope, rest) = rest.strip_prefix('.')?.split_once('.')?;
     let id = rest.split('.').next()?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use parley_shared::events::Typing;
-use parley_shared::ids::{ConversationId, UserId};
+use parley_shared::ids::UserId;
 use parley_shared::presence::PresenceAnnouncement;
 use parley_shared::subjects::Subjects;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -24,6 +24,7 @@ use crate::hub::Hub;
 use crate::index::{Delivery, Index};
 use crate::metrics::Metrics;
 use crate::outbound::{Frame, Outbound, Pushed};
+use crate::router::{Target, target_of};
 
 /// Relays typing and presence signals until the subscriptions end (the client drains at
 /// shutdown).
@@ -65,7 +66,7 @@ fn relay_typing(
     message: &async_nats::Message,
     members: &mut Vec<UserId>,
 ) {
-    let Some(conversation) = conversation_of(subjects, &message.subject) else { return };
+    let Some(Target::Conversation(conversation)) = target_of(subjects, &message.subject) else { return };
     if index.members_for(conversation, None, members) != Delivery::Delivered {
         return;
     }
@@ -124,9 +125,4 @@ fn relay_presence(index: &Index, metrics: &Metrics, payload: &[u8], scratch: &mu
 /// Pushes one frame; whether the queue overflowed.
 fn push(connection: &Outbound, frame: &Frame) -> bool {
     connection.push(frame.clone()) == Pushed::Overflowed
-}
-
-/// The conversation id in `<prefix>.conv.<id>.<signal>`.
-fn conversation_of(subjects: &Subjects, subject: &str) -> Option<ConversationId> {
-    subject.strip_prefix(subjects.prefix())?.strip_prefix(".conv.")?.split('.').next()?.parse().ok()
 }
