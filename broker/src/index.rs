@@ -93,7 +93,8 @@ impl UserEntry {
 #[derive(Debug)]
 struct ConversationEntry {
     members: MemberSet,
-    /// The latest `seq` delivered here (or known from a snapshot): older events are dropped.
+    /// The latest `seq` delivered here or known from a snapshot: the position second connections
+    /// get in `hello`.
     last_seq: i64,
     /// All its members, everywhere, for presence; [`UNKNOWN_COUNT`] when learnt from an event
     /// that did not say.
@@ -170,8 +171,6 @@ pub enum MemberCount {
 pub enum Delivery {
     /// No local member: dropped after one lookup.
     NoInterest,
-    /// At or below the `seq` this broker already has for the conversation.
-    Stale,
     /// Handed to the local members' connections.
     Delivered,
 }
@@ -357,17 +356,17 @@ impl Index {
         }
     }
 
-    /// Copies the conversation's local members into `members` (cleared first) if `seq` is news
-    /// (and records it); `None` for signals, which carry no `seq`.
+    /// Copies the conversation's local members into `members` (cleared first) and records
+    /// `seq`; `None` for signals, which carry no `seq`.
     pub fn members_for(&self, conversation: ConversationId, seq: Option<i64>, members: &mut Vec<UserId>) -> Delivery {
         members.clear();
         let mut conversations = self.conversations.lock(&conversation);
         let Some(entry) = conversations.get_mut(&conversation) else { return Delivery::NoInterest };
+        // No event is dropped for being at or below `last_seq`: that may come from a snapshot the
+        // router has not caught up with yet, and the members installed before it still need the
+        // event (the stream holds each event once; clients drop what `hello` covered).
         if let Some(seq) = seq {
-            if seq <= entry.last_seq {
-                return Delivery::Stale;
-            }
-            entry.last_seq = seq;
+            entry.last_seq = entry.last_seq.max(seq);
         }
         entry.members.copy_into(members);
         Delivery::Delivered
@@ -464,7 +463,6 @@ mod tests {
         }
         assert!(!index.install(alice, &[]), "a second install changes nothing");
         let mut members = Vec::new();
-        assert_eq!(index.members_for(group, Some(5), &mut members), Delivery::Stale);
         assert_eq!(index.members_for(group, Some(6), &mut members), Delivery::Delivered);
         members.sort();
         let mut both = vec![alice, bob];

@@ -339,13 +339,11 @@ impl Router {
             return;
         }
         let addressed = addressee(&envelope);
-        if self.index.last_seq(conversation).is_some_and(|last| envelope.seq > last) {
-            if let Some(change) = member_count_change(&envelope.event) {
-                self.index.count_members(conversation, change);
-            }
-            if let Some((user, member)) = addressed.and_then(|user| Some((user, membership_change(&envelope, user)?))) {
-                self.index.set_membership(user, conversation, member, envelope.seq);
-            }
+        if let Some(change) = member_count_change(&envelope.event) {
+            self.index.count_members(conversation, change);
+        }
+        if let Some((user, member)) = addressed.and_then(|user| Some((user, membership_change(&envelope, user)?))) {
+            self.index.set_membership(user, conversation, member, envelope.seq);
         }
         match self.index.members_for(conversation, Some(envelope.seq), &mut self.members) {
             Delivery::Delivered => {
@@ -357,7 +355,7 @@ impl Router {
                 self.metrics.events_routed.inc();
                 self.metrics.slow_consumers.inc_by(overflowed as u64);
             }
-            Delivery::Stale | Delivery::NoInterest => {
+            Delivery::NoInterest => {
                 self.metrics.events_dropped.inc();
             }
         }
