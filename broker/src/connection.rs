@@ -27,6 +27,7 @@ use crate::protocol::{
     ClientFrame, CloseCode, ErrorCode, Hello, ServerFrame, TYPING_MIN_INTERVAL, TYPING_TIMEOUT, parse_client_frame,
 };
 use crate::server::Broker;
+use crate::writer::{FrameWriter, MAX_BATCH_BYTES};
 
 pub type Socket = WebSocketStream<poem::Upgraded>;
 
@@ -44,7 +45,7 @@ pub async fn run(broker: Arc<Broker>, ws: Socket, identity: Option<Identity>) {
     broker.hub.forget_presence(&connection.outbound, &connection.following);
     drop(ticket);
     if let Some(code) = ended {
-        Box::pin(close(&broker, connection.ws, code)).await;
+        Box::pin(close(&broker, connection.ws, connection.writer, code)).await;
     }
 }
 
@@ -55,7 +56,7 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
         None => match first_auth(broker, &mut ws).await {
             Ok(identity) => identity,
             Err(code) => {
-                close(broker, ws, code).await;
+                close(broker, ws, FrameWriter::default(), code).await;
                 return None;
             }
         },
@@ -86,7 +87,7 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
     match broker.hub.join(identity.user_id, Arc::clone(&outbound), hello).await {
         Ok(ticket) => Some((Connection::new(broker, ws, outbound, identity), ticket)),
         Err(error) => {
-            close(broker, ws, error.close_code()).await;
+            close(broker, ws, FrameWriter::default(), error.close_code()).await;
             None
         }
     }
@@ -104,12 +105,14 @@ async fn first_auth(broker: &Broker, ws: &mut Socket) -> Result<Identity, CloseC
     }
 }
 
-/// Sends the close frame and waits (bounded) for the client's reply.
-async fn close(broker: &Broker, mut ws: Socket, code: CloseCode) {
+/// Finishes the batch under way, sends the close frame and waits (bounded) for the client's
+/// reply.
+async fn close(broker: &Broker, mut ws: Socket, mut writer: FrameWriter, code: CloseCode) {
     broker.metrics.closes.get_or_create(&CloseLabels { reason: code.reason() }).inc();
     tracing::debug!(code = code.code(), reason = code.reason(), "closing connection");
     let frame = CloseFrame { code: code.code().into(), reason: code.reason().into() };
     let handshake = async {
+        poll_fn(|cx| writer.poll_write(ws.get_mut(), cx)).await?;
         ws.close(Some(frame)).await?;
         while ws.next().await.transpose()?.is_some() {}
         Ok::<_, WsError>(())
@@ -131,8 +134,9 @@ struct Connection<'a> {
     last_typing: Option<(ConversationId, Instant)>,
     /// Users this connection follows with `presence.subscribe` (empty for most: no allocation).
     following: Vec<UserId>,
+    /// Text frames bypass tungstenite's output buffer (see [`FrameWriter`]).
+    writer: FrameWriter,
     ping_due: bool,
-    unflushed: bool,
 }
 
 /// What woke the loop.
@@ -161,8 +165,8 @@ impl<'a> Connection<'a> {
             inbound_rate: RateLimiter::direct(broker.settings.inbound_quota),
             last_typing: None,
             following: Vec::new(),
+            writer: FrameWriter::default(),
             ping_due: false,
-            unflushed: false,
         }
     }
 
@@ -190,11 +194,15 @@ impl<'a> Connection<'a> {
         if let Err(code) = self.poll_write(cx) {
             return Poll::Ready(Step::Ended(code));
         }
-        match Pin::new(&mut self.ws).poll_next(cx) {
-            Poll::Ready(Some(Ok(message))) => return Poll::Ready(Step::Inbound(message)),
-            Poll::Ready(Some(Err(error))) => return Poll::Ready(Step::Ended(read_error_code(&error))),
-            Poll::Ready(None) => return Poll::Ready(Step::Ended(None)),
-            Poll::Pending => {}
+        // Reading may write (tungstenite answers pings), so it waits while a frame is half out;
+        // a client that does not read is not read from either, until the queue bound closes it.
+        if !self.writer.is_mid_frame() {
+            match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => return Poll::Ready(Step::Inbound(message)),
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Step::Ended(read_error_code(&error))),
+                Poll::Ready(None) => return Poll::Ready(Step::Ended(None)),
+                Poll::Pending => {}
+            }
         }
         if self.timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Step::Timer);
@@ -202,51 +210,55 @@ impl<'a> Connection<'a> {
         Poll::Pending
     }
 
-    /// Moves queued frames into the socket until it would block, then flushes.
+    /// Moves queued frames into the socket until it would block or the budget is spent.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), Option<CloseCode>> {
+        // A batch under way is finished first: nothing else may be written inside a frame.
+        match self.writer.poll_write(self.ws.get_mut(), cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Err(None),
+            Poll::Pending => return Ok(()),
+        }
         let mut ws = Pin::new(&mut self.ws);
-        // One clock read per batch: every frame of a batch is written at about the same time.
-        let mut now_micros = None;
-        let mut written = 0u64;
-        // Stays true only if the budget ran out with the socket still writable.
-        let mut budget_spent = true;
-        for _ in 0..WRITE_BUDGET {
+        if self.ping_due {
             match ws.as_mut().poll_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Err(None),
-                Poll::Pending => {
-                    budget_spent = false;
-                    break;
-                }
+                Poll::Pending => return Ok(()),
             }
-            let message = if std::mem::take(&mut self.ping_due) {
-                Message::Ping(Default::default())
-            } else if let Some(frame) = self.outbound.pop() {
-                written += 1;
-                if frame.occurred_at_micros > 0 {
-                    let now = *now_micros.get_or_insert_with(|| chrono::Utc::now().timestamp_micros());
-                    let age = (now - frame.occurred_at_micros).max(0);
-                    self.broker.metrics.delivery_latency.observe(age as f64 / 1e6);
-                }
-                Message::Text(frame.text)
-            } else {
-                budget_spent = false;
-                break;
-            };
-            ws.as_mut().start_send(message).map_err(|_| None)?;
-            self.unflushed = true;
+            ws.as_mut().start_send(Message::Ping(Default::default())).map_err(|_| None)?;
+            self.ping_due = false;
         }
-        self.broker.metrics.frames_out.inc_by(written);
-        if budget_spent {
+        // Whatever tungstenite holds (a ping, a pong it owes the client) goes out before the
+        // next batch, so its frames and the writer's follow each other whole.
+        match ws.poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Err(None),
+            Poll::Pending => return Ok(()),
+        }
+        // One clock read per batch: every frame of a batch is written at about the same time.
+        let mut now_micros = None;
+        let mut written = 0;
+        while written < WRITE_BUDGET && self.writer.pending() < MAX_BATCH_BYTES {
+            let Some(frame) = self.outbound.pop() else { break };
+            written += 1;
+            if frame.occurred_at_micros > 0 {
+                let now = *now_micros.get_or_insert_with(|| chrono::Utc::now().timestamp_micros());
+                let age = (now - frame.occurred_at_micros).max(0);
+                self.broker.metrics.delivery_latency.observe(age as f64 / 1e6);
+            }
+            self.writer.push_text(frame.text.as_bytes());
+        }
+        if written == 0 {
+            return Ok(());
+        }
+        self.broker.metrics.frames_out.inc_by(written as u64);
+        let more = written == WRITE_BUDGET || self.writer.pending() >= MAX_BATCH_BYTES;
+        match self.writer.poll_write(self.ws.get_mut(), cx) {
             // Frames may be left: let reading and other tasks run, then continue.
-            cx.waker().wake_by_ref();
-        }
-        if self.unflushed {
-            match ws.poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(_)) => return Err(None),
-                Poll::Pending => {}
-            }
+            Poll::Ready(Ok(())) if more => cx.waker().wake_by_ref(),
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Err(None),
+            Poll::Pending => {}
         }
         Ok(())
     }

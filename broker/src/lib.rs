@@ -18,6 +18,7 @@
 //! - `relay`: NATS requests and publishes — the membership request, typing.
 //! - `presence`: this broker's presence lease and its users' sessions (NATS KV).
 //! - `outbound`: the bounded per-connection queue that holds nothing while empty.
+//! - `writer`: text frames from that queue, written to the socket in batches freed once sent.
 //! - `head_deadline`: the deadline for the HTTP upgrade request.
 //! - `routes`: `/health`, `/ready`, `/metrics`.
 
@@ -38,6 +39,7 @@ mod router;
 mod routes;
 mod server;
 mod signals;
+mod writer;
 
 pub use app::Application;
 pub use config::{Cli, Config};

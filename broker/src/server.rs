@@ -52,13 +52,13 @@ pub struct Settings {
 
 impl Settings {
     /// The WebSocket library's limits: small read buffer (every byte of it is resident per
-    /// connection), batching writes, and frames capped at what the protocol needs (the library
-    /// default would accept 64 MiB messages).
+    /// connection) and frames capped at what the protocol needs (the library default would
+    /// accept 64 MiB messages). It writes only pings, pongs and close frames; text frames go
+    /// through the connection's own writer.
     fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(512)
-            .write_buffer_size(4096)
-            .max_write_buffer_size(self.queue_bound.bytes.saturating_mul(2).max(1 << 20))
+            .write_buffer_size(0)
             .max_frame_size(Some(self.limits.max_frame_bytes))
             .max_message_size(Some(self.limits.max_frame_bytes))
     }

@@ -258,3 +258,51 @@ async fn the_delivery_continues_the_request_trace_and_metrics_count_it() {
     assert!(export.contains(b"broker.deliver"), "no delivery span exported");
     assert!(export.contains(&trace_bytes), "the delivery span is not in the request's trace");
 }
+
+#[tokio::test]
+async fn a_slow_reader_gets_whole_frames_with_pongs_to_its_pings_between_them() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    const MESSAGES: usize = 40;
+    const PINGS: usize = 40;
+    // Pings count against the inbound frame rate like any frame.
+    let stack = Stack::start_with(common::env(&[("PARLEY_BROKER_MAX_FRAMES_PER_SECOND", "1000")])).await;
+    let (alice, bob) = (stack.user("alice"), stack.user("bob"));
+    let group = alice.group("team", &[&bob]).await;
+    // A small receive window and long frames: the broker's writes stop part-way through frames
+    // while pings come in.
+    let mut bob_ws = stack.connect_with_receive_buffer(&bob, "bob", 4096).await;
+    let body = |i: usize| format!("{i} {}", "x".repeat(3_000));
+    let posting = tokio::spawn(async move {
+        for i in 0..MESSAGES {
+            alice.say(group, &body(i)).await;
+        }
+    });
+    let (mut bodies, mut pongs, mut pings) = (Vec::new(), Vec::new(), 0);
+    while bodies.len() < MESSAGES || pongs.len() < PINGS {
+        if pings < PINGS {
+            bob_ws.stream().send(Message::Ping(vec![pings as u8].into())).await.expect("ping sent");
+            pings += 1;
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(10), bob_ws.stream().next())
+            .await
+            .expect("frames keep coming")
+            .expect("connection open")
+            .expect("a valid frame: frames were never interleaved");
+        match frame {
+            Message::Pong(payload) => pongs.push(payload[0]),
+            Message::Text(text) => {
+                let frame: Value = serde_json::from_str(&text).expect("whole JSON frame");
+                if frame["type"] == "event" && frame["event"]["type"] == "message.created" {
+                    bodies.push(frame["event"]["data"]["body"].as_str().expect("body").to_owned());
+                }
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    posting.await.expect("posted");
+    assert_eq!(bodies, (0..MESSAGES).map(body).collect::<Vec<_>>());
+    assert_eq!(pongs, (0..PINGS).map(|i| i as u8).collect::<Vec<_>>());
+}

@@ -51,6 +51,19 @@ impl Stack {
     pub async fn connect(&self, user: &User, name: &str) -> WsClient {
         WsClient::connect(&self.ws_url(), &self.ctx.token(user.id, name)).await
     }
+
+    /// Connects from a socket whose receive buffer is `bytes` (the kernel doubles it): a
+    /// client that reads slowly fills it, and the broker's writes then stop part-way.
+    pub async fn connect_with_receive_buffer(&self, user: &User, name: &str, bytes: u32) -> WsClient {
+        let address = self.broker.url().trim_start_matches("http://").parse().expect("broker address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let tcp = socket.connect(address).await.expect("TCP connection to the broker");
+        let request = parley_testkit::ws::request_with_token(&self.ws_url(), &self.ctx.token(user.id, name));
+        let plain = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+        let (stream, _) = tokio_tungstenite::client_async(request, plain).await.expect("WebSocket handshake");
+        WsClient::after_handshake(stream).await
+    }
 }
 
 /// Environment pairs for a spawned binary.

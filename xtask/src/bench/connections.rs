@@ -56,24 +56,38 @@ pub struct WorkerArgs {
     worker: u8,
 }
 
-pub async fn run() -> anyhow::Result<()> {
+/// A part of the scenario to run alone (`--only`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Realistic,
+    Many,
+}
+
+pub async fn run(only: Option<Part>) -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let release = Stack::build_release("parley-broker")?;
+    let release = Stack::build_release()?;
     let mut rows = Vec::new();
-    for count in COUNTS {
+    let counts: &[usize] = match only {
+        None => &COUNTS,
+        Some(Part::Realistic) => &[REALISTIC_USERS],
+        Some(Part::Many) => &[],
+    };
+    for &count in counts {
         let bare = measure_bare(count, stack.dir()).await?;
         eprintln!("bench connections N={count}: bare {bare}");
         let tokens = lone_users(count);
         let lone = measure_broker(&stack, &release, &tokens).await?;
         eprintln!("bench connections N={count}: broker, users without conversations {lone}");
-        let tokens = paired_users(&stack, count).await?;
-        let paired = measure_broker(&stack, &release, &tokens).await?;
-        eprintln!("bench connections N={count}: broker, users in direct pairs {paired}");
         let mut variants = vec![
             ("bare tokio-tungstenite (baseline)", bare.clone()),
             ("broker, users without conversations", lone.clone()),
-            ("broker, users in direct pairs", paired),
         ];
+        if only.is_none() {
+            let tokens = paired_users(&stack, count).await?;
+            let paired = measure_broker(&stack, &release, &tokens).await?;
+            eprintln!("bench connections N={count}: broker, users in direct pairs {paired}");
+            variants.push(("broker, users in direct pairs", paired));
+        }
         if count == REALISTIC_USERS {
             let tokens = realistic_users(&stack, count).await?;
             // With presence as configured by default (each arrival goes to up to 490 co-members
@@ -110,8 +124,13 @@ pub async fn run() -> anyhow::Result<()> {
             rows.push(row);
         }
     }
-    let many = one_user_in_many_conversations(&stack, &release).await?;
-    eprintln!("bench connections: one user in {MANY_CONVERSATIONS} conversations {many}");
+    let many = match only {
+        None | Some(Part::Many) => one_user_in_many_conversations(&stack, &release).await?,
+        Some(Part::Realistic) => Value::Null,
+    };
+    if !many.is_null() {
+        eprintln!("bench connections: one user in {MANY_CONVERSATIONS} conversations {many}");
+    }
     stack.stop().await;
     report(&rows, &many)
 }
@@ -416,12 +435,14 @@ fn report(rows: &[Value], many: &Value) -> anyhow::Result<()> {
             row["ratio_to_bare"].as_f64().unwrap_or_default(),
         ));
     }
-    table.push_str(&format!(
-        "\nOne user in {} conversations: broker RSS grew {:.2} MiB, `hello` after {:.3} s.\n",
-        many["conversations"],
-        many["rss_growth_mib"].as_f64().unwrap_or_default(),
-        many["hello_seconds"].as_f64().unwrap_or_default(),
-    ));
+    if !many.is_null() {
+        table.push_str(&format!(
+            "\nOne user in {} conversations: broker RSS grew {:.2} MiB, `hello` after {:.3} s.\n",
+            many["conversations"],
+            many["rss_growth_mib"].as_f64().unwrap_or_default(),
+            many["hello_seconds"].as_f64().unwrap_or_default(),
+        ));
+    }
     let json = json!({ "scenario": "connections", "rows": rows, "one_user_in_many_conversations": many });
     super::write_named_report("connections", &json, &table)
 }

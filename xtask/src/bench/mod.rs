@@ -47,13 +47,17 @@ pub struct BenchArgs {
     /// Alternating API/pgbench pairs per concurrency; the median pair is reported.
     #[arg(long, default_value_t = 3)]
     pairs: usize,
+    /// `connections` only: run just one part, `realistic` (19,000 connections: baseline, users
+    /// without conversations, realistic users) or `many` (one user in 10,000 conversations).
+    #[arg(long)]
+    only: Option<connections::Part>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario.as_str() {
         "rest" => run_rest(args).await,
         "events" => events::run(args.seconds).await,
-        "connections" => connections::run().await,
+        "connections" => connections::run(args.only).await,
         "e2e" => e2e::run(args.seconds).await,
         "fanout" => fanout::run().await,
         other => anyhow::bail!("unknown scenario {other:?}; available: rest, events, connections, e2e, fanout"),
@@ -72,7 +76,7 @@ pub struct Stack {
 impl Stack {
     pub async fn start() -> anyhow::Result<Self> {
         crate::install::ensure_services()?;
-        let release = Self::build_release("parley-api")?;
+        let release = Self::build_release()?;
 
         let dir = tempfile::Builder::new().prefix("parley-bench-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
@@ -97,12 +101,14 @@ impl Stack {
         Ok(Self { dir, postgres, nats, api })
     }
 
-    /// Builds `package` with the release profile; returns the directory of its binary.
-    pub fn build_release(package: &str) -> anyhow::Result<std::path::PathBuf> {
+    /// Builds the API and the broker with the release profile; returns the directory of their
+    /// binaries. Always both in one build: built apart, their shared dependencies unify to other
+    /// feature sets and each build would invalidate the other's.
+    pub fn build_release() -> anyhow::Result<std::path::PathBuf> {
         let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--package", package])
+            .args(["build", "--release", "--package", "parley-api", "--package", "parley-broker"])
             .status()?;
-        anyhow::ensure!(status.success(), "cargo build --release --package {package} failed");
+        anyhow::ensure!(status.success(), "cargo build --release of parley-api and parley-broker failed");
         Ok(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release"))
     }
 
