@@ -3,6 +3,7 @@
 //! the membership questions about users rather than conversations.
 
 use parley_shared::ids::{ConversationId, UserId};
+use parley_shared::presence::MAX_AUDIENCE;
 use sqlx::PgExecutor;
 
 use crate::error::ApiError;
@@ -58,7 +59,7 @@ pub async fn share_a_conversation<'e>(db: impl PgExecutor<'e>, one: UserId, othe
 }
 
 /// The conversations whose members hear `user`'s presence without asking: those with at most
-/// `max_members` members.
+/// `max_members` members, the [`MAX_AUDIENCE`] most recently active.
 pub async fn audience_of<'e>(
     db: impl PgExecutor<'e>,
     user: UserId,
@@ -66,10 +67,12 @@ pub async fn audience_of<'e>(
 ) -> sqlx::Result<Vec<ConversationId>> {
     let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
         "select m.conversation_id from conversation_members m join conversations c on c.id = m.conversation_id
-          where m.user_id = $1 and c.member_count <= $2",
+          where m.user_id = $1 and c.member_count <= $2
+          order by c.last_seq desc limit $3",
     )
     .bind(user.as_uuid())
     .bind(i64::from(max_members))
+    .bind(MAX_AUDIENCE as i64)
     .fetch_all(db)
     .await?;
     Ok(ids.into_iter().map(ConversationId::from_uuid).collect())

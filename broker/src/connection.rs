@@ -26,6 +26,7 @@ use crate::outbound::{Frame, Outbound};
 use crate::protocol::{
     ClientFrame, CloseCode, ErrorCode, Hello, ServerFrame, TYPING_MIN_INTERVAL, TYPING_TIMEOUT, parse_client_frame,
 };
+use crate::recent::most_recent;
 use crate::server::Broker;
 use crate::writer::{FrameWriter, MAX_BATCH_BYTES};
 
@@ -75,12 +76,13 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
         conversations_truncated: false,
     };
     let max_conversations = broker.settings.hello_max_conversations;
-    let hello = move |mut conversations: Vec<ConversationPosition>| {
-        let conversations_truncated = conversations.len() > max_conversations;
-        if conversations_truncated {
-            conversations.sort_unstable_by_key(|position| std::cmp::Reverse(position.last_seq));
-            conversations.truncate(max_conversations);
-        }
+    let hello = move |positions: &mut dyn Iterator<Item = ConversationPosition>| {
+        let (recent, conversations_truncated) =
+            most_recent(positions.map(|position| (position.last_seq, position.conversation_id)), max_conversations);
+        let conversations = recent
+            .into_iter()
+            .map(|(last_seq, conversation_id)| ConversationPosition { conversation_id, last_seq })
+            .collect();
         let hello = Hello { conversations, conversations_truncated, ..hello };
         Frame { text: ServerFrame::Hello(hello).to_text(), occurred_at_micros: 0 }
     };

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::{ConversationPosition, Membership};
+use parley_shared::presence::MAX_AUDIENCE;
 use tokio::sync::watch;
 
 use crate::index::Index;
@@ -15,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{Frame, Outbound};
 use crate::presence::PresenceReports;
 use crate::protocol::{CloseCode, ErrorCode, ServerFrame};
+use crate::recent::most_recent;
 use crate::relay::Relay;
 use crate::router::{CANCELLED, INSTALLED, InstallRequest, PENDING, RouterHandle};
 
@@ -106,7 +108,7 @@ impl Hub {
         self: &Arc<Self>,
         user: UserId,
         outbound: Arc<Outbound>,
-        hello: impl FnOnce(Vec<ConversationPosition>) -> Frame + Send + 'static,
+        hello: impl FnOnce(&mut dyn Iterator<Item = ConversationPosition>) -> Frame + Send + 'static,
     ) -> Result<Ticket, JoinError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(JoinError::ShuttingDown);
@@ -157,8 +159,9 @@ impl Hub {
         let first = self.index.with_known_user(user, |entry| !std::mem::replace(&mut entry.arrived, true));
         if first == Some(true) {
             let max = i64::from(self.limits.auto_max_members);
-            let audience = snapshot.iter().filter(|m| m.member_count <= max).map(|m| m.conversation_id).collect();
-            self.presence.arrived(user, audience).await;
+            let small = snapshot.iter().filter(|m| m.member_count <= max).map(|m| (m.last_seq, m.conversation_id));
+            let audience = most_recent(small, MAX_AUDIENCE).0.into_iter().map(|(_, conversation)| conversation);
+            self.presence.arrived(user, audience.collect()).await;
         }
     }
 

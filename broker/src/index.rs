@@ -7,10 +7,10 @@
 //! across an `.await`; when two are held at once it is always a user shard, then a conversation
 //! shard. A delivery copies a conversation's members out before it locks their user shards.
 //!
-//! What interest costs: a conversation entry (its key, last seq and member set; ~100 bytes with
-//! the hash table's slack) the first time a local user is a member, then ~16 bytes in the
-//! conversation's member set and ~16 in the user's list for each local membership. No NATS
-//! subscription, channel or task per conversation.
+//! What interest costs: a conversation entry (its key, last seq and member set: a 56-byte slot,
+//! ~85 bytes with the hash table's slack) the first time a local user is a member, then ~16
+//! bytes in the conversation's member set and 16 in the user's list for each local membership.
+//! No NATS subscription, channel or task per conversation.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -18,8 +18,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::Membership;
+use parley_shared::presence::MAX_AUDIENCE;
 
 use crate::outbound::{Frame, Outbound, Pushed};
+use crate::recent::most_recent;
 
 /// Shards per table: enough that two cores rarely meet on one, few enough to cost nothing.
 const SHARDS: usize = 64;
@@ -105,27 +107,33 @@ struct ConversationEntry {
 const UNKNOWN_COUNT: u32 = u32::MAX;
 
 /// The local members of one conversation: inline for one (a direct conversation whose other
-/// member is elsewhere), a vector for a few, a hash set for many.
+/// member is elsewhere), a boxed slice for a few, a hash set for many. 24 bytes, so a
+/// conversation entry is 40 and its slot in the table 56.
 #[derive(Debug)]
 enum MemberSet {
     One(UserId),
-    Few(Vec<UserId>),
-    #[allow(clippy::box_collection, reason = "boxed so the common variants stay small (32 bytes, not 56)")]
+    /// Exactly sized: membership changes are rare, deliveries many.
+    Few(Box<[UserId]>),
+    #[allow(clippy::box_collection, reason = "boxed so the common variants stay small (24 bytes, not 56)")]
     Many(Box<HashSet<UserId>>),
 }
 
-/// Past this many local members a set replaces the vector (removal stays O(1)).
+/// Past this many local members a set replaces the slice (removal stays O(1)).
 const FEW: usize = 32;
 
 impl MemberSet {
     fn insert(&mut self, user: UserId) {
         match self {
             Self::One(one) if *one == user => {}
-            Self::One(one) => *self = Self::Few(vec![*one, user]),
+            Self::One(one) => *self = Self::Few(Box::new([*one, user])),
             Self::Few(few) if few.contains(&user) => {}
-            Self::Few(few) if few.len() < FEW => few.push(user),
+            Self::Few(few) if few.len() < FEW => {
+                let mut members = std::mem::take(few).into_vec();
+                members.push(user);
+                *few = members.into_boxed_slice();
+            }
             Self::Few(few) => {
-                let mut many: HashSet<UserId> = few.drain(..).collect();
+                let mut many: HashSet<UserId> = few.iter().copied().collect();
                 many.insert(user);
                 *self = Self::Many(Box::new(many));
             }
@@ -140,8 +148,13 @@ impl MemberSet {
         match self {
             Self::One(one) => *one == user,
             Self::Few(few) => {
-                few.retain(|member| *member != user);
-                few.is_empty()
+                let rest: Vec<UserId> = few.iter().copied().filter(|member| *member != user).collect();
+                match rest.as_slice() {
+                    [] => return true,
+                    [one] => *self = Self::One(*one),
+                    _ => *few = rest.into_boxed_slice(),
+                }
+                false
             }
             Self::Many(many) => {
                 many.remove(&user);
@@ -236,15 +249,15 @@ impl Index {
         self.small(&conversations, max_members)
     }
 
+    /// The [`MAX_AUDIENCE`] most recently active of `conversations` that have at most
+    /// `max_members` members.
     fn small(&self, conversations: &[ConversationId], max_members: u32) -> Vec<ConversationId> {
-        conversations
-            .iter()
-            .copied()
-            .filter(|conversation| {
-                let conversations = self.conversations.lock(conversation);
-                conversations.get(conversation).is_some_and(|entry| entry.member_count <= max_members)
-            })
-            .collect()
+        let small = conversations.iter().filter_map(|&conversation| {
+            let conversations = self.conversations.lock(&conversation);
+            let entry = conversations.get(&conversation).filter(|entry| entry.member_count <= max_members)?;
+            Some((entry.last_seq, conversation))
+        });
+        most_recent(small, MAX_AUDIENCE).0.into_iter().map(|(_, conversation)| conversation).collect()
     }
 
     /// A membership event changed the conversation's size by `delta`, or (`count`) said it.
@@ -432,7 +445,25 @@ mod tests {
     }
 
     #[test]
-    fn a_member_set_grows_from_inline_to_vector_to_set_and_empties() {
+    fn a_conversation_entry_stays_40_bytes() {
+        assert_eq!(std::mem::size_of::<MemberSet>(), 24);
+        assert_eq!(std::mem::size_of::<ConversationEntry>(), 40);
+    }
+
+    #[test]
+    fn a_few_members_shrink_back_to_one_inline() {
+        let (a, b, c) = (user(), user(), user());
+        let mut set = MemberSet::One(a);
+        set.insert(b);
+        set.insert(c);
+        assert!(!set.remove(a));
+        assert!(!set.remove(b));
+        assert!(matches!(set, MemberSet::One(one) if one == c));
+        assert!(set.remove(c));
+    }
+
+    #[test]
+    fn a_member_set_grows_from_inline_to_slice_to_set_and_empties() {
         let users: Vec<UserId> = (0..FEW + 5).map(|_| user()).collect();
         let mut set = MemberSet::One(users[0]);
         for &member in &users {

@@ -17,6 +17,7 @@
 //! - `signals`: typing and presence (core NATS, one wildcard subscription each).
 //! - `relay`: NATS requests and publishes — the membership request, typing.
 //! - `presence`: this broker's presence lease and its users' sessions (NATS KV).
+//! - `recent`: picks a user's most recently active conversations (for `hello`, presence).
 //! - `outbound`: the bounded per-connection queue that holds nothing while empty.
 //! - `writer`: text frames from that queue, written to the socket in batches freed once sent.
 //! - `head_deadline`: the deadline for the HTTP upgrade request.
@@ -34,6 +35,7 @@ mod metrics;
 mod outbound;
 mod presence;
 pub mod protocol;
+mod recent;
 mod relay;
 mod router;
 mod routes;

@@ -44,7 +44,8 @@ pub const CANCELLED: u8 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct WindowId(u64);
 
-pub type HelloBuilder = Box<dyn FnOnce(Vec<ConversationPosition>) -> Frame + Send>;
+/// Builds `hello` from the user's positions (however many: it keeps what it lists).
+pub type HelloBuilder = Box<dyn FnOnce(&mut dyn Iterator<Item = ConversationPosition>) -> Frame + Send>;
 
 /// A connection ready to go live.
 pub struct InstallRequest {
@@ -391,25 +392,26 @@ impl Router {
     fn install(&mut self, install: Install) {
         let Install { user, snapshot, outbound, state, hello, done } = install;
         let mut replay = Vec::new();
-        let positions = match snapshot {
+        let hello = match snapshot {
             Some((window, snapshot)) => {
                 let first = self.install_snapshot(user, window, &snapshot, &mut replay);
                 self.journal.close(window);
                 match first {
-                    Some(true) => snapshot
-                        .iter()
-                        .map(|m| ConversationPosition { conversation_id: m.conversation_id, last_seq: m.last_seq })
-                        .collect(),
-                    Some(false) => self.positions(user),
+                    Some(true) => hello(
+                        &mut snapshot
+                            .iter()
+                            .map(|m| ConversationPosition { conversation_id: m.conversation_id, last_seq: m.last_seq }),
+                    ),
+                    Some(false) => hello(&mut self.positions(user).into_iter()),
                     None => {
                         let _ = done.send(false);
                         return;
                     }
                 }
             }
-            None => self.positions(user),
+            None => hello(&mut self.positions(user).into_iter()),
         };
-        let frames = std::iter::once(hello(positions)).chain(replay);
+        let frames = std::iter::once(hello).chain(replay);
         self.index.with_known_user(user, |entry| {
             if state.compare_exchange(PENDING, INSTALLED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 for frame in frames {
@@ -439,6 +441,11 @@ impl Router {
         };
         if !self.index.install(user, snapshot) {
             return Some(false);
+        }
+        let mut seen = seen.peekable();
+        if seen.peek().is_none() {
+            // The usual case: nothing to replay, and no need for a map of every position.
+            return Some(true);
         }
         let mut known: HashMap<ConversationId, i64> =
             snapshot.iter().map(|m| (m.conversation_id, m.last_seq)).collect();

@@ -50,9 +50,14 @@ impl PresenceSignal {
     }
 }
 
+/// Most conversations an announcement lists: the user's most recently active ones (highest
+/// `last_seq`). About 40 KB of JSON, far inside NATS' payload limit, for a user in any number of
+/// conversations; members of the others follow the user with `presence.subscribe`.
+pub const MAX_AUDIENCE: usize = 1_000;
+
 /// Published once per change on `<prefix>.presence.<user_id>`: the signal, and the user's
 /// conversations whose members hear it without asking (those with at most
-/// `PARLEY_PRESENCE_AUTO_MAX_MEMBERS` members). Every broker receives it and sends the signal
+/// `PARLEY_PRESENCE_AUTO_MAX_MEMBERS` members; at most [`MAX_AUDIENCE`] of them). Every broker receives it and sends the signal
 /// once to each connection that should see it: local members of those conversations, and
 /// connections that subscribed to the user's presence (`presence.subscribe`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
