@@ -139,7 +139,14 @@ impl Application {
                 max_presence_subscriptions: config.presence_subscriptions,
             },
         };
-        let broker = Arc::new(Broker { hub, verifier, metrics, settings, connections: TaskTracker::new() });
+        let broker = Arc::new(Broker {
+            hub,
+            verifier,
+            metrics,
+            settings,
+            connections: TaskTracker::new(),
+            rate_clock: Default::default(),
+        });
         let (acceptor, local_addr) = bind(config.listen, config.socket_send_buffer)?;
         let workers = Workers { presence: presence_worker, feed, feed_items, router, nats_reconnected, events_lost };
         Ok(Self { acceptor, local_addr, broker, relay, workers, config })

@@ -164,7 +164,7 @@ impl<'a> Connection<'a> {
             last_inbound: now,
             next_heartbeat,
             timer: Box::pin(tokio::time::sleep_until(next_heartbeat.min(expires))),
-            inbound_rate: RateLimiter::direct(broker.settings.inbound_quota),
+            inbound_rate: RateLimiter::direct_with_clock(broker.settings.inbound_quota, broker.rate_clock.clone()),
             last_typing: None,
             following: Vec::new(),
             writer: FrameWriter::default(),
