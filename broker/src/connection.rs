@@ -45,8 +45,9 @@ pub async fn run(broker: Arc<Broker>, ws: Socket, identity: Option<Identity>) {
     // Out of the hub first, so nothing more is queued while the close handshake runs.
     broker.hub.forget_presence(&connection.outbound, &connection.following);
     drop(ticket);
-    if let Some(code) = ended {
-        Box::pin(close(&broker, connection.ws, connection.writer, code)).await;
+    match ended {
+        Some(code) => Box::pin(close(&broker, connection.ws, connection.writer, code)).await,
+        None => Box::pin(answer_close(&broker, connection.ws, connection.writer)).await,
     }
 }
 
@@ -93,6 +94,18 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
             None
         }
     }
+}
+
+/// The client closed (or vanished): sends what tungstenite queued in reply to its close frame
+/// (the code echoed, or 1002 for a code a peer may not send), after the batch under way, so
+/// the client sees a clean close (RFC 6455 §5.5.1). A vanished client makes this fail at once.
+async fn answer_close(broker: &Broker, mut ws: Socket, mut writer: FrameWriter) {
+    let reply = async {
+        poll_fn(|cx| writer.poll_write(ws.get_mut(), cx)).await?;
+        // Once the reply is out, tungstenite reports the connection closed: that is success.
+        futures_util::SinkExt::flush(&mut ws).await
+    };
+    let _ = tokio::time::timeout(broker.settings.close_timeout, reply).await;
 }
 
 /// The first frame of a connection whose handshake carried no token must be `auth`.

@@ -166,3 +166,39 @@ async fn sigterm_closes_every_connection_with_1012_and_the_broker_exits_within_t
     }
     eprintln!("100 connections closed and the broker exited in {took:?}");
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame_echoing_valid_codes_and_1002_for_others() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let stack = Stack::start().await;
+    let bob = stack.user("bob");
+    let cases = [(1000, 1000), (1001, 1001), (3000, 3000), (4321, 4321)]
+        .into_iter()
+        .chain([0, 999, 1004, 1005, 1006, 1015, 1100, 2999, 5000].map(|invalid| (invalid, 1002)));
+    for (sent, answered) in cases {
+        let mut client = stack.connect(&bob, "bob").await;
+        let frame = CloseFrame { code: CloseCode::from(sent), reason: "bye".into() };
+        client.stream().send(Message::Close(Some(frame))).await.expect("close sent");
+        match client.ended().await {
+            Ended::Closed { code, .. } => assert_eq!(code, answered, "close code {sent}"),
+            Ended::Dropped => panic!("close {sent} was not answered with a close frame"),
+        }
+    }
+    // A close frame without a code is answered with one without a code.
+    let mut client = stack.connect(&bob, "bob").await;
+    client.stream().send(Message::Close(None)).await.expect("close sent");
+    let reply = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match client.stream().next().await {
+                Some(Ok(Message::Close(reply))) => return Some(reply),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("answered in time");
+    assert_eq!(reply, Some(None), "a close frame with no code back");
+}

@@ -8,7 +8,8 @@
 //!
 //! Baseline in the same invocation: a bare tokio broadcast relay (child process, hidden
 //! subcommand `bench-bare-fanout`): the same 10,000 receiving connections, one sending
-//! connection, each frame broadcast to all.
+//! connection, each frame broadcast to all. Its frames are the broker's `message.created` event
+//! frame (same types, same size), so both relay and parse the same bytes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use hyper::Method;
-use parley_shared::ids::UserId;
+use parley_shared::events::{Envelope, Event, MessageCreated};
+use parley_shared::ids::{ConversationId, EventId, MessageId, UserId};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -217,12 +219,8 @@ async fn connect_all(
     Ok(readers)
 }
 
-/// The send time in a frame: a bare relay's frame is the number; Parley's is an `event` frame
-/// whose message body is the number.
+/// The send time in a frame: an `event` frame whose message body is the number.
 fn sent_micros(text: &str) -> Option<i64> {
-    if let Ok(sent) = text.parse() {
-        return Some(sent);
-    }
     if !text.contains(r#""type":"message.created""#) {
         return None;
     }
@@ -255,11 +253,33 @@ async fn measure_bare() -> anyhow::Result<Run> {
     sender.next().await.context("first frame")??;
     let started = Instant::now();
     for _ in 0..MESSAGES {
-        sender.send(Message::text(Utc::now().timestamp_micros().to_string())).await?;
+        sender.send(Message::text(bare_frame(Utc::now().timestamp_micros()))).await?;
     }
     let run = finish(arrivals, readers, started).await;
     server.kill().await?;
     run
+}
+
+/// What the bare relay carries: the frame the broker sends for a `message.created`, built from
+/// the same types (so the same size and the same parsing at the receivers), with the send time
+/// as its body.
+fn bare_frame(sent_micros: i64) -> String {
+    let envelope = Envelope {
+        id: EventId::from_uuid(Uuid::now_v7()),
+        conversation_id: ConversationId::from_uuid(Uuid::now_v7()),
+        seq: 1,
+        actor: UserId::from_uuid(Uuid::now_v7()),
+        occurred_at: Utc::now(),
+        event: Event::MessageCreated(MessageCreated {
+            message_id: MessageId::from_uuid(Uuid::now_v7()),
+            author_id: UserId::from_uuid(Uuid::now_v7()),
+            body: Some(sent_micros.to_string()),
+            reply_to: None,
+            attachment: None,
+            client_message_id: None,
+        }),
+    };
+    json!({ "type": "event", "event": envelope }).to_string()
 }
 
 /// The baseline: every frame from `/send` is broadcast to every `/recv` connection.
