@@ -104,10 +104,24 @@ impl Stack {
     /// Builds the API and the broker with the release profile; returns the directory of their
     /// binaries. Always both in one build: built apart, their shared dependencies unify to other
     /// feature sets and each build would invalidate the other's.
+    ///
+    /// `cargo run` gives this process xtask's package variables (`CARGO_PKG_NAME`,
+    /// `CARGO_MANIFEST_DIR`, …); some build scripts (ring's) rebuild when those change, so the
+    /// build runs without them, as one typed in a shell would.
     pub fn build_release() -> anyhow::Result<std::path::PathBuf> {
-        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--package", "parley-api", "--package", "parley-broker"])
-            .status()?;
+        let mut cargo = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo.args(["build", "--release", "--package", "parley-api", "--package", "parley-broker"]);
+        for (name, _) in std::env::vars_os() {
+            let name_str = name.to_string_lossy();
+            let from_cargo_run =
+                ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"]
+                    .iter()
+                    .any(|prefix| name_str.starts_with(prefix));
+            if from_cargo_run || name_str == "OUT_DIR" {
+                cargo.env_remove(&name);
+            }
+        }
+        let status = cargo.status()?;
         anyhow::ensure!(status.success(), "cargo build --release of parley-api and parley-broker failed");
         Ok(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release"))
     }
