@@ -157,6 +157,8 @@ struct Connection<'a> {
 /// What woke the loop.
 enum Step {
     Inbound(Message),
+    /// A member left one of the user's conversations and this connection follows someone.
+    PresenceRecheck,
     Timer,
     Close(CloseCode),
     /// The client is gone or broke the protocol in a way that leaves nothing to say.
@@ -192,6 +194,14 @@ impl<'a> Connection<'a> {
             let step = poll_fn(|cx| self.poll_step(cx)).await;
             let outcome = match step {
                 Step::Inbound(message) => Box::pin(self.on_inbound(message)).await,
+                Step::PresenceRecheck => {
+                    let hub = &self.broker.hub;
+                    let frames = Box::pin(hub.presence_recheck(self.user, &self.outbound, &mut self.following)).await;
+                    for frame in frames {
+                        self.outbound.push(Frame { text: frame.to_text(), occurred_at_micros: 0 });
+                    }
+                    Ok(())
+                }
                 Step::Timer => self.on_timer(),
                 Step::Close(code) => Err(Some(code)),
                 Step::Ended(code) => Err(code),
@@ -205,6 +215,9 @@ impl<'a> Connection<'a> {
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         if let Poll::Ready(code) = self.outbound.poll_close(cx) {
             return Poll::Ready(Step::Close(code));
+        }
+        if self.outbound.take_presence_recheck() && !self.following.is_empty() {
+            return Poll::Ready(Step::PresenceRecheck);
         }
         if let Err(code) = self.poll_write(cx) {
             return Poll::Ready(Step::Ended(code));

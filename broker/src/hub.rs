@@ -229,6 +229,38 @@ impl Hub {
         frames
     }
 
+    /// After a member left one of `user`'s conversations: stops following, on `outbound`, the
+    /// users who no longer share a conversation with `user`. The frames to send: the new
+    /// `presence.subscribed` list if it changed, and an `unavailable` error if the API could
+    /// not say (then every subscription is dropped: presence is never relayed unchecked).
+    pub async fn presence_recheck(
+        &self,
+        user: UserId,
+        outbound: &Arc<Outbound>,
+        following: &mut Vec<UserId>,
+    ) -> Vec<ServerFrame> {
+        let (visible, failed) = match self.relay.visible(user, following.clone()).await {
+            Ok(visible) => (visible, false),
+            Err(error) => {
+                tracing::warn!(%error, "visibility request failed; dropping the connection's presence subscriptions");
+                (Vec::new(), true)
+            }
+        };
+        let gone: Vec<UserId> = following.iter().copied().filter(|followed| !visible.contains(followed)).collect();
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        self.presence_unsubscribe(outbound, following, &gone);
+        let mut frames = vec![ServerFrame::PresenceSubscribed { user_ids: following.clone() }];
+        if failed {
+            frames.push(ServerFrame::error(
+                ErrorCode::Unavailable,
+                "could not check the users you follow again; subscribe again",
+            ));
+        }
+        frames
+    }
+
     /// Stops following `users`' presence on `outbound`.
     pub fn presence_unsubscribe(&self, outbound: &Arc<Outbound>, following: &mut Vec<UserId>, users: &[UserId]) {
         self.forget_presence(outbound, users);

@@ -397,6 +397,14 @@ impl Index {
         (entry.connections.len() as u64, push_all(&entry.connections, frame))
     }
 
+    /// Asks every connection of `user` to check the users it follows again.
+    pub fn ask_presence_recheck(&self, user: UserId) {
+        let users = self.users.lock(&user);
+        for connection in users.get(&user).map(|entry| entry.connections.as_slice()).unwrap_or_default() {
+            connection.ask_presence_recheck();
+        }
+    }
+
     /// Every open connection, at this moment.
     pub fn open_connections(&self) -> Vec<Arc<Outbound>> {
         self.users

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -31,6 +32,9 @@ pub struct QueueBound {
 pub struct Outbound {
     bound: QueueBound,
     state: Mutex<State>,
+    /// A member left one of the user's conversations: the users this connection follows must
+    /// be checked again (see `Hub::presence_recheck`).
+    presence_recheck: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +57,21 @@ pub enum Pushed {
 
 impl Outbound {
     pub fn new(bound: QueueBound) -> Self {
-        Self { bound, state: Mutex::default() }
+        Self { bound, state: Mutex::default(), presence_recheck: AtomicBool::new(false) }
+    }
+
+    /// Asks the connection to check the users it follows again, and wakes it.
+    pub fn ask_presence_recheck(&self) {
+        self.presence_recheck.store(true, Ordering::Release);
+        let waker = self.lock().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether a recheck was asked for since the last call.
+    pub fn take_presence_recheck(&self) -> bool {
+        self.presence_recheck.swap(false, Ordering::AcqRel)
     }
 
     pub fn push(&self, frame: Frame) -> Pushed {

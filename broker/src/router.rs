@@ -350,8 +350,13 @@ impl Router {
             Delivery::Delivered => {
                 let _span = delivery_span(message.headers.as_ref());
                 let mut overflowed = 0;
+                let removal = matches!(envelope.event, Event::MemberRemoved(_));
                 for &user in self.members.iter().filter(|user| Some(**user) != addressed) {
                     overflowed += self.index.push_to_user(user, &frame);
+                    // Someone this member follows may no longer share a conversation with them.
+                    if removal {
+                        self.index.ask_presence_recheck(user);
+                    }
                 }
                 self.metrics.events_routed.inc();
                 self.metrics.slow_consumers.inc_by(overflowed as u64);
@@ -381,6 +386,9 @@ impl Router {
     fn apply_own_change(&self, user: UserId, envelope: &Envelope) {
         if let Some(member) = membership_change(envelope, user) {
             self.index.set_membership(user, envelope.conversation_id, member, envelope.seq);
+            if !member {
+                self.index.ask_presence_recheck(user);
+            }
             if let (true, Event::ConversationCreated(_)) = (member, &envelope.event)
                 && let Some(count) = member_count_change(&envelope.event)
             {

@@ -193,3 +193,56 @@ async fn members_of_large_groups_subscribe_to_the_users_they_show_and_only_to_vi
     let subscribed = alice_ws.next_frame().await.expect("presence.subscribed");
     assert_eq!(subscribed["user_ids"], serde_json::json!([]));
 }
+
+/// The next frame of `type`, skipping others.
+async fn next_of_type(client: &mut WsClient, kind: &str) -> Value {
+    loop {
+        let frame = client.next_frame().await.unwrap_or_else(|| panic!("a {kind} frame before the timeout"));
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_end_when_the_users_no_longer_share_a_conversation() {
+    let ctx = TestContext::start().await;
+    // Groups of more than 2 members are "large" here: presence only on request.
+    let small = ("PARLEY_PRESENCE_AUTO_MAX_MEMBERS".to_owned(), "2".to_owned());
+    let api = ctx.spawn(Binary::Api, [unlimited_writes(), vec![small.clone()]].concat()).await;
+    let broker = ctx.spawn(Binary::Broker, vec![small]).await;
+    let [alice, bob, dan] = ["alice", "bob", "dan"].map(|name| User::new(&ctx, &api.url(), name));
+    let group = alice.group("large", &[&bob, &dan]).await;
+    let mut alice_ws = WsClient::connect(&ws_url(&broker), &ctx.token(alice.id, "alice")).await;
+    let mut bob_ws = WsClient::connect(&ws_url(&broker), &ctx.token(bob.id, "bob")).await;
+    alice_ws
+        .send_json(&serde_json::json!({ "type": "presence.subscribe", "user_ids": [bob.uuid(), dan.uuid()] }))
+        .await;
+    let subscribed = next_of_type(&mut alice_ws, "presence.subscribed").await;
+    let mut followed: Vec<String> = subscribed["user_ids"]
+        .as_array()
+        .expect("user_ids")
+        .iter()
+        .map(|id| id.as_str().unwrap_or("").to_owned())
+        .collect();
+    followed.sort();
+    let mut expected = vec![bob.uuid().to_string(), dan.uuid().to_string()];
+    expected.sort();
+    assert_eq!(followed, expected);
+    bob_ws.send_json(&serde_json::json!({ "type": "presence.subscribe", "user_ids": [alice.uuid()] })).await;
+    assert_eq!(next_of_type(&mut bob_ws, "presence.subscribed").await["user_ids"], serde_json::json!([alice.uuid()]));
+
+    // Bob leaves the only conversation he shares with alice: both lose sight of each other.
+    alice.delete(&format!("/v1/conversations/{group}/members/{}", bob.uuid())).await.expect(204);
+    let alice_follows = next_of_type(&mut alice_ws, "presence.subscribed").await;
+    assert_eq!(alice_follows["user_ids"], serde_json::json!([dan.uuid()]), "{alice_follows}");
+    let bob_follows = next_of_type(&mut bob_ws, "presence.subscribed").await;
+    assert_eq!(bob_follows["user_ids"], serde_json::json!([]), "{bob_follows}");
+
+    drop(bob_ws);
+    let _bob_ws = WsClient::connect(&ws_url(&broker), &ctx.token(bob.id, "bob")).await;
+    let _dan_ws = WsClient::connect(&ws_url(&broker), &ctx.token(dan.id, "dan")).await;
+    let frames = presence_frames_within(&mut alice_ws, Duration::from_millis(1500)).await;
+    let about: Vec<&str> = frames.iter().map(|f| f["user_id"].as_str().unwrap_or("")).collect();
+    assert_eq!(about, [dan.id.to_string()], "only dan's presence still reaches alice: {frames:?}");
+}
