@@ -14,6 +14,7 @@ use crate::auth::SeenUsers;
 use crate::body_limit::BodyLimit;
 use crate::broker_requests::MembershipResponder;
 use crate::config::Config;
+use crate::cors::Cors;
 use crate::error::{problem_for_panic, problem_for_unhandled};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceKeeper, PresenceView};
@@ -87,6 +88,7 @@ impl Application {
             // A bug must cost one request a 500, never the connection or the process.
             .with(CatchPanic::new().with_handler(problem_for_panic))
             .data(state.clone())
+            .with(Cors::new(&config.allowed_origins))
             .with(RequestSpan);
         let stop_relay = CancellationToken::new();
         let relay = Relay {

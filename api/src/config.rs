@@ -42,6 +42,11 @@ pub struct Config {
     /// How long a request waits for a pooled connection (and start-up for the database).
     #[arg(long, env = "PARLEY_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub db_acquire_timeout: Duration,
+    /// Browser origins allowed to call the API from their pages (CORS), comma-separated (e.g.
+    /// `https://app.example.com`), or `*`; same meaning as `PARLEY_BROKER_ALLOWED_ORIGINS`. A
+    /// request from any other origin gets no CORS headers. None by default.
+    #[arg(long, env = "PARLEY_API_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub allowed_origins: Vec<String>,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]

@@ -6,6 +6,7 @@
 //!   listener (port 0 in tests) and serves until the shutdown signal.
 //! - [`db`]: the connection pool and the embedded migrations.
 //! - `auth`: the bearer security scheme; users are created or refreshed on sight.
+//! - `cors`: CORS headers for the browser origins `PARLEY_API_ALLOWED_ORIGINS` lists.
 //! - `error`: `ApiError`, the one RFC 7807 problem+json error type.
 //! - `membership`, `outbox`: what every conversation write does — lock the conversation's next
 //!   `seq`, check membership, append the domain event in the same transaction.
@@ -20,6 +21,7 @@ mod auth;
 mod body_limit;
 mod broker_requests;
 pub mod config;
+mod cors;
 pub mod db;
 mod error;
 mod membership;

@@ -127,9 +127,11 @@ async fn run_stack(args: &UpArgs, paths: &Paths) -> anyhow::Result<()> {
     let mut env: Vec<(String, String)> = std::env::vars().filter(|(key, _)| key.starts_with("PARLEY_")).collect();
     env.push(("DATABASE_URL".into(), database_url.clone()));
     env.push(("NATS_URL".into(), nats.url()));
-    if !env.iter().any(|(key, _)| key == "PARLEY_BROKER_ALLOWED_ORIGINS") {
-        // A development stack: let a web app on any local dev server connect.
-        env.push(("PARLEY_BROKER_ALLOWED_ORIGINS".into(), "*".into()));
+    // A development stack: let a web app on any local dev server connect and call the API.
+    for setting in ["PARLEY_BROKER_ALLOWED_ORIGINS", "PARLEY_API_ALLOWED_ORIGINS"] {
+        if !env.iter().any(|(key, _)| key == setting) {
+            env.push((setting.into(), "*".into()));
+        }
     }
     migrate(&env)?;
 

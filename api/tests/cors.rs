@@ -1,0 +1,77 @@
+//! CORS over real HTTP against the real binary: what a page on an allowed origin, a page on
+//! any other origin and a same-origin page (Swagger UI) get.
+
+use parley_shared::ids::UserId;
+use parley_testkit::{Binary, TestContext};
+use reqwest::{Method, StatusCode};
+
+const APP: &str = "https://app.example";
+
+#[tokio::test]
+async fn allowed_origins_get_cors_headers_on_preflights_answers_and_errors_and_others_none() {
+    let ctx = TestContext::start().await;
+    let origins = ("PARLEY_API_ALLOWED_ORIGINS".to_owned(), format!("{APP}, http://localhost:5173"));
+    let api = ctx.spawn(Binary::Api, vec![origins]).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/conversations", api.url());
+
+    let preflight = http
+        .request(Method::OPTIONS, &url)
+        .header("origin", APP)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type, idempotency-key")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], APP);
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+        assert!(headers["access-control-allow-methods"].to_str().unwrap_or("").contains(method), "{headers:?}");
+    }
+    let allowed_headers = headers["access-control-allow-headers"].to_str().unwrap_or("").to_ascii_lowercase();
+    for header in ["authorization", "content-type", "idempotency-key", "traceparent"] {
+        assert!(allowed_headers.contains(header), "{allowed_headers}");
+    }
+    assert!(headers.get_all("vary").iter().any(|vary| vary == "Origin"));
+
+    let token = ctx.token(UserId::from_uuid(uuid::Uuid::now_v7()), "alice");
+    let listed = http.get(&url).header("origin", APP).bearer_auth(&token).send().await.expect("GET");
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert_eq!(listed.headers()["access-control-allow-origin"], APP);
+    assert!(listed.headers()["access-control-expose-headers"].to_str().unwrap_or("").contains("Retry-After"));
+    // Errors too: a page must be able to read a 401's problem.
+    let refused = http.get(&url).header("origin", APP).send().await.expect("GET without token");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers()["access-control-allow-origin"], APP);
+
+    // Any other origin: answered as before, without CORS headers (the browser withholds it).
+    let other = http.get(&url).header("origin", "https://evil.example").bearer_auth(&token).send().await.expect("GET");
+    assert_eq!(other.status(), StatusCode::OK, "a same-origin page (Swagger UI at /docs) sends Origin too");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let other_preflight = http
+        .request(Method::OPTIONS, &url)
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(other_preflight.headers().get("access-control-allow-origin").is_none());
+    assert_ne!(other_preflight.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn without_allowed_origins_no_response_carries_cors_headers() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let token = ctx.token(UserId::from_uuid(uuid::Uuid::now_v7()), "alice");
+    let listed = reqwest::Client::new()
+        .get(format!("{}/v1/conversations", api.url()))
+        .header("origin", APP)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert!(listed.headers().get("access-control-allow-origin").is_none());
+}
