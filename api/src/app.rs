@@ -82,7 +82,9 @@ impl Application {
             .at("/metrics", get(routes::health::metrics))
             .at("/openapi.json", api.spec_endpoint())
             .nest("/docs", api.swagger_ui())
-            .nest("/", api)
+            // Every operation's path starts with `/v1`, which leaves `/` free.
+            .nest_no_strip("/v1", api)
+            .at("/", get(routes::health::to_docs))
             .with(BodyLimit(state.limits.max_body_bytes))
             .catch_all_error(problem_for_unhandled)
             // A bug must cost one request a 500, never the connection or the process.

@@ -99,7 +99,7 @@ pub async fn upgrade(request: &Request, broker: Data<&Arc<Broker>>) -> Response 
     let identity: Option<Identity> = match token {
         Some(token) => match broker.verifier.verify(&token).await {
             Ok(identity) => Some(identity),
-            Err(error) => return problem(StatusCode::UNAUTHORIZED, "unauthenticated", &error.to_string()),
+            Err(error) => return problem(StatusCode::UNAUTHORIZED, "unauthorized", &error.to_string()),
         },
         None => None,
     };
@@ -163,7 +163,7 @@ impl CredentialError {
     fn response(self) -> Response {
         match self {
             Self::MalformedAuthorization => {
-                problem(StatusCode::UNAUTHORIZED, "unauthenticated", "Authorization must be `Bearer <jwt>`")
+                problem(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization must be `Bearer <jwt>`")
             }
             Self::QueryTokenDisabled => problem(
                 StatusCode::UNAUTHORIZED,

@@ -29,6 +29,13 @@ async fn refused_status(request: tungstenite::handshake::client::Request) -> u16
         Err(WsError::Http(response)) => {
             let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok());
             assert_eq!(content_type, Some("application/problem+json"));
+            if response.status() == 401 {
+                let problem: serde_json::Value =
+                    serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("problem JSON");
+                let code = problem["code"].as_str().unwrap_or_default();
+                // `unauthorized` is the API's code for 401 too.
+                assert!(["unauthorized", "query_token_disabled"].contains(&code), "{problem}");
+            }
             response.status().as_u16()
         }
         Ok(_) => panic!("the handshake was accepted"),

@@ -67,3 +67,14 @@ async fn in_process_broker_binds_port_zero() {
     stop.send(()).expect("server still running");
     tokio::time::timeout(RECOVERY, server).await.expect("stops").expect("joins").expect("clean exit");
 }
+
+#[tokio::test]
+async fn the_broker_serves_its_asyncapi_document() {
+    let ctx = TestContext::with_own_services().await;
+    let broker = ctx.spawn_broker().await;
+    let response = reqwest::get(format!("{}/asyncapi.yaml", broker.url())).await.expect("GET /asyncapi.yaml");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/yaml");
+    let document: Value = serde_norway::from_str(&response.text().await.expect("body")).expect("YAML");
+    assert_eq!(document, parley_broker::asyncapi::document(), "the served document is the code's");
+}

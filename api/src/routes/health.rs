@@ -50,3 +50,9 @@ pub async fn ready(state: Data<&AppState>) -> Response {
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     body.with_status(status).into_response()
 }
+
+/// `GET /`: the interactive documentation is what a person opening the API's URL wants.
+#[handler]
+pub fn to_docs() -> poem::web::Redirect {
+    poem::web::Redirect::see_other("/docs")
+}

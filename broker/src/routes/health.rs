@@ -1,4 +1,5 @@
-//! `GET /health` (the process is alive), `GET /ready` (NATS is connected), `GET /metrics`.
+//! `GET /health` (the process is alive), `GET /ready` (NATS is connected), `GET /metrics`,
+//! `GET /asyncapi.yaml` (the WebSocket protocol and NATS contract).
 
 use std::sync::Arc;
 
@@ -11,7 +12,19 @@ use serde_json::json;
 use crate::server::Broker;
 
 pub fn routes() -> Route {
-    Route::new().at("/health", get(health)).at("/ready", get(ready)).at("/metrics", get(metrics))
+    Route::new()
+        .at("/health", get(health))
+        .at("/ready", get(ready))
+        .at("/metrics", get(metrics))
+        .at("/asyncapi.yaml", get(asyncapi))
+}
+
+/// The committed document, which a test keeps equal to what the code generates.
+const ASYNCAPI_YAML: &str = include_str!("../../../openapi/asyncapi.yaml");
+
+#[handler]
+fn asyncapi() -> Response {
+    Response::builder().content_type("application/yaml").body(ASYNCAPI_YAML)
 }
 
 #[handler]

@@ -1,5 +1,6 @@
-//! CORS over real HTTP against the real binary: what a page on an allowed origin, a page on
-//! any other origin and a same-origin page (Swagger UI) get.
+//! What a person or a browser page meets first, over real HTTP against the real binary: `GET /`
+//! and CORS (a page on an allowed origin, on any other origin, and a same-origin page such as
+//! Swagger UI).
 
 use parley_shared::ids::UserId;
 use parley_testkit::{Binary, TestContext};
@@ -74,4 +75,22 @@ async fn without_allowed_origins_no_response_carries_cors_headers() {
         .expect("GET");
     assert_eq!(listed.status(), StatusCode::OK);
     assert!(listed.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn the_root_redirects_to_the_docs_and_a_missing_token_is_unauthorized() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let root = http.get(format!("{}/", api.url())).send().await.expect("GET /");
+    assert_eq!(root.status(), StatusCode::SEE_OTHER);
+    assert_eq!(root.headers()["location"], "/docs");
+    let docs = http.get(format!("{}/docs", api.url())).send().await.expect("GET /docs");
+    assert_eq!(docs.status(), StatusCode::OK);
+
+    let refused = http.get(format!("{}/v1/me", api.url())).send().await.expect("GET /v1/me");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let problem: serde_json::Value = refused.json().await.expect("problem+json");
+    // The broker's handshake answers the same code (its auth tests check it).
+    assert_eq!(problem["code"], "unauthorized");
 }
