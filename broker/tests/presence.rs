@@ -154,13 +154,19 @@ async fn a_change_reaches_each_connection_once_however_many_conversations_are_sh
     assert_eq!(frames.iter().map(|f| f["status"].as_str()).collect::<Vec<_>>(), [Some("offline")]);
 }
 
-#[tokio::test]
-async fn members_of_large_groups_subscribe_to_the_users_they_show_and_only_to_visible_ones() {
-    let ctx = TestContext::start().await;
-    // Groups of more than 2 members are "large" here.
+/// An API and a broker for which groups of more than 2 members are "large": their members see
+/// each other's presence only on request.
+async fn spawn_with_groups_of_two_at_most_small(ctx: &TestContext) -> (AppProcess, AppProcess) {
     let small = ("PARLEY_PRESENCE_AUTO_MAX_MEMBERS".to_owned(), "2".to_owned());
     let api = ctx.spawn(Binary::Api, [unlimited_writes(), vec![small.clone()]].concat()).await;
     let broker = ctx.spawn(Binary::Broker, vec![small]).await;
+    (api, broker)
+}
+
+#[tokio::test]
+async fn members_of_large_groups_subscribe_to_the_users_they_show_and_only_to_visible_ones() {
+    let ctx = TestContext::start().await;
+    let (api, broker) = spawn_with_groups_of_two_at_most_small(&ctx).await;
     let [alice, bob, dan, carol] = ["alice", "bob", "dan", "carol"].map(|name| User::new(&ctx, &api.url(), name));
     alice.group("large", &[&bob, &dan]).await;
     carol.get("/v1/me").await.expect(200);
@@ -207,10 +213,7 @@ async fn next_of_type(client: &mut WsClient, kind: &str) -> Value {
 #[tokio::test]
 async fn subscriptions_end_when_the_users_no_longer_share_a_conversation() {
     let ctx = TestContext::start().await;
-    // Groups of more than 2 members are "large" here: presence only on request.
-    let small = ("PARLEY_PRESENCE_AUTO_MAX_MEMBERS".to_owned(), "2".to_owned());
-    let api = ctx.spawn(Binary::Api, [unlimited_writes(), vec![small.clone()]].concat()).await;
-    let broker = ctx.spawn(Binary::Broker, vec![small]).await;
+    let (api, broker) = spawn_with_groups_of_two_at_most_small(&ctx).await;
     let [alice, bob, dan] = ["alice", "bob", "dan"].map(|name| User::new(&ctx, &api.url(), name));
     let group = alice.group("large", &[&bob, &dan]).await;
     let mut alice_ws = WsClient::connect(&ws_url(&broker), &ctx.token(alice.id, "alice")).await;

@@ -8,8 +8,9 @@
 //!
 //! Baseline in the same invocation: a bare tokio broadcast relay (child process, hidden
 //! subcommand `bench-bare-fanout`): the same 10,000 receiving connections, one sending
-//! connection, each frame broadcast to all. Its frames are the broker's `message.created` event
-//! frame (same types, same size), so both relay and parse the same bytes.
+//! connection, each frame broadcast to all and whatever is queued for a receiver written in one
+//! flush, as the broker does. Its frames are the broker's `message.created` event frame (same
+//! types, same size), so both relay and parse the same bytes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -302,8 +303,17 @@ pub async fn bare_fanout() -> anyhow::Result<()> {
                     }
                 }
             } else {
+                // Like the broker: whatever is queued goes out in one flush.
                 while let Ok(message) = inbox.recv().await {
-                    if ws.send(message).await.is_err() {
+                    if ws.feed(message).await.is_err() {
+                        return;
+                    }
+                    while let Ok(message) = inbox.try_recv() {
+                        if ws.feed(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    if ws.flush().await.is_err() {
                         return;
                     }
                 }
