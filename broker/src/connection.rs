@@ -152,6 +152,9 @@ struct Connection<'a> {
     /// Text frames bypass tungstenite's output buffer (see [`FrameWriter`]).
     writer: FrameWriter,
     ping_due: bool,
+    /// tungstenite may hold a frame not yet flushed: it was given a ping, or it read a frame
+    /// (a ping or close it then owes an answer to). Only then is its flush needed.
+    tungstenite_unflushed: bool,
 }
 
 /// What woke the loop.
@@ -184,6 +187,7 @@ impl<'a> Connection<'a> {
             following: Vec::new(),
             writer: FrameWriter::default(),
             ping_due: false,
+            tungstenite_unflushed: false,
         }
     }
 
@@ -226,7 +230,10 @@ impl<'a> Connection<'a> {
         // a client that does not read is not read from either, until the queue bound closes it.
         if !self.writer.is_mid_frame() {
             match Pin::new(&mut self.ws).poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => return Poll::Ready(Step::Inbound(message)),
+                Poll::Ready(Some(Ok(message))) => {
+                    self.tungstenite_unflushed = true;
+                    return Poll::Ready(Step::Inbound(message));
+                }
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Step::Ended(read_error_code(&error))),
                 Poll::Ready(None) => return Poll::Ready(Step::Ended(None)),
                 Poll::Pending => {}
@@ -255,13 +262,16 @@ impl<'a> Connection<'a> {
             }
             ws.as_mut().start_send(Message::Ping(Default::default())).map_err(|_| None)?;
             self.ping_due = false;
+            self.tungstenite_unflushed = true;
         }
         // Whatever tungstenite holds (a ping, a pong it owes the client) goes out before the
         // next batch, so its frames and the writer's follow each other whole.
-        match ws.poll_flush(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(_)) => return Err(None),
-            Poll::Pending => return Ok(()),
+        if self.tungstenite_unflushed {
+            match ws.poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.tungstenite_unflushed = false,
+                Poll::Ready(Err(_)) => return Err(None),
+                Poll::Pending => return Ok(()),
+            }
         }
         // One clock read per batch: every frame of a batch is written at about the same time.
         let mut now_micros = None;
