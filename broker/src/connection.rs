@@ -220,7 +220,9 @@ impl<'a> Connection<'a> {
         if let Poll::Ready(code) = self.outbound.poll_close(cx) {
             return Poll::Ready(Step::Close(code));
         }
-        if self.outbound.take_presence_recheck() && !self.following.is_empty() {
+        // Most connections follow no one: no atomic swap on their every wake-up. A request left
+        // set while following no one only costs one needless check after a later subscribe.
+        if !self.following.is_empty() && self.outbound.take_presence_recheck() {
             return Poll::Ready(Step::PresenceRecheck);
         }
         if let Err(code) = self.poll_write(cx) {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::{ConversationPosition, Membership};
-use parley_shared::presence::MAX_AUDIENCE;
 use tokio::sync::watch;
 
 use crate::index::Index;
@@ -16,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{Frame, Outbound};
 use crate::presence::PresenceReports;
 use crate::protocol::{CloseCode, ErrorCode, ServerFrame};
-use crate::recent::most_recent;
+use crate::recent::audience;
 use crate::relay::Relay;
 use crate::router::{CANCELLED, INSTALLED, InstallRequest, PENDING, RouterHandle};
 
@@ -160,8 +159,7 @@ impl Hub {
         if first == Some(true) {
             let max = i64::from(self.limits.auto_max_members);
             let small = snapshot.iter().filter(|m| m.member_count <= max).map(|m| (m.last_seq, m.conversation_id));
-            let audience = most_recent(small, MAX_AUDIENCE).0.into_iter().map(|(_, conversation)| conversation);
-            self.presence.arrived(user, audience.collect()).await;
+            self.presence.arrived(user, audience(small)).await;
         }
     }
 

@@ -18,10 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::Membership;
-use parley_shared::presence::MAX_AUDIENCE;
 
 use crate::outbound::{Frame, Outbound, Pushed};
-use crate::recent::most_recent;
 
 /// Shards per table: enough that two cores rarely meet on one, few enough to cost nothing.
 const SHARDS: usize = 64;
@@ -249,15 +247,15 @@ impl Index {
         self.small(&conversations, max_members)
     }
 
-    /// The [`MAX_AUDIENCE`] most recently active of `conversations` that have at most
-    /// `max_members` members.
+    /// The presence audience (see [`crate::recent::audience`]) among `conversations`: those
+    /// with at most `max_members` members.
     fn small(&self, conversations: &[ConversationId], max_members: u32) -> Vec<ConversationId> {
         let small = conversations.iter().filter_map(|&conversation| {
             let conversations = self.conversations.lock(&conversation);
             let entry = conversations.get(&conversation).filter(|entry| entry.member_count <= max_members)?;
             Some((entry.last_seq, conversation))
         });
-        most_recent(small, MAX_AUDIENCE).0.into_iter().map(|(_, conversation)| conversation).collect()
+        crate::recent::audience(small)
     }
 
     /// A membership event changed the conversation's size by `delta`, or (`count`) said it.

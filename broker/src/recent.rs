@@ -4,6 +4,15 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use parley_shared::ids::ConversationId;
+use parley_shared::presence::MAX_AUDIENCE;
+
+/// A presence announcement's audience from the user's small conversations and their `last_seq`:
+/// the [`MAX_AUDIENCE`] most recently active.
+pub fn audience(small: impl IntoIterator<Item = (i64, ConversationId)>) -> Vec<ConversationId> {
+    most_recent(small, MAX_AUDIENCE).0.into_iter().map(|(_, conversation)| conversation).collect()
+}
+
 /// The `max` items with the highest `last_seq`, highest first, and whether any were left out.
 /// Holds at most `max + 1` items at a time, however many `items` yields.
 pub fn most_recent<T: Ord>(items: impl IntoIterator<Item = (i64, T)>, max: usize) -> (Vec<(i64, T)>, bool) {
