@@ -65,7 +65,6 @@ pub enum Part {
 
 pub async fn run(only: Option<Part>) -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let release = Stack::build_release()?;
     let mut rows = Vec::new();
     let counts: &[usize] = match only {
         None => &COUNTS,
@@ -76,7 +75,7 @@ pub async fn run(only: Option<Part>) -> anyhow::Result<()> {
         let bare = measure_bare(count, stack.dir()).await?;
         eprintln!("bench connections N={count}: bare {bare}");
         let tokens = lone_users(count);
-        let lone = measure_broker(&stack, &release, &tokens).await?;
+        let lone = measure_broker(&stack, &tokens).await?;
         eprintln!("bench connections N={count}: broker, users without conversations {lone}");
         let mut variants = vec![
             ("bare tokio-tungstenite (baseline)", bare.clone()),
@@ -84,7 +83,7 @@ pub async fn run(only: Option<Part>) -> anyhow::Result<()> {
         ];
         if only.is_none() {
             let tokens = paired_users(&stack, count).await?;
-            let paired = measure_broker(&stack, &release, &tokens).await?;
+            let paired = measure_broker(&stack, &tokens).await?;
             eprintln!("bench connections N={count}: broker, users in direct pairs {paired}");
             variants.push(("broker, users in direct pairs", paired));
         }
@@ -99,7 +98,7 @@ pub async fn run(only: Option<Part>) -> anyhow::Result<()> {
                     vec![("PARLEY_PRESENCE_AUTO_MAX_MEMBERS".to_owned(), "0".to_owned())],
                 ),
             ] {
-                let mut broker = stack.spawn_release_broker_with(&release, env).await?;
+                let mut broker = stack.spawn_release_broker_with(env).await?;
                 let pid = broker.pid().context("broker pid")?;
                 let url = format!("ws://127.0.0.1:{}/ws", broker.port());
                 let mut realistic = measure(pid, &url, &tokens, stack.dir()).await?;
@@ -125,7 +124,7 @@ pub async fn run(only: Option<Part>) -> anyhow::Result<()> {
         }
     }
     let many = match only {
-        None | Some(Part::Many) => one_user_in_many_conversations(&stack, &release).await?,
+        None | Some(Part::Many) => one_user_in_many_conversations(&stack).await?,
         Some(Part::Realistic) => Value::Null,
     };
     if !many.is_null() {
@@ -233,7 +232,7 @@ async fn arrange(
 
 /// One user in [`MANY_CONVERSATIONS`] groups connects to a fresh broker: its RSS growth and the
 /// time to `hello`.
-async fn one_user_in_many_conversations(stack: &Stack, release: &Path) -> anyhow::Result<Value> {
+async fn one_user_in_many_conversations(stack: &Stack) -> anyhow::Result<Value> {
     let user = Uuid::now_v7();
     let groups: Vec<Uuid> = (0..MANY_CONVERSATIONS).map(|_| Uuid::now_v7()).collect();
     let memberships: Vec<(Uuid, Uuid)> = groups.iter().map(|group| (*group, user)).collect();
@@ -241,7 +240,7 @@ async fn one_user_in_many_conversations(stack: &Stack, release: &Path) -> anyhow
     arrange(&db, &[user], &[], &groups, &memberships).await?;
     db.close().await;
     let tokens = [token(UserId::from_uuid(user))];
-    let measured = measure_broker(stack, release, &tokens).await?;
+    let measured = measure_broker(stack, &tokens).await?;
     Ok(json!({
         "conversations": MANY_CONVERSATIONS,
         "rss_growth_mib": measured["rss_after_mib"].as_f64().unwrap_or_default()
@@ -283,8 +282,8 @@ async fn paired_users(stack: &Stack, count: usize) -> anyhow::Result<Vec<String>
     Ok(tokens)
 }
 
-async fn measure_broker(stack: &Stack, release: &Path, tokens: &[String]) -> anyhow::Result<Value> {
-    let mut broker = stack.spawn_release_broker(release).await?;
+async fn measure_broker(stack: &Stack, tokens: &[String]) -> anyhow::Result<Value> {
+    let mut broker = stack.spawn_release_broker().await?;
     let pid = broker.pid().context("broker pid")?;
     let url = format!("ws://127.0.0.1:{}/ws", broker.port());
     let measured = measure(pid, &url, tokens, stack.dir()).await;

@@ -32,8 +32,7 @@ const POSTERS: usize = 32;
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let release = Stack::build_release()?;
-    let mut broker = stack.spawn_release_broker(&release).await?;
+    let mut broker = stack.spawn_release_broker().await?;
     let duration = Duration::from_secs(seconds);
     let (parley, post) = measure_parley(&stack, &format!("ws://127.0.0.1:{}/ws", broker.port()), duration).await?;
     // Where the time goes, from the processes' own histograms (bucket upper bounds: coarse).

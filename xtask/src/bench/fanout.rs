@@ -38,8 +38,7 @@ const IN_FLIGHT: usize = 128;
 
 pub async fn run() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let release = Stack::build_release()?;
-    let mut broker = stack.spawn_release_broker(&release).await?;
+    let mut broker = stack.spawn_release_broker().await?;
     let parley = measure_parley(&stack, &format!("ws://127.0.0.1:{}/ws", broker.port())).await?;
     let presence_frames = super::broker_metric(&broker.url(), "parley_broker_presence_frames_total").await?;
     eprintln!("bench fanout: {presence_frames} presence frames while {MEMBERS} members connected");

@@ -71,6 +71,8 @@ pub struct Stack {
     postgres: PostgresServer,
     nats: NatsServer,
     api: AppProcess,
+    /// Where the release binaries it was started with are.
+    release: std::path::PathBuf,
 }
 
 impl Stack {
@@ -98,7 +100,7 @@ impl Stack {
             ("PARLEY_MAX_BODY_BYTES".into(), "1048576".into()),
         ];
         let api = spawn_release_api(&release, env, dir.path()).await?;
-        Ok(Self { dir, postgres, nats, api })
+        Ok(Self { dir, postgres, nats, api, release })
     }
 
     /// Builds the API and the broker with the release profile; returns the directory of their
@@ -108,7 +110,7 @@ impl Stack {
     /// `cargo run` gives this process xtask's package variables (`CARGO_PKG_NAME`,
     /// `CARGO_MANIFEST_DIR`, …); some build scripts (ring's) rebuild when those change, so the
     /// build runs without them, as one typed in a shell would.
-    pub fn build_release() -> anyhow::Result<std::path::PathBuf> {
+    fn build_release() -> anyhow::Result<std::path::PathBuf> {
         let mut cargo = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cargo.args(["build", "--release", "--package", "parley-api", "--package", "parley-broker"]);
         for (name, _) in std::env::vars_os() {
@@ -127,16 +129,12 @@ impl Stack {
     }
 
     /// A release `parley-broker` on this stack's NATS.
-    pub async fn spawn_release_broker(&self, release: &Path) -> anyhow::Result<AppProcess> {
-        self.spawn_release_broker_with(release, Vec::new()).await
+    pub async fn spawn_release_broker(&self) -> anyhow::Result<AppProcess> {
+        self.spawn_release_broker_with(Vec::new()).await
     }
 
     /// Like [`Self::spawn_release_broker`], with extra settings.
-    pub async fn spawn_release_broker_with(
-        &self,
-        release: &Path,
-        extra_env: Vec<(String, String)>,
-    ) -> anyhow::Result<AppProcess> {
+    pub async fn spawn_release_broker_with(&self, extra_env: Vec<(String, String)>) -> anyhow::Result<AppProcess> {
         let mut env = vec![
             ("NATS_URL".into(), self.nats.url()),
             ("PARLEY_JWT_SECRET".into(), SECRET.into()),
@@ -145,7 +143,7 @@ impl Stack {
         env.extend(extra_env);
         let port = wait::free_port()?;
         let output = Output::File(self.dir.path().join(format!("broker-{port}.log")));
-        AppProcess::spawn_executable(Binary::Broker, release.join(Binary::Broker.name()), port, env, output).await
+        AppProcess::spawn_executable(Binary::Broker, self.release.join(Binary::Broker.name()), port, env, output).await
     }
 
     pub fn dir(&self) -> &Path {
