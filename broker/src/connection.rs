@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::hub::Ticket;
+use crate::latency;
 use crate::metrics::CloseLabels;
 use crate::outbound::{Frame, Outbound};
 use crate::protocol::{
@@ -28,12 +29,9 @@ use crate::protocol::{
 };
 use crate::recent::most_recent;
 use crate::server::Broker;
-use crate::writer::{FrameWriter, MAX_BATCH_BYTES};
+use crate::writer::FrameWriter;
 
 pub type Socket = WebSocketStream<poem::Upgraded>;
-
-/// At most this many frames are written per wake-up before reading gets a turn.
-const WRITE_BUDGET: usize = 256;
 
 /// Runs a connection whose WebSocket handshake is done, to its end.
 ///
@@ -163,8 +161,8 @@ enum Step {
     /// A member left one of the user's conversations and this connection follows someone.
     PresenceRecheck,
     Timer,
-    Close(CloseCode),
-    /// The client is gone or broke the protocol in a way that leaves nothing to say.
+    /// The connection ends with this close code, or with none when the client is gone or broke
+    /// the protocol in a way that leaves nothing to say.
     Ended(Option<CloseCode>),
 }
 
@@ -207,7 +205,6 @@ impl<'a> Connection<'a> {
                     Ok(())
                 }
                 Step::Timer => self.on_timer(),
-                Step::Close(code) => Err(Some(code)),
                 Step::Ended(code) => Err(code),
             };
             if let Err(code) = outcome {
@@ -217,9 +214,6 @@ impl<'a> Connection<'a> {
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
-        if let Poll::Ready(code) = self.outbound.poll_close(cx) {
-            return Poll::Ready(Step::Close(code));
-        }
         // Most connections follow no one: no atomic swap on their every wake-up. A request left
         // set while following no one only costs one needless check after a later subscribe.
         if !self.following.is_empty() && self.outbound.take_presence_recheck() {
@@ -247,20 +241,47 @@ impl<'a> Connection<'a> {
         Poll::Pending
     }
 
-    /// Moves queued frames into the socket until it would block or the budget is spent.
+    /// Moves every queued frame into the socket until it would block; a close asked for ends
+    /// the connection (also while the socket is full).
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), Option<CloseCode>> {
-        // A batch under way is finished first: nothing else may be written inside a frame.
+        let clear = self.poll_clear(cx)?;
+        let frames = self.outbound.poll_take(cx, clear).map_err(Some)?;
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.broker.metrics.frames_out.inc_by(frames.len() as u64);
+        self.writer.reserve(frames.len(), frames.iter().map(|frame| frame.text.len()).sum());
+        // One clock read per batch: every frame of a batch is written at about the same time.
+        let mut now_micros = None;
+        let mut latencies = latency::Batch::default();
+        for frame in frames {
+            if frame.occurred_at_micros > 0 {
+                let now = *now_micros.get_or_insert_with(|| chrono::Utc::now().timestamp_micros());
+                latencies.observe_micros(now.saturating_sub(frame.occurred_at_micros).max(0).unsigned_abs());
+            }
+            self.writer.push_text(frame.text.as_bytes());
+        }
+        self.broker.metrics.delivery_latency.record(&latencies);
+        match self.writer.poll_write(self.ws.get_mut(), cx) {
+            Poll::Ready(Err(_)) => Err(None),
+            Poll::Ready(Ok(())) | Poll::Pending => Ok(()),
+        }
+    }
+
+    /// Whether the socket is clear for a new batch: the batch under way written (nothing else may
+    /// be written inside a frame), then a due ping and whatever tungstenite holds.
+    fn poll_clear(&mut self, cx: &mut Context<'_>) -> Result<bool, Option<CloseCode>> {
         match self.writer.poll_write(self.ws.get_mut(), cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(_)) => return Err(None),
-            Poll::Pending => return Ok(()),
+            Poll::Pending => return Ok(false),
         }
         let mut ws = Pin::new(&mut self.ws);
         if self.ping_due {
             match ws.as_mut().poll_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Err(None),
-                Poll::Pending => return Ok(()),
+                Poll::Pending => return Ok(false),
             }
             ws.as_mut().start_send(Message::Ping(Default::default())).map_err(|_| None)?;
             self.ping_due = false;
@@ -272,35 +293,10 @@ impl<'a> Connection<'a> {
             match ws.poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.tungstenite_unflushed = false,
                 Poll::Ready(Err(_)) => return Err(None),
-                Poll::Pending => return Ok(()),
+                Poll::Pending => return Ok(false),
             }
         }
-        // One clock read per batch: every frame of a batch is written at about the same time.
-        let mut now_micros = None;
-        let mut written = 0;
-        while written < WRITE_BUDGET && self.writer.pending() < MAX_BATCH_BYTES {
-            let Some(frame) = self.outbound.pop() else { break };
-            written += 1;
-            if frame.occurred_at_micros > 0 {
-                let now = *now_micros.get_or_insert_with(|| chrono::Utc::now().timestamp_micros());
-                let age = (now - frame.occurred_at_micros).max(0);
-                self.broker.metrics.delivery_latency.observe(age as f64 / 1e6);
-            }
-            self.writer.push_text(frame.text.as_bytes());
-        }
-        if written == 0 {
-            return Ok(());
-        }
-        self.broker.metrics.frames_out.inc_by(written as u64);
-        let more = written == WRITE_BUDGET || self.writer.pending() >= MAX_BATCH_BYTES;
-        match self.writer.poll_write(self.ws.get_mut(), cx) {
-            // Frames may be left: let reading and other tasks run, then continue.
-            Poll::Ready(Ok(())) if more => cx.waker().wake_by_ref(),
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(_)) => return Err(None),
-            Poll::Pending => {}
-        }
-        Ok(())
+        Ok(true)
     }
 
     async fn on_inbound(&mut self, message: Message) -> Result<(), Option<CloseCode>> {

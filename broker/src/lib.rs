@@ -31,6 +31,7 @@ mod feed;
 mod head_deadline;
 mod hub;
 mod index;
+mod latency;
 mod metrics;
 mod outbound;
 mod presence;

@@ -1,11 +1,11 @@
 //! Prometheus metrics of the broker (OpenMetrics text at `GET /metrics`).
 
+use crate::latency::LatencyHistogram;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     pub nats_reconnects: Counter,
     /// From an event's `occurred_at` (set by the API at commit) to the frame written to the socket.
-    pub delivery_latency: Histogram,
+    pub delivery_latency: LatencyHistogram,
     pub closes: Family<CloseLabels, Counter>,
 }
 
@@ -53,8 +53,7 @@ impl Default for Metrics {
             frames_out: Counter::default(),
             slow_consumers: Counter::default(),
             nats_reconnects: Counter::default(),
-            // 0.1 ms to about 3 s.
-            delivery_latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 15)),
+            delivery_latency: LatencyHistogram::default(),
             closes: Family::default(),
             registry: Registry::default(),
         };

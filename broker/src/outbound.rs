@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -39,10 +39,49 @@ pub struct Outbound {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Frame>,
+    frames: FrameQueue,
     bytes: usize,
     close: Option<CloseCode>,
     waker: Option<Waker>,
+}
+
+/// Frames in order, the first one inline: a connection that is sent one frame at a time (the
+/// usual case) costs no allocation per frame, and no allocation made by the router's thread is
+/// freed by the connection's.
+#[derive(Debug, Default)]
+pub struct FrameQueue {
+    first: Option<Frame>,
+    rest: VecDeque<Frame>,
+}
+
+impl FrameQueue {
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Frame> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    fn push_back(&mut self, frame: Frame) {
+        match self.first {
+            None => self.first = Some(frame),
+            Some(_) => self.rest.push_back(frame),
+        }
+    }
+}
+
+impl IntoIterator for FrameQueue {
+    type Item = Frame;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Frame>, std::collections::vec_deque::IntoIter<Frame>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
 }
 
 /// What a push did.
@@ -110,30 +149,22 @@ impl Outbound {
         }
     }
 
-    /// The close code asked for, if any; registers `cx` to be woken by the next push or close.
-    pub fn poll_close(&self, cx: &mut Context<'_>) -> Poll<CloseCode> {
+    /// The close code asked for, if any; else, when `take`, every queued frame (the queue is
+    /// left empty, holding no memory). Registers `cx` to be woken by the next push or close. One
+    /// lock per wake-up, however many frames.
+    pub fn poll_take(&self, cx: &mut Context<'_>, take: bool) -> Result<FrameQueue, CloseCode> {
         let mut state = self.lock();
-        match state.close {
-            Some(code) => Poll::Ready(code),
-            None => {
-                if !state.waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
-                    state.waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
+        if let Some(code) = state.close {
+            return Err(code);
         }
-    }
-
-    /// The next queued frame, if any (wake-ups come through [`Self::poll_close`]'s registration).
-    pub fn pop(&self) -> Option<Frame> {
-        let mut state = self.lock();
-        let frame = state.frames.pop_front()?;
-        state.bytes -= frame.text.len();
-        if state.frames.is_empty() && state.frames.capacity() > 0 {
-            // Give the memory back: an idle connection holds no buffer.
-            state.frames = VecDeque::new();
+        if !state.waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+            state.waker = Some(cx.waker().clone());
         }
-        Some(frame)
+        if !take {
+            return Ok(FrameQueue::default());
+        }
+        state.bytes = 0;
+        Ok(std::mem::take(&mut state.frames))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -146,7 +177,7 @@ impl State {
     fn close_with(&mut self, code: CloseCode) {
         if self.close.is_none() {
             self.close = Some(code);
-            self.frames = VecDeque::new();
+            self.frames = FrameQueue::default();
             self.bytes = 0;
         }
     }
@@ -164,18 +195,24 @@ mod tests {
         Frame { text: text.to_owned().into(), occurred_at_micros: 0 }
     }
 
+    fn take(outbound: &Outbound) -> Result<Vec<String>, CloseCode> {
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let frames = outbound.poll_take(&mut cx, true)?;
+        Ok(frames.into_iter().map(|frame| frame.text.as_str().to_owned()).collect())
+    }
+
     #[test]
     fn frames_come_out_in_order_and_the_bound_closes_with_slow_consumer() {
         let outbound = Outbound::new(QueueBound { frames: 2, bytes: 1024 });
         assert_eq!(outbound.push(frame("a")), Pushed::Queued);
         assert_eq!(outbound.push(frame("b")), Pushed::Queued);
-        assert_eq!(outbound.pop().expect("a").text.as_str(), "a");
+        assert_eq!(take(&outbound), Ok(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(take(&outbound), Ok(vec![]), "taking empties the queue");
         assert_eq!(outbound.push(frame("c")), Pushed::Queued);
-        assert_eq!(outbound.push(frame("d")), Pushed::Overflowed);
-        assert_eq!(outbound.push(frame("e")), Pushed::Closing);
-        assert!(outbound.pop().is_none(), "queued frames are dropped on close");
-        let mut cx = Context::from_waker(noop_waker_ref());
-        assert_eq!(outbound.poll_close(&mut cx), Poll::Ready(CloseCode::SlowConsumer));
+        assert_eq!(outbound.push(frame("d")), Pushed::Queued);
+        assert_eq!(outbound.push(frame("e")), Pushed::Overflowed);
+        assert_eq!(outbound.push(frame("f")), Pushed::Closing);
+        assert_eq!(take(&outbound), Err(CloseCode::SlowConsumer), "queued frames are dropped on close");
     }
 
     #[test]
@@ -184,7 +221,6 @@ mod tests {
         assert_eq!(outbound.push(frame("abc")), Pushed::Queued);
         assert_eq!(outbound.push(frame("de")), Pushed::Overflowed);
         outbound.close(CloseCode::Shutdown);
-        let mut cx = Context::from_waker(noop_waker_ref());
-        assert_eq!(outbound.poll_close(&mut cx), Poll::Ready(CloseCode::SlowConsumer));
+        assert_eq!(take(&outbound), Err(CloseCode::SlowConsumer));
     }
 }

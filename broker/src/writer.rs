@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
 
-/// Past this many bytes a batch is written before more frames are added.
-pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// A server frame's header: at most 10 bytes (no mask).
+const MAX_HEADER: usize = 10;
 
 /// First byte of a final, unfragmented text frame.
 const FIN_TEXT: u8 = 0x81;
@@ -36,15 +36,16 @@ impl FrameWriter {
         self.taken < self.batch.len()
     }
 
-    /// Bytes waiting to be written.
-    pub fn pending(&self) -> usize {
-        self.batch.len() - self.taken
+    /// Makes room for `frames` text frames of `bytes` payload bytes in all, so that a batch
+    /// grows once rather than frame by frame.
+    pub fn reserve(&mut self, frames: usize, bytes: usize) {
+        self.batch.reserve(bytes + frames * MAX_HEADER);
     }
 
     /// Appends one final text frame (servers send frames unmasked).
     pub fn push_text(&mut self, payload: &[u8]) {
         let len = payload.len();
-        self.batch.reserve(len + 10);
+        self.batch.reserve(len + MAX_HEADER);
         self.batch.push(FIN_TEXT);
         // Lengths over 125 follow the second byte: 16 bits up to 65,535, else 64 bits.
         match len {

@@ -20,15 +20,16 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use hyper::Method;
+use memchr::memmem;
 use parley_shared::events::{Envelope, Event, MessageCreated};
 use parley_shared::ids::{ConversationId, EventId, MessageId, UserId};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
 use super::events::Sample;
+use super::lean_ws::LeanSocket;
 use super::{Stack, http};
 
 const MEMBERS: usize = 10_000;
@@ -39,10 +40,10 @@ const IN_FLIGHT: usize = 128;
 pub async fn run() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let mut broker = stack.spawn_release_broker().await?;
-    let parley = measure_parley(&stack, &format!("ws://127.0.0.1:{}/ws", broker.port())).await?;
+    let pid = broker.pid().context("broker pid")?;
+    let parley = measure_parley(&stack, &format!("ws://127.0.0.1:{}/ws", broker.port()), pid).await?;
     let presence_frames = super::broker_metric(&broker.url(), "parley_broker_presence_frames_total").await?;
     eprintln!("bench fanout: {presence_frames} presence frames while {MEMBERS} members connected");
-    let pid = broker.pid().context("broker pid")?;
     let foreign = measure_foreign_events(&stack, &broker.url(), pid).await?;
     eprintln!("bench fanout: {foreign}");
     broker.terminate().await;
@@ -57,6 +58,7 @@ pub async fn run() -> anyhow::Result<()> {
                 "variant": name, "deliveries": run.latency.0.len(), "missing": run.missing,
                 "seconds": run.seconds, "deliveries_per_second": run.latency.0.len() as f64 / run.seconds,
                 "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
+                "relay_cpu_seconds": run.relay_cpu_seconds, "posting_seconds": run.posting_seconds,
             })
         })
         .collect();
@@ -64,11 +66,12 @@ pub async fn run() -> anyhow::Result<()> {
         / rows[1]["deliveries_per_second"].as_f64().unwrap_or(f64::NAN);
     let mut table = format!(
         "{MESSAGES} messages to one conversation of {MEMBERS} connected members:\n\n\
-         | variant | deliveries/s | missing | p50 ms | p90 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n"
+         | variant | deliveries/s | missing | p50 ms | p90 ms | p99 ms | max ms | relay CPU s | posted in s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for row in &rows {
         table.push_str(&format!(
-            "| {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            "| {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |\n",
             row["variant"].as_str().unwrap_or_default(),
             row["deliveries_per_second"].as_f64().unwrap_or_default(),
             row["missing"],
@@ -76,6 +79,8 @@ pub async fn run() -> anyhow::Result<()> {
             row["p90_ms"].as_f64().unwrap_or_default(),
             row["p99_ms"].as_f64().unwrap_or_default(),
             row["max_ms"].as_f64().unwrap_or_default(),
+            row["relay_cpu_seconds"].as_f64().unwrap_or_default(),
+            row["posting_seconds"].as_f64().unwrap_or_default(),
         ));
     }
     table.push_str(&format!("\nParley ÷ bare (deliveries/s): {ratio:.2}\n"));
@@ -106,9 +111,13 @@ struct Run {
     latency: Sample,
     missing: usize,
     seconds: f64,
+    /// CPU time of the relaying process (the broker; the bare relay) while it relayed.
+    relay_cpu_seconds: f64,
+    /// Time until the last message was handed over (the POSTs answered; the frames sent).
+    posting_seconds: f64,
 }
 
-async fn measure_parley(stack: &Stack, ws_url: &str) -> anyhow::Result<Run> {
+async fn measure_parley(stack: &Stack, ws_url: &str, broker_pid: u32) -> anyhow::Result<Run> {
     let owner = UserId::from_uuid(Uuid::now_v7());
     let owner_token = super::token(owner);
     let members: Vec<UserId> = (1..MEMBERS).map(|_| UserId::from_uuid(Uuid::now_v7())).collect();
@@ -142,17 +151,15 @@ async fn measure_parley(stack: &Stack, ws_url: &str) -> anyhow::Result<Run> {
         .collect::<Vec<_>>()
         .await;
     added.into_iter().collect::<reqwest::Result<Vec<_>>>().context("adding members")?;
-    let mut requests = Vec::with_capacity(MEMBERS);
-    for user in std::iter::once(owner).chain(members) {
-        let mut request = ws_url.into_client_request()?;
-        request.headers_mut().insert("authorization", format!("Bearer {}", super::token(user)).parse()?);
-        requests.push(request);
-    }
+    let requests =
+        std::iter::once(owner).chain(members).map(|user| (ws_url.to_owned(), Some(super::token(user)))).collect();
     let (latencies, arrivals) = mpsc::unbounded_channel::<i64>();
     let readers = connect_all(requests, latencies).await?;
     // `conversation.created` goes to 10,000 user subjects first; time only the messages.
     wait_for_outbox(&stack.api_url()).await?;
     let path = format!("/v1/conversations/{conversation}/messages");
+    eprintln!("bench fanout: {MEMBERS} members connected; posting");
+    let cpu_before = cpu_seconds(broker_pid)?;
     let started = Instant::now();
     let mut posters = Vec::new();
     for poster in 0..POSTERS {
@@ -170,7 +177,8 @@ async fn measure_parley(stack: &Stack, ws_url: &str) -> anyhow::Result<Run> {
     for poster in posters {
         poster.await??;
     }
-    finish(arrivals, readers, started).await
+    let posted = Posted { started, seconds: started.elapsed().as_secs_f64(), relay_pid: broker_pid, cpu_before };
+    finish(arrivals, readers, posted).await
 }
 
 /// Waits until the API's outbox has nothing left to publish.
@@ -189,73 +197,90 @@ async fn wait_for_outbox(api: &str) -> anyhow::Result<()> {
 /// Opens every connection (128 handshakes in flight), each with a reader that reports the
 /// latency of every `message.created` (the body is the send time in µs).
 async fn connect_all(
-    requests: Vec<tokio_tungstenite::tungstenite::handshake::client::Request>,
+    requests: Vec<(String, Option<String>)>,
     latencies: mpsc::UnboundedSender<i64>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut opening = tokio::task::JoinSet::new();
-    for request in requests {
+    for (url, token) in requests {
         let in_flight = in_flight.clone();
         opening.spawn(async move {
             let _permit = in_flight.acquire_owned().await?;
-            let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
-            ws.next().await.context("first frame")??;
-            anyhow::Ok(ws)
+            let mut socket = LeanSocket::connect(&url, token.as_deref()).await?;
+            socket.skip_first_frame().await?;
+            anyhow::Ok(socket)
         });
     }
     let mut readers = Vec::new();
     while let Some(opened) = opening.join_next().await {
-        let mut ws = opened??;
+        let socket = opened??;
         let latencies = latencies.clone();
         readers.push(tokio::spawn(async move {
-            while let Some(Ok(message)) = ws.next().await {
-                let Message::Text(text) = message else { continue };
-                if let Some(sent) = sent_micros(&text) {
-                    let _ = latencies.send(Utc::now().timestamp_micros() - sent);
-                }
-            }
+            let _ = socket
+                .read_texts(|text, now| {
+                    if let Some(sent) = sent_micros(text) {
+                        let _ = latencies.send(now - sent);
+                    }
+                })
+                .await;
         }));
     }
     Ok(readers)
 }
 
 /// The send time in a frame: an `event` frame whose message body is the number.
-fn sent_micros(text: &str) -> Option<i64> {
-    if !text.contains(r#""type":"message.created""#) {
-        return None;
-    }
-    let body = text.split(r#""body":""#).nth(1)?;
-    body.split('"').next()?.parse().ok()
+fn sent_micros(text: &[u8]) -> Option<i64> {
+    const KIND: &[u8] = br#""type":"message.created""#;
+    const BODY: &[u8] = br#""body":""#;
+    memmem::find(text, KIND)?;
+    let start = memmem::find(text, BODY)? + BODY.len();
+    let length = text[start..].iter().position(|&byte| byte == b'"')?;
+    std::str::from_utf8(&text[start..start + length]).ok()?.parse().ok()
+}
+
+/// When the messages were handed over, and the relaying process's CPU time before.
+struct Posted {
+    started: Instant,
+    seconds: f64,
+    relay_pid: u32,
+    cpu_before: f64,
 }
 
 /// Waits until every member has every message (or arrivals stop for 10 s).
 async fn finish(
     mut arrivals: mpsc::UnboundedReceiver<i64>,
     readers: Vec<tokio::task::JoinHandle<()>>,
-    started: Instant,
+    posted: Posted,
 ) -> anyhow::Result<Run> {
     let expected = MEMBERS * MESSAGES;
     let (latency, last) = Sample::gather(&mut arrivals, expected).await;
+    let relay_cpu_seconds = cpu_seconds(posted.relay_pid)? - posted.cpu_before;
     readers.iter().for_each(tokio::task::JoinHandle::abort);
-    let seconds = last.saturating_duration_since(started).as_secs_f64();
-    Ok(Run { missing: expected - latency.0.len(), latency, seconds })
+    let seconds = last.saturating_duration_since(posted.started).as_secs_f64();
+    Ok(Run {
+        missing: expected - latency.0.len(),
+        latency,
+        seconds,
+        relay_cpu_seconds,
+        posting_seconds: posted.seconds,
+    })
 }
 
 async fn measure_bare() -> anyhow::Result<Run> {
     let (mut server, port) = super::spawn_baseline("bench-bare-fanout").await?;
-    let mut requests = Vec::with_capacity(MEMBERS);
-    for _ in 0..MEMBERS {
-        requests.push(format!("ws://127.0.0.1:{port}/recv").into_client_request()?);
-    }
+    let requests = (0..MEMBERS).map(|_| (format!("ws://127.0.0.1:{port}/recv"), None)).collect();
     let (latencies, arrivals) = mpsc::unbounded_channel::<i64>();
     let readers = connect_all(requests, latencies).await?;
     let (mut sender, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/send")).await?;
     sender.next().await.context("first frame")??;
+    let relay_pid = server.id().context("bare relay pid")?;
+    let cpu_before = cpu_seconds(relay_pid)?;
     let started = Instant::now();
     for _ in 0..MESSAGES {
         sender.send(Message::text(bare_frame(Utc::now().timestamp_micros()))).await?;
     }
-    let run = finish(arrivals, readers, started).await;
+    let posted = Posted { started, seconds: started.elapsed().as_secs_f64(), relay_pid, cpu_before };
+    let run = finish(arrivals, readers, posted).await;
     server.kill().await?;
     run
 }
@@ -346,6 +371,7 @@ async fn measure_foreign_events(stack: &Stack, broker_url: &str, broker_pid: u32
     let idle_percent = (cpu_seconds(broker_pid)? - idle_started.1) / idle_started.0.elapsed().as_secs_f64() * 100.0;
     let dropped_before = super::broker_metric(broker_url, "parley_broker_events_dropped_total").await?;
     let routed_before = super::broker_metric(broker_url, "parley_broker_events_routed_total").await?;
+    eprintln!("bench fanout: {MEMBERS} members connected; posting");
     let cpu_before = cpu_seconds(broker_pid)?;
     let started = Instant::now();
     let mut acks = futures_util::stream::FuturesUnordered::new();

@@ -14,6 +14,7 @@ pub mod e2e;
 mod events;
 pub mod fanout;
 mod http;
+mod lean_ws;
 mod plot;
 
 use std::net::SocketAddr;
