@@ -16,6 +16,9 @@ use crate::state::AppState;
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub id: UserId,
+    /// The display name the token carries (`name`, else `preferred_username`), cut to 200
+    /// characters.
+    pub token_name: Option<String>,
 }
 
 /// `Authorization: Bearer <JWT>`, verified against the configured key source.
@@ -30,7 +33,8 @@ async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller>
         state.rate_limits.write(identity.user_id)?;
     }
     state.users.seen(&state.db, &identity).await?;
-    Ok(Caller { id: identity.user_id })
+    let token_name = identity.display_name.as_deref().map(|name| truncate(name, 200).to_owned());
+    Ok(Caller { id: identity.user_id, token_name })
 }
 
 /// Users whose row is known to be current, so most requests skip the upsert.
@@ -48,8 +52,9 @@ impl Default for SeenUsers {
 }
 
 impl SeenUsers {
-    /// Creates the user's row, or refreshes its display name and `last_seen_at`, at most once a
-    /// minute per user and process (and at once when the name in the token changed).
+    /// Creates the user's row, or refreshes its display name (unless the user chose one) and
+    /// `last_seen_at`, at most once a minute per user and process (and at once when the name in
+    /// the token changed).
     pub async fn seen(&self, db: &PgPool, identity: &Identity) -> Result<(), ApiError> {
         if self.recent.get(&identity.user_id).as_ref() == Some(&identity.display_name) {
             return Ok(());
@@ -57,7 +62,10 @@ impl SeenUsers {
         sqlx::query(
             "insert into users (id, display_name, last_seen_at) values ($1, $2, now())
              on conflict (id) do update
-                set display_name = coalesce(excluded.display_name, users.display_name), last_seen_at = now()",
+                set display_name = case when users.display_name_chosen_at is null
+                                        then coalesce(excluded.display_name, users.display_name)
+                                        else users.display_name end,
+                    last_seen_at = now()",
         )
         .bind(identity.user_id.as_uuid())
         .bind(identity.display_name.as_deref().map(|name| truncate(name, 200)))

@@ -73,3 +73,10 @@ impl From<Text> for String {
         text.0
     }
 }
+
+/// An `https://` URL with a host and no whitespace or control characters (what clients may
+/// safely put in a link or an `<img>`).
+pub fn is_https_url(url: &str) -> bool {
+    let host = url.strip_prefix("https://").unwrap_or_default();
+    !host.is_empty() && !host.starts_with('/') && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+}

@@ -152,6 +152,65 @@ async fn messages_page_by_seq_in_both_directions() {
 }
 
 #[tokio::test]
+async fn one_message_by_id_as_members_who_may_see_it_see_it() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let (alice, bob, carol) = (
+        User::new(&ctx, &api.url(), "Alice"),
+        User::new(&ctx, &api.url(), "Bob"),
+        User::new(&ctx, &api.url(), "Carol"),
+    );
+    let group = alice.group("by id", &[&bob]).await;
+    let early = alice.say(group, "before carol").await;
+    let message = bob.say(group, "hello").await;
+    let path = |m: &Value| format!("/v1/conversations/{group}/messages/{}", m["id"].as_str().expect("id"));
+    alice.put_empty(&format!("{}/reactions/%F0%9F%91%8D", path(&message))).await.expect(204);
+
+    let got = alice.get(&path(&message)).await.expect(200);
+    assert_eq!((got["text"].as_str(), got["seq"].as_i64()), (Some("hello"), message["seq"].as_i64()));
+    assert_eq!(got["reactions"], json!([{ "emoji": "👍", "count": 1, "me": true }]));
+
+    // Not a member: 404 as for any conversation the caller is not in.
+    carol.get(&path(&message)).await.expect_problem(404, "not_found");
+    // A member from now on sees what comes next, not what came before.
+    alice.post(&format!("/v1/conversations/{group}/members"), json!({ "user_id": carol.uuid() })).await.expect(201);
+    carol.get(&path(&early)).await.expect_problem(404, "not_found");
+    let later = alice.say(group, "welcome carol").await;
+    assert_eq!(carol.get(&path(&later)).await.expect(200)["text"], "welcome carol");
+    // The id of another conversation's message.
+    let other = alice.group("other", &[]).await;
+    let elsewhere = alice.say(other, "elsewhere").await;
+    alice
+        .get(&format!("/v1/conversations/{group}/messages/{}", elsewhere["id"].as_str().expect("id")))
+        .await
+        .expect_problem(404, "not_found");
+
+    bob.delete(&path(&message)).await.expect(204);
+    let tombstone = alice.get(&path(&message)).await.expect(200);
+    assert_eq!((tombstone["deleted"].as_bool(), tombstone["text"].is_null()), (Some(true), true));
+}
+
+#[tokio::test]
+async fn text_is_optional_only_when_an_attachment_is_sent() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    let group = alice.group("files", &[]).await;
+    let path = format!("/v1/conversations/{group}/messages");
+    let attachment = json!({ "url": "https://files.example/cat.png", "mime_type": "image/png", "size_bytes": 1234 });
+    let sent = alice.post(&path, json!({ "attachment": attachment })).await.expect(201);
+    assert!(sent["text"].is_null());
+    assert_eq!(sent["attachment"]["url"], "https://files.example/cat.png");
+    let events = alice.get(&format!("/v1/conversations/{group}/events")).await.expect(200);
+    let created = events["items"].as_array().expect("items").last().expect("the message's event").clone();
+    assert_eq!((created["type"].as_str(), created["data"].get("body")), (Some("message.created"), None));
+
+    let refused = alice.post(&path, json!({})).await.expect_problem(400, "validation_failed");
+    assert_eq!(refused["field"], "text");
+    alice.post(&path, json!({ "text": "  ", "attachment": attachment })).await.expect_problem(400, "validation_failed");
+}
+
+#[tokio::test]
 async fn only_the_author_edits_and_only_within_the_window() {
     let ctx = TestContext::start().await;
     let api = ctx.spawn(Binary::Api, vec![("PARLEY_EDIT_WINDOW".into(), "2s".into())]).await;

@@ -16,7 +16,7 @@ use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::text::Text;
+use crate::text::{Text, is_https_url};
 use crate::{membership, outbox};
 
 /// File metadata; the file itself lives wherever the application stores files.
@@ -38,7 +38,8 @@ pub struct Attachment {
 #[oai(skip_serializing_if_is_none, example)]
 pub struct NewMessage {
     /// The text: trimmed, non-empty, at most the configured length (default 4,000 characters).
-    pub text: Text,
+    /// Optional only when the message has an attachment.
+    pub text: Option<Text>,
     /// A message of the same conversation this one answers.
     pub reply_to: Option<Uuid>,
     pub attachment: Option<Attachment>,
@@ -132,7 +133,11 @@ impl MessagesApi {
         body: Json<NewMessage>,
     ) -> Result<SendResponse, ApiError> {
         let (caller, conversation) = (auth.0.id, ConversationId::from_uuid(id.0));
-        let text = validate_text(&body.0.text, state.limits.message_max_chars)?;
+        let text = match (&body.0.text, &body.0.attachment) {
+            (Some(text), _) => Some(validate_text(text, state.limits.message_max_chars)?),
+            (None, Some(_)) => None,
+            (None, None) => return Err(ApiError::bad_request("text", "a message needs text, an attachment or both")),
+        };
         if let Some(attachment) = &body.0.attachment {
             validate_attachment(attachment)?;
         }
@@ -176,7 +181,7 @@ impl MessagesApi {
         let event = Event::MessageCreated(MessageCreated {
             message_id,
             author_id: caller,
-            body: Some(text.clone()),
+            body: text.clone(),
             reply_to: body.0.reply_to.map(MessageId::from_uuid),
             attachment: attachment.clone().map(|a| events::Attachment {
                 url: a.url.into(),
@@ -224,7 +229,7 @@ impl MessagesApi {
             conversation_id: id.0,
             seq,
             author_id: *caller.as_uuid(),
-            text: Some(text),
+            text,
             reply_to: body.0.reply_to,
             attachment,
             client_message_id: body.0.client_message_id.clone().map(String::from),
@@ -283,6 +288,31 @@ impl MessagesApi {
         let mut items = enrich(&state.db, caller, rows).await?;
         items.sort_by_key(|message| message.seq);
         Ok(Json(MessagePage { items, has_more }))
+    }
+
+    /// One message
+    ///
+    /// As a page shows it (a deleted message is a tombstone without text). 404 when the message
+    /// is not in this conversation or was sent before the caller could see it.
+    #[oai(path = "/conversations/:id/messages/:message_id", method = "get", operation_id = "getMessage")]
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        auth: BearerAuth,
+        id: Path<Uuid>,
+        message_id: Path<Uuid>,
+    ) -> Result<Json<Message>, ApiError> {
+        let caller = auth.0.id;
+        let member = membership::require(&state.db, ConversationId::from_uuid(id.0), caller).await?;
+        let rows: Vec<MessageRow> = sqlx::query_as(&format!(
+            "select {MESSAGE_COLUMNS} from messages where id = $1 and conversation_id = $2 and seq >= $3"
+        ))
+        .bind(message_id.0)
+        .bind(id.0)
+        .bind(member.visible_from_seq)
+        .fetch_all(&state.db)
+        .await?;
+        enrich(&state.db, caller, rows).await?.pop().map(Json).ok_or_else(|| ApiError::not_found("message"))
     }
 
     /// Edit a message
@@ -399,9 +429,7 @@ fn validate_text(text: &str, max_chars: usize) -> Result<String, ApiError> {
 }
 
 fn validate_attachment(attachment: &Attachment) -> Result<(), ApiError> {
-    let url = &attachment.url;
-    let host = url.strip_prefix("https://").unwrap_or_default();
-    if host.is_empty() || host.starts_with('/') || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if !is_https_url(&attachment.url) {
         return Err(ApiError::bad_request("attachment.url", "the attachment URL must be an https:// URL"));
     }
     Ok(())
@@ -562,7 +590,7 @@ impl poem_openapi::types::Example for Attachment {
 impl poem_openapi::types::Example for NewMessage {
     fn example() -> Self {
         Self {
-            text: "Is the bike still available?".into(),
+            text: Some("Is the bike still available?".into()),
             reply_to: None,
             attachment: None,
             client_message_id: Some("c-7f3a".into()),
