@@ -21,6 +21,7 @@ use crate::presence::{PresenceKeeper, PresenceView};
 use crate::rate_limit::RateLimits;
 use crate::relay::{Outbox, Relay};
 use crate::request_span::RequestSpan;
+use crate::route_templates::RouteTemplates;
 use crate::state::AppState;
 use crate::{db, routes};
 
@@ -76,6 +77,14 @@ impl Application {
         let Self { acceptor, local_addr, state, config } = self;
         tracing::info!(%local_addr, "parley-api listening");
         let api = routes::api_service();
+        let templates = Arc::new(RouteTemplates::from_spec(&api.spec()));
+        let unhandled = {
+            let templates = templates.clone();
+            move |error| {
+                let templates = templates.clone();
+                async move { problem_for_unhandled(error, &templates).await }
+            }
+        };
         let app = Route::new()
             .at("/health", get(routes::health::health))
             .at("/ready", get(routes::health::ready))
@@ -86,12 +95,12 @@ impl Application {
             .nest_no_strip("/v1", api)
             .at("/", get(routes::health::to_docs))
             .with(BodyLimit(state.limits.max_body_bytes))
-            .catch_all_error(problem_for_unhandled)
+            .catch_all_error(unhandled)
             // A bug must cost one request a 500, never the connection or the process.
             .with(CatchPanic::new().with_handler(problem_for_panic))
             .data(state.clone())
             .with(Cors::new(&config.allowed_origins))
-            .with(RequestSpan);
+            .with(RequestSpan::new(state.metrics.http.clone(), templates));
         let stop_relay = CancellationToken::new();
         let relay = Relay {
             db: db::connect_relay(&config)?,

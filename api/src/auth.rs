@@ -33,6 +33,8 @@ async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller>
         state.rate_limits.write(identity.user_id)?;
     }
     state.users.seen(&state.db, &identity).await?;
+    // For the access log line of this request (see `request_span`).
+    tracing::Span::current().record("user_id", tracing::field::display(identity.user_id));
     let token_name = identity.display_name.as_deref().map(|name| truncate(name, 200).to_owned());
     Ok(Caller { id: identity.user_id, token_name })
 }

@@ -12,6 +12,8 @@ use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{ApiResponse, Object};
 
+use crate::route_templates::RouteTemplates;
+
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// An RFC 7807 problem detail.
@@ -217,14 +219,22 @@ pub fn problem_for_panic(_panic: Box<dyn std::any::Any + Send>) -> Response {
     ApiError::internal().into_response()
 }
 
-pub async fn problem_for_unhandled(error: poem::Error) -> Response {
+pub async fn problem_for_unhandled(error: poem::Error, templates: &RouteTemplates) -> Response {
+    // The route that matched: for the access log and metrics (see `request_span`), and for the
+    // real name of a path parameter (poem-openapi calls them `param0`, `param1`, …).
+    let route = error.data::<poem::PathPattern>().cloned();
+    let mut detail = error.to_string();
     let field = if let Some(param) = error.downcast_ref::<poem_openapi::error::ParseParamError>() {
         Some(param.name.to_owned())
+    } else if let Some(path) = error.downcast_ref::<poem_openapi::error::ParsePathError>() {
+        let name = route.as_ref().and_then(|route| templates.parameter_name(&route.0, path.name));
+        let name = name.unwrap_or_else(|| path.name.to_owned());
+        detail = detail.replace(&format!("`{}`", path.name), &format!("`{name}`"));
+        Some(name)
     } else {
-        error.downcast_ref::<poem_openapi::error::ParsePathError>().map(|path| path.name.to_owned())
+        None
     };
     let status = error.status();
-    let detail = error.to_string();
     let response = error.into_response();
     if response.content_type().is_some_and(|content_type| content_type.starts_with(PROBLEM_CONTENT_TYPE)) {
         return response;
@@ -251,7 +261,14 @@ pub async fn problem_for_unhandled(error: poem::Error) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(problem),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(problem),
         status if status.is_server_error() => ApiError::Internal(problem),
-        _ => return problem.into_response(),
+        _ => return with_route(problem.into_response(), route),
     };
-    error.into_response()
+    with_route(error.into_response(), route)
+}
+
+fn with_route(mut response: Response, route: Option<poem::PathPattern>) -> Response {
+    if let Some(route) = route {
+        response.set_data(route);
+    }
+    response
 }

@@ -31,6 +31,7 @@ mod presence;
 mod rate_limit;
 pub mod relay;
 mod request_span;
+mod route_templates;
 mod routes;
 mod state;
 mod text;

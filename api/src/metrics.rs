@@ -3,8 +3,10 @@
 
 use std::sync::atomic::AtomicU64;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -13,6 +15,32 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     registry: Registry,
     pub outbox: OutboxMetrics,
+    pub http: HttpMetrics,
+}
+
+/// Requests by route template (never the raw path: ids would make a series per resource).
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: &'static str,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: &'static str,
+    pub route: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms to about 4 s.
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 14))
 }
 
 /// What the outbox relay reports. Only the instance holding the relay lease publishes, so its
@@ -68,7 +96,21 @@ impl Default for Metrics {
             outbox.publish_latency.clone(),
         );
         registry.register("outbox_leader", "1 while this instance holds the relay lease", outbox.leader.clone());
-        Self { registry, outbox }
+        let http = HttpMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route template and status",
+            http.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "From a request's arrival to its response, by method and route template",
+            http.duration.clone(),
+        );
+        Self { registry, outbox, http }
     }
 }
 

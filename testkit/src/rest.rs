@@ -74,6 +74,11 @@ impl User {
         *self.id.as_uuid()
     }
 
+    /// The bearer token this user sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(self.http.get(self.url(path))).await
     }
