@@ -39,7 +39,8 @@ pub enum CloseCode {
     FrameTooLarge,
     /// The client sent frames faster than the inbound rate limit.
     RateLimited,
-    /// The frames broke the protocol (invalid UTF-8 in a text frame, bad framing).
+    /// The frames broke the WebSocket protocol (invalid UTF-8 in a text frame, bad framing, a
+    /// malformed close frame): RFC 6455's own protocol-error code.
     ProtocolError,
 }
 
@@ -70,7 +71,7 @@ impl CloseCode {
             Self::AuthTimeout => 4101,
             Self::FrameTooLarge => 4102,
             Self::RateLimited => 4103,
-            Self::ProtocolError => 4104,
+            Self::ProtocolError => 1002,
         }
     }
 
@@ -93,7 +94,15 @@ impl CloseCode {
 
     /// Whether a client should reconnect (with backoff) and resume.
     pub const fn reconnect(self) -> bool {
-        self.code() < 4100
+        matches!(
+            self,
+            Self::Shutdown
+                | Self::SlowConsumer
+                | Self::TokenExpired
+                | Self::TooManyConnections
+                | Self::IdleTimeout
+                | Self::Unavailable
+        )
     }
 
     /// What the client should do, for the documentation.
@@ -355,9 +364,15 @@ mod tests {
     fn close_codes_fall_in_their_documented_ranges() {
         for code in CloseCode::ALL {
             let value = code.code();
-            assert!(value == 1012 || (4000..4200).contains(&value), "{code:?}");
+            let documented = match value {
+                1012 | 4000..4100 => code.reconnect(),
+                1002 | 4100..4200 => !code.reconnect(),
+                _ => false,
+            };
+            assert!(documented, "{code:?}");
         }
         assert!(CloseCode::Shutdown.reconnect() && CloseCode::SlowConsumer.reconnect());
         assert!(!CloseCode::BadToken.reconnect() && !CloseCode::FrameTooLarge.reconnect());
+        assert!(!CloseCode::ProtocolError.reconnect(), "a client bug: reconnecting would repeat it");
     }
 }

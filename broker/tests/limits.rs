@@ -168,9 +168,10 @@ async fn sigterm_closes_every_connection_with_1012_and_the_broker_exits_within_t
 }
 
 #[tokio::test]
-async fn a_client_close_is_answered_with_a_close_frame_echoing_valid_codes_and_1002_for_others() {
+async fn a_client_close_is_answered_with_a_close_frame_echoing_valid_codes_and_1002_for_others_and_malformed_ones() {
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
     let stack = Stack::start().await;
     let bob = stack.user("bob");
@@ -201,4 +202,16 @@ async fn a_client_close_is_answered_with_a_close_frame_echoing_valid_codes_and_1
     .await
     .expect("answered in time");
     assert_eq!(reply, Some(None), "a close frame with no code back");
+
+    // Malformed close payloads: a lone byte (a code is two), a reason that is not UTF-8.
+    for payload in [vec![0x03], vec![0x03, 0xE8, 0xFF, 0xFE]] {
+        let mut client = stack.connect(&bob, "bob").await;
+        let header = FrameHeader { opcode: OpCode::Control(Control::Close), ..FrameHeader::default() };
+        let frame = Frame::from_payload(header, payload.clone().into());
+        client.stream().send(Message::Frame(frame)).await.expect("close sent");
+        match client.ended().await {
+            Ended::Closed { code, .. } => assert_eq!(code, 1002, "close payload {payload:?}"),
+            Ended::Dropped => panic!("close payload {payload:?} was not answered with a close frame"),
+        }
+    }
 }
