@@ -4,7 +4,8 @@
 //! .parley/pg         PostgreSQL data directory (kept between runs)
 //! .parley/nats       JetStream store (kept between runs)
 //! .parley/logs       one log file per process (also echoed to the terminal)
-//! .parley/stack.env  DATABASE_URL, NATS_URL, API_URL, BROKER_URL of the running stack
+//! .parley/stack.env  DATABASE_URL, NATS_URL, API_URL, BROKER_URL of the running stack, and
+//!                    development tokens (PARLEY_TOKEN, DEMO_<NAME>_ID/TOKEN)
 //! .parley/stack.pid  the pid of the `up` process, for `down`
 //! ```
 
@@ -26,6 +27,15 @@ use crate::{install, token};
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The development user the printed token is for.
 const DEV_USER: &str = "0191d0c2-6c3e-7f00-8000-00000000a11c";
+/// Demo users whose tokens `up` writes to `.parley/stack.env`, so that trying the API or a
+/// frontend needs no toolchain: (name, id).
+const DEMO_USERS: [(&str, &str); 3] = [
+    ("Alice", "0191d0c2-6c3e-7f00-8000-0000000a11ce"),
+    ("Bob", "0191d0c2-6c3e-7f00-8000-000000000b0b"),
+    ("Carol", "0191d0c2-6c3e-7f00-8000-00000000ca01"),
+];
+/// How long the tokens `up` writes stay valid.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(86_400);
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -158,7 +168,7 @@ async fn run_stack(args: &UpArgs, paths: &Paths) -> anyhow::Result<()> {
         broker.url(),
         broker.port()
     );
-    std::fs::write(paths.state.join("stack.env"), &stack_env)?;
+    std::fs::write(paths.state.join("stack.env"), format!("{stack_env}{}", dev_tokens()))?;
     print_banner(&stack_env, &pg_data);
 
     let reason = stopped_or_crashed(&mut [&mut api, &mut broker], &mut postgres, &mut nats).await;
@@ -215,11 +225,23 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
     .await
 }
 
+/// `PARLEY_TOKEN` for the development user, then `DEMO_<NAME>_ID` and `DEMO_<NAME>_TOKEN` for
+/// each demo user: lines for `.parley/stack.env`, valid for [`DEV_TOKEN_TTL`].
+fn dev_tokens() -> String {
+    let issue = |id: &str, name: &str| token::issue(id.parse().expect("valid uuid"), Some(name.into()), DEV_TOKEN_TTL);
+    let mut lines = format!("PARLEY_TOKEN={}\n", issue(DEV_USER, "Dev User"));
+    for (name, id) in DEMO_USERS {
+        let upper = name.to_uppercase();
+        lines.push_str(&format!("DEMO_{upper}_ID={id}\nDEMO_{upper}_TOKEN={}\n", issue(id, name)));
+    }
+    lines
+}
+
 fn print_banner(stack_env: &str, pg_data: &Path) {
-    let token =
-        token::issue(DEV_USER.parse().expect("valid uuid"), Some("Dev User".into()), Duration::from_secs(86_400));
+    let token = token::issue(DEV_USER.parse().expect("valid uuid"), Some("Dev User".into()), DEV_TOKEN_TTL);
     println!(
-        "\nParley is up.\n\n{stack_env}\nPostgreSQL data: {}\nSaved to .parley/stack.env. Logs: .parley/logs/.\n\n\
+        "\nParley is up.\n\n{stack_env}\nPostgreSQL data: {}\nSaved to .parley/stack.env (with tokens for the demo users \
+         Alice, Bob and Carol). Logs: .parley/logs/.\n\n\
          A development token for user {DEV_USER}, valid 24 h (others: `cargo xtask token <uuid>`):\n\
          export PARLEY_TOKEN={token}\n\n\
          Stop with Ctrl-C, or `cargo xtask down` from another terminal.\n",
