@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use poem::endpoint::make_sync;
 use poem::listener::TcpAcceptor;
 use poem::middleware::CatchPanic;
+use poem::web::{Html, Json};
 use poem::{EndpointExt, Route, Server, get};
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +79,11 @@ impl Application {
         let Self { acceptor, local_addr, state, config } = self;
         tracing::info!(%local_addr, "parley-api listening");
         let api = routes::api_service();
-        let templates = Arc::new(RouteTemplates::from_spec(&api.spec()));
+        let spec = routes::spec_json();
+        // Swagger UI embeds the document it shows: ours, not poem-openapi's.
+        let docs = api.swagger_ui_html().replace(&api.spec(), &spec);
+        let templates = Arc::new(RouteTemplates::from_spec(&spec));
+        let spec: serde_json::Value = serde_json::from_str(&spec)?;
         let unhandled = {
             let templates = templates.clone();
             move |error| {
@@ -89,8 +95,8 @@ impl Application {
             .at("/health", get(routes::health::health))
             .at("/ready", get(routes::health::ready))
             .at("/metrics", get(routes::health::metrics))
-            .at("/openapi.json", api.spec_endpoint())
-            .nest("/docs", api.swagger_ui())
+            .at("/openapi.json", get(make_sync(move |_| Json(spec.clone()))))
+            .at("/docs", get(make_sync(move |_| Html(docs.clone()))))
             // Every operation's path starts with `/v1`, which leaves `/` free.
             .nest_no_strip("/v1", api)
             .at("/", get(routes::health::to_docs))

@@ -41,5 +41,5 @@ pub use config::{Cli, Command, Config};
 
 /// The OpenAPI document of the `/v1` API, as served at `/openapi.json`.
 pub fn openapi_json() -> String {
-    routes::api_service().spec()
+    routes::spec_json()
 }

@@ -94,3 +94,23 @@ async fn the_root_redirects_to_the_docs_and_a_missing_token_is_unauthorized() {
     // The broker's handshake answers the same code (its auth tests check it).
     assert_eq!(problem["code"], "unauthorized");
 }
+
+#[tokio::test]
+async fn the_served_document_is_the_committed_one_and_its_conversation_example_is_accepted() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let served: serde_json::Value =
+        reqwest::get(format!("{}/openapi.json", api.url())).await.expect("spec").json().await.expect("JSON");
+    let committed: serde_json::Value =
+        serde_json::from_str(&parley_api::openapi_json()).expect("the committed document is JSON");
+    assert_eq!(served, committed);
+    let docs = reqwest::get(format!("{}/docs", api.url())).await.expect("docs").text().await.expect("html");
+    assert!(docs.contains("Weekend trip"), "Swagger UI shows the document with the example");
+
+    // What Swagger UI prefills for `POST /v1/conversations`.
+    let example = served["components"]["schemas"]["NewConversation"]["example"].clone();
+    assert_eq!(example["kind"], "group");
+    let user = parley_testkit::rest::User::new(&ctx, &api.url(), "Alice");
+    let created = user.post("/v1/conversations", example).await.expect(201);
+    assert_eq!(created["title"], "Weekend trip");
+}
