@@ -13,6 +13,8 @@
 //! No NATS subscription, channel or task per conversation.
 
 use std::collections::{HashMap, HashSet};
+
+use foldhash::fast::RandomState;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -27,19 +29,19 @@ const SHARDS: usize = 64;
 /// A table split into [`SHARDS`] mutex-guarded maps, by the key's random low bits (UUIDv7).
 #[derive(Debug)]
 struct Shards<K, V> {
-    shards: Box<[Mutex<HashMap<K, V>>]>,
+    shards: Box<[Mutex<HashMap<K, V, RandomState>>]>,
 }
 
 impl<K: Eq + Hash + ShardKey, V> Shards<K, V> {
     fn new() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::default())).collect() }
     }
 
-    fn lock(&self, key: &K) -> MutexGuard<'_, HashMap<K, V>> {
+    fn lock(&self, key: &K) -> MutexGuard<'_, HashMap<K, V, RandomState>> {
         lock(&self.shards[key.shard()])
     }
 
-    fn each(&self) -> impl Iterator<Item = MutexGuard<'_, HashMap<K, V>>> {
+    fn each(&self) -> impl Iterator<Item = MutexGuard<'_, HashMap<K, V, RandomState>>> {
         self.shards.iter().map(lock)
     }
 }
@@ -113,7 +115,7 @@ enum MemberSet {
     /// Exactly sized: membership changes are rare, deliveries many.
     Few(Box<[UserId]>),
     #[allow(clippy::box_collection, reason = "boxed so the common variants stay small (24 bytes, not 56)")]
-    Many(Box<HashSet<UserId>>),
+    Many(Box<HashSet<UserId, RandomState>>),
 }
 
 /// Past this many local members a set replaces the slice (removal stays O(1)).
@@ -131,7 +133,7 @@ impl MemberSet {
                 *few = members.into_boxed_slice();
             }
             Self::Few(few) => {
-                let mut many: HashSet<UserId> = few.iter().copied().collect();
+                let mut many: HashSet<UserId, RandomState> = few.iter().copied().collect();
                 many.insert(user);
                 *self = Self::Many(Box::new(many));
             }

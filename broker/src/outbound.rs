@@ -70,7 +70,13 @@ impl FrameQueue {
     fn push_back(&mut self, frame: Frame) {
         match self.first {
             None => self.first = Some(frame),
-            Some(_) => self.rest.push_back(frame),
+            Some(_) => {
+                if self.rest.capacity() == 0 {
+                    // A connection that falls behind usually falls behind by many frames.
+                    self.rest.reserve_exact(15);
+                }
+                self.rest.push_back(frame);
+            }
         }
     }
 }
