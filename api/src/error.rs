@@ -29,21 +29,73 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
-    /// Stable, machine-readable code, e.g. `not_found`, `validation_failed`, `edit_window_expired`.
-    pub code: String,
+    /// Stable, machine-readable code.
+    pub code: ProblemCode,
     /// The request field at fault, when there is one.
     #[oai(skip_serializing_if_is_none)]
     pub field: Option<String>,
 }
 
+/// Every `code` a problem can carry: clients may match on them exhaustively.
+#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum ProblemCode {
+    /// 400: a parameter or body field is invalid (`field` names it).
+    ValidationFailed,
+    /// 401: no bearer token, or an invalid or expired one.
+    Unauthorized,
+    /// 403: only an owner of the group may do this.
+    NotOwner,
+    /// 403: only the author may do this.
+    NotAuthor,
+    /// 403: the edit window of the message has closed.
+    EditWindowExpired,
+    /// 404: no such resource, or one the caller may not see.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 409: the message is deleted.
+    MessageDeleted,
+    /// 409: the user is a member already.
+    AlreadyMember,
+    /// 409: the last owner of a group with other members cannot leave it.
+    LastOwner,
+    /// 409: members of a direct conversation cannot change.
+    DirectConversation,
+    /// 409: the group has as many members as it may.
+    MemberLimit,
+    /// 410: the events asked for are no longer stored.
+    HistoryPruned,
+    /// 413: the body (or an event it would make) is too large.
+    PayloadTooLarge,
+    /// 415: the body is not JSON.
+    UnsupportedMediaType,
+    /// 422: the Idempotency-Key was used for another request.
+    IdempotencyKeyReused,
+    /// 429: too many requests; see `Retry-After`.
+    RateLimited,
+    /// 500: a bug, logged on the server.
+    Internal,
+    /// 503: PostgreSQL, NATS or the signing keys are unavailable; retry shortly.
+    Unavailable,
+    /// Any other HTTP error status.
+    Error,
+}
+
+impl ProblemCode {
+    pub fn as_str(self) -> String {
+        self.to_json().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+}
+
 impl Problem {
-    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> Self {
         Self {
-            problem_type: format!("urn:parley:problem:{code}"),
+            problem_type: format!("urn:parley:problem:{}", code.as_str()),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
-            code: code.to_owned(),
+            code,
             field: None,
         }
     }
@@ -51,7 +103,7 @@ impl Problem {
 
 impl poem_openapi::types::Example for Problem {
     fn example() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "conversation not found")
+        Self::new(StatusCode::NOT_FOUND, ProblemCode::NotFound, "conversation not found")
     }
 }
 
@@ -124,7 +176,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(field: &str, detail: impl Into<String>) -> Self {
-        let mut problem = Problem::new(StatusCode::BAD_REQUEST, "validation_failed", detail);
+        let mut problem = Problem::new(StatusCode::BAD_REQUEST, ProblemCode::ValidationFailed, detail);
         problem.field = Some(field.to_owned());
         Self::BadRequest(ProblemJson::new(problem))
     }
@@ -132,47 +184,58 @@ impl ApiError {
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         let detail = detail.into();
         let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{}\"", detail.replace('"', "'"));
-        Self::Unauthorized(ProblemJson::new(Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)), challenge)
+        Self::Unauthorized(
+            ProblemJson::new(Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::Unauthorized, detail)),
+            challenge,
+        )
     }
 
-    pub fn forbidden(code: &str, detail: impl Into<String>) -> Self {
+    pub fn forbidden(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self::Forbidden(ProblemJson::new(Problem::new(StatusCode::FORBIDDEN, code, detail)))
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::NotFound(ProblemJson::new(Problem::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))))
+        Self::NotFound(ProblemJson::new(Problem::new(
+            StatusCode::NOT_FOUND,
+            ProblemCode::NotFound,
+            format!("{what} not found"),
+        )))
     }
 
-    pub fn conflict(code: &str, detail: impl Into<String>) -> Self {
+    pub fn conflict(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self::Conflict(ProblemJson::new(Problem::new(StatusCode::CONFLICT, code, detail)))
     }
 
     pub fn payload_too_large(field: &str, detail: impl Into<String>) -> Self {
-        let mut problem = Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", detail);
+        let mut problem = Problem::new(StatusCode::PAYLOAD_TOO_LARGE, ProblemCode::PayloadTooLarge, detail);
         problem.field = Some(field.to_owned());
         Self::PayloadTooLarge(ProblemJson::new(problem))
     }
 
-    pub fn unprocessable(code: &str, detail: impl Into<String>) -> Self {
+    pub fn unprocessable(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self::Unprocessable(ProblemJson::new(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)))
     }
 
     pub fn too_many_requests(retry_after_seconds: u64) -> Self {
         let detail = format!("rate limit exceeded; retry in {retry_after_seconds} s");
         Self::TooManyRequests(
-            ProblemJson::new(Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)),
+            ProblemJson::new(Problem::new(StatusCode::TOO_MANY_REQUESTS, ProblemCode::RateLimited, detail)),
             retry_after_seconds,
         )
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::Unavailable(ProblemJson::new(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)))
+        Self::Unavailable(ProblemJson::new(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ProblemCode::Unavailable,
+            detail,
+        )))
     }
 
     pub fn internal() -> Self {
         Self::Internal(ProblemJson::new(Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ProblemCode::Internal,
             "an unexpected error occurred; it has been logged",
         )))
     }
@@ -191,7 +254,7 @@ impl From<sqlx::Error> for ApiError {
                 tracing::info!(%error, "input refused by the database");
                 let problem = Problem::new(
                     StatusCode::BAD_REQUEST,
-                    "validation_failed",
+                    ProblemCode::ValidationFailed,
                     "a value in the request cannot be stored",
                 );
                 Self::BadRequest(ProblemJson::new(problem))
@@ -240,14 +303,14 @@ pub async fn problem_for_unhandled(error: poem::Error, templates: &RouteTemplate
         return response;
     }
     let code = match status {
-        StatusCode::BAD_REQUEST => "validation_failed",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        status if status.is_server_error() => "internal",
-        _ => "error",
+        StatusCode::BAD_REQUEST => ProblemCode::ValidationFailed,
+        StatusCode::UNAUTHORIZED => ProblemCode::Unauthorized,
+        StatusCode::NOT_FOUND => ProblemCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ProblemCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ProblemCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ProblemCode::UnsupportedMediaType,
+        status if status.is_server_error() => ProblemCode::Internal,
+        _ => ProblemCode::Error,
     };
     let detail = if detail.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { detail };
     let mut problem = Problem::new(status, code, detail);

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::messages::{self, Message};
 use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 use crate::presence::Presence;
 use crate::state::AppState;
 use crate::text::Text;
@@ -261,10 +261,10 @@ impl ConversationsApi {
         let seq = outbox::next_seq(&mut tx, conversation, true).await?;
         let member = membership::require(&mut *tx, conversation, caller).await?;
         if !member.is_group() {
-            return Err(ApiError::conflict("direct_conversation", "direct conversations have no title"));
+            return Err(ApiError::conflict(ProblemCode::DirectConversation, "direct conversations have no title"));
         }
         if !member.is_owner() {
-            return Err(ApiError::forbidden("not_owner", "only owners may rename a group"));
+            return Err(ApiError::forbidden(ProblemCode::NotOwner, "only owners may rename a group"));
         }
         sqlx::query("update conversations set title = $2, updated_at = now() where id = $1")
             .bind(id.0)

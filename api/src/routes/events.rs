@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::ApiTags;
 use crate::auth::BearerAuth;
-use crate::error::{ApiError, Problem, ProblemJson};
+use crate::error::{ApiError, Problem, ProblemCode, ProblemJson};
 use crate::membership;
 use crate::state::AppState;
 
@@ -112,7 +112,7 @@ impl EventsApi {
             );
             return Ok(ListResponse::Pruned(ProblemJson::new(Problem::new(
                 StatusCode::GONE,
-                "history_pruned",
+                ProblemCode::HistoryPruned,
                 detail,
             ))));
         }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::ApiTags;
 use super::conversations::{Member, Role, ensure_users};
 use crate::auth::BearerAuth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 use crate::state::AppState;
 use crate::{membership, outbox};
 
@@ -61,10 +61,13 @@ impl MembersApi {
         let seq = outbox::next_seq(&mut tx, conversation, true).await?;
         let member = membership::require(&mut *tx, conversation, caller).await?;
         if !member.is_group() {
-            return Err(ApiError::conflict("direct_conversation", "a direct conversation has exactly two members"));
+            return Err(ApiError::conflict(
+                ProblemCode::DirectConversation,
+                "a direct conversation has exactly two members",
+            ));
         }
         if !member.is_owner() {
-            return Err(ApiError::forbidden("not_owner", "only owners may add members"));
+            return Err(ApiError::forbidden(ProblemCode::NotOwner, "only owners may add members"));
         }
         let count: i64 = sqlx::query_scalar("select count(*) from conversation_members where conversation_id = $1")
             .bind(id.0)
@@ -72,7 +75,7 @@ impl MembersApi {
             .await?;
         if count >= state.limits.group_max_members {
             return Err(ApiError::conflict(
-                "member_limit",
+                ProblemCode::MemberLimit,
                 format!("a group has at most {} members", state.limits.group_max_members),
             ));
         }
@@ -90,7 +93,7 @@ impl MembersApi {
         .fetch_optional(&mut *tx)
         .await?;
         let Some((joined_at, display_name)) = added else {
-            return Err(ApiError::conflict("already_member", "the user is already a member"));
+            return Err(ApiError::conflict(ProblemCode::AlreadyMember, "the user is already a member"));
         };
         let event = Event::MemberAdded(MemberChange {
             user_id: UserId::from_uuid(body.0.user_id),
@@ -129,10 +132,13 @@ impl MembersApi {
         let seq = outbox::next_seq(&mut tx, conversation, true).await?;
         let member = membership::require(&mut *tx, conversation, caller).await?;
         if !member.is_group() {
-            return Err(ApiError::conflict("direct_conversation", "a direct conversation has exactly two members"));
+            return Err(ApiError::conflict(
+                ProblemCode::DirectConversation,
+                "a direct conversation has exactly two members",
+            ));
         }
         if !leaving && !member.is_owner() {
-            return Err(ApiError::forbidden("not_owner", "only owners may remove other members"));
+            return Err(ApiError::forbidden(ProblemCode::NotOwner, "only owners may remove other members"));
         }
         let (owners, others): (i64, i64) = sqlx::query_as(
             "select count(*) filter (where role = 'owner' and user_id <> $2), count(*) filter (where user_id <> $2)
@@ -152,7 +158,10 @@ impl MembersApi {
         match removed.as_deref() {
             None => return Err(ApiError::not_found("member")),
             Some("owner") if owners == 0 && others > 0 => {
-                return Err(ApiError::conflict("last_owner", "the last owner cannot leave while others remain"));
+                return Err(ApiError::conflict(
+                    ProblemCode::LastOwner,
+                    "the last owner cannot leave while others remain",
+                ));
             }
             Some(_) => {}
         }

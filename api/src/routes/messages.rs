@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 use crate::state::AppState;
 use crate::text::{Text, is_https_url};
 use crate::{membership, outbox};
@@ -335,14 +335,17 @@ impl MessagesApi {
         let member = membership::require(&mut *tx, conversation, caller).await?;
         let target = find(&mut tx, id.0, message_id.0, member.visible_from_seq).await?;
         if target.author_id != *caller.as_uuid() {
-            return Err(ApiError::forbidden("not_author", "only the author may edit a message"));
+            return Err(ApiError::forbidden(ProblemCode::NotAuthor, "only the author may edit a message"));
         }
         if target.deleted {
-            return Err(ApiError::conflict("message_deleted", "the message has been deleted"));
+            return Err(ApiError::conflict(ProblemCode::MessageDeleted, "the message has been deleted"));
         }
         let window = chrono::Duration::from_std(state.limits.edit_window).unwrap_or(chrono::Duration::MAX);
         if Utc::now() - target.created_at > window {
-            return Err(ApiError::forbidden("edit_window_expired", "the edit window for this message has closed"));
+            return Err(ApiError::forbidden(
+                ProblemCode::EditWindowExpired,
+                "the edit window for this message has closed",
+            ));
         }
         let edited_at: DateTime<Utc> =
             sqlx::query_scalar("update messages set body = $2, edited_at = now() where id = $1 returning edited_at")
@@ -380,7 +383,10 @@ impl MessagesApi {
         let member = membership::require(&mut *tx, conversation, caller).await?;
         let target = find(&mut tx, id.0, message_id.0, member.visible_from_seq).await?;
         if target.author_id != *caller.as_uuid() && !(member.is_group() && member.is_owner()) {
-            return Err(ApiError::forbidden("not_author", "only the author or a group owner may delete a message"));
+            return Err(ApiError::forbidden(
+                ProblemCode::NotAuthor,
+                "only the author or a group owner may delete a message",
+            ));
         }
         if target.deleted {
             tx.rollback().await?;
@@ -445,7 +451,7 @@ async fn replay(db: &PgPool, caller: UserId, key: &str, request: &serde_json::Va
             .await?;
     if !same_request {
         return Err(ApiError::unprocessable(
-            "idempotency_key_reused",
+            ProblemCode::IdempotencyKeyReused,
             "this Idempotency-Key was used for a different request",
         ));
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::ApiTags;
 use crate::auth::BearerAuth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 use crate::state::AppState;
 use crate::{membership, outbox};
 
@@ -88,7 +88,7 @@ impl ReactionsApi {
         .await?;
         match deleted {
             None => return Err(ApiError::not_found("message")),
-            Some(true) => return Err(ApiError::conflict("message_deleted", "the message has been deleted")),
+            Some(true) => return Err(ApiError::conflict(ProblemCode::MessageDeleted, "the message has been deleted")),
             Some(false) => {}
         }
         let changed = if add {
