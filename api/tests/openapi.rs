@@ -72,7 +72,9 @@ fn assert_has_example(spec: &Value, schema: &Value, what: &str) {
 fn problem_codes_are_an_enum_clients_can_match_on() {
     let spec: Value = serde_json::from_str(&parley_api::openapi_json()).expect("spec is JSON");
     let code = &spec["components"]["schemas"]["Problem"]["properties"]["code"];
-    let referenced = code["$ref"].as_str().and_then(|path| path.rsplit('/').next()).expect("code is a named schema");
+    // `{"allOf": [{"$ref": …}, {"description": …}]}`: a reference with its own description.
+    let reference = code["$ref"].as_str().or_else(|| code["allOf"][0]["$ref"].as_str());
+    let referenced = reference.and_then(|path| path.rsplit('/').next()).expect("code is a named schema");
     let values = spec["components"]["schemas"][referenced]["enum"].as_array().expect("an enum").clone();
     for expected in ["validation_failed", "unauthorized", "not_found", "idempotency_key_reused", "history_pruned"] {
         assert!(values.iter().any(|value| value == expected), "{expected} missing from {values:?}");
