@@ -80,3 +80,24 @@ fn problem_codes_are_an_enum_clients_can_match_on() {
         assert!(values.iter().any(|value| value == expected), "{expected} missing from {values:?}");
     }
 }
+
+#[test]
+fn each_error_status_shows_a_problem_of_its_own() {
+    let spec: Value = serde_json::from_str(&parley_api::openapi_json()).expect("spec is JSON");
+    let mut codes = std::collections::BTreeMap::new();
+    for (path, operations) in spec["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                let Some(problem) = response["content"]["application/problem+json"].as_object() else { continue };
+                let example = &problem["example"];
+                assert_eq!(example["status"].to_string(), *status, "{method} {path} {status}: {example}");
+                codes.insert(status.clone(), example["code"].clone());
+            }
+        }
+    }
+    assert_eq!(codes["400"], "validation_failed");
+    assert_eq!(codes["404"], "not_found");
+    assert_eq!(codes["429"], "rate_limited");
+    assert!(codes.len() >= 8, "{codes:?}");
+    assert_eq!(spec["servers"][0]["url"], "/");
+}

@@ -49,12 +49,31 @@ pub type Api = (
 
 /// The `/v1` API with its OpenAPI document.
 /// The OpenAPI document as served and committed: poem-openapi's, plus what its derive macros
-/// cannot say. A union has no example of its own, so Swagger UI prefilled the first variant's,
-/// which lacks the `kind` discriminator and was refused.
+/// cannot say:
+/// - a union has no example of its own, so Swagger UI prefilled the first variant's, which
+///   lacks the `kind` discriminator and was refused;
+/// - every error response shared the `Problem` schema's one example (a 404); each status now
+///   shows a problem of its own;
+/// - `servers` names this API wherever the document was served from.
 pub fn spec_json() -> String {
     let mut spec: serde_json::Value = serde_json::from_str(&api_service().spec()).expect("poem-openapi writes JSON");
     spec["components"]["schemas"]["NewConversation"]["example"] =
         serde_json::json!({ "kind": "group", "title": "Weekend trip", "member_ids": [examples::BOB] });
+    spec["servers"] = serde_json::json!([{ "url": "/", "description": "This API (where this document was served)" }]);
+    if let Some(paths) = spec["paths"].as_object_mut() {
+        let operations =
+            paths.values_mut().filter_map(serde_json::Value::as_object_mut).flat_map(|ops| ops.values_mut());
+        for operation in operations {
+            let Some(responses) = operation["responses"].as_object_mut() else { continue };
+            for (status, response) in responses {
+                let problem =
+                    response.get_mut("content").and_then(|content| content.get_mut(crate::error::PROBLEM_CONTENT_TYPE));
+                if let (Some(problem), Some(example)) = (problem, status.parse().ok().and_then(examples::problem_for)) {
+                    problem["example"] = example;
+                }
+            }
+        }
+    }
     serde_json::to_string_pretty(&spec).expect("a JSON value serialises")
 }
 
