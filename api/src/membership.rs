@@ -45,8 +45,17 @@ pub async fn require<'e>(
     .ok_or_else(|| ApiError::not_found("conversation"))
 }
 
+/// The caller may see `user` (their profile, their presence): it is them, or they share a
+/// conversation. Anyone else is 404, as a user who does not exist.
+pub async fn require_visible<'e>(db: impl PgExecutor<'e>, caller: UserId, user: UserId) -> Result<(), ApiError> {
+    if user != caller && !share_a_conversation(db, caller, user).await? {
+        return Err(ApiError::not_found("user"));
+    }
+    Ok(())
+}
+
 /// Whether the two users are members of at least one common conversation.
-pub async fn share_a_conversation<'e>(db: impl PgExecutor<'e>, one: UserId, other: UserId) -> sqlx::Result<bool> {
+async fn share_a_conversation<'e>(db: impl PgExecutor<'e>, one: UserId, other: UserId) -> sqlx::Result<bool> {
     sqlx::query_scalar(
         "select exists (select 1 from conversation_members mine
                           join conversation_members theirs on theirs.conversation_id = mine.conversation_id

@@ -116,9 +116,7 @@ impl MeApi {
     #[oai(path = "/users/:id", method = "get", operation_id = "getUser")]
     async fn user(&self, state: Data<&AppState>, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<User>, ApiError> {
         let user = UserId::from_uuid(id.0);
-        if user != auth.0.id && !membership::share_a_conversation(&state.db, auth.0.id, user).await? {
-            return Err(ApiError::not_found("user"));
-        }
+        membership::require_visible(&state.db, auth.0.id, user).await?;
         load(&state, user).await.map(Json)
     }
 }

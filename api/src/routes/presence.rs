@@ -32,9 +32,7 @@ impl PresenceApi {
         id: Path<Uuid>,
     ) -> Result<Json<Presence>, ApiError> {
         let user = UserId::from_uuid(id.0);
-        if user != auth.0.id && !membership::share_a_conversation(&state.db, auth.0.id, user).await? {
-            return Err(ApiError::not_found("user"));
-        }
+        membership::require_visible(&state.db, auth.0.id, user).await?;
         Ok(Json(state.presence.of(user)))
     }
 }
