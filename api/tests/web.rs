@@ -96,7 +96,7 @@ async fn the_root_redirects_to_the_docs_and_a_missing_token_is_unauthorized() {
 }
 
 #[tokio::test]
-async fn the_served_document_is_the_committed_one_and_its_conversation_example_is_accepted() {
+async fn the_served_document_is_the_committed_one_and_every_request_example_is_accepted() {
     let ctx = TestContext::start().await;
     let api = ctx.spawn_api().await;
     let served: serde_json::Value =
@@ -107,10 +107,37 @@ async fn the_served_document_is_the_committed_one_and_its_conversation_example_i
     let docs = reqwest::get(format!("{}/docs", api.url())).await.expect("docs").text().await.expect("html");
     assert!(docs.contains("Weekend trip"), "Swagger UI shows the document with the example");
 
-    // What Swagger UI prefills for `POST /v1/conversations`.
-    let example = served["components"]["schemas"]["NewConversation"]["example"].clone();
-    assert_eq!(example["kind"], "group");
-    let user = parley_testkit::rest::User::new(&ctx, &api.url(), "Alice");
-    let created = user.post("/v1/conversations", example).await.expect(201);
-    assert_eq!(created["title"], "Weekend trip");
+    // Every request body's example (what Swagger UI prefills) is accepted, in a group of the
+    // caller's with one message of theirs (seq 2) for the paths that name them.
+    let alice = parley_testkit::rest::User::new(&ctx, &api.url(), "Alice");
+    let group = alice.group("examples", &[]).await;
+    let message = alice.say(group, "first").await;
+    let message_id = message["id"].as_str().expect("id");
+    let mut sent = Vec::new();
+    for (path, operations) in served["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            let Some(reference) =
+                operation["requestBody"]["content"]["application/json; charset=utf-8"]["schema"]["$ref"].as_str()
+            else {
+                continue;
+            };
+            let schema = reference.trim_start_matches("#/components/schemas/");
+            let example = served["components"]["schemas"][schema]["example"].clone();
+            assert!(example.is_object(), "{method} {path}: {schema} has no example");
+            let path = path.replace("{id}", &group.to_string()).replace("{message_id}", message_id);
+            let reply = match method.as_str() {
+                "post" => alice.post(&path, example.clone()).await,
+                "patch" => alice.patch(&path, example.clone()).await,
+                other => panic!("{other} {path} has a body: send it here"),
+            };
+            assert!(
+                (200..300).contains(&reply.status),
+                "{method} {path} with {example}: {} {}",
+                reply.status,
+                reply.body
+            );
+            sent.push(format!("{method} {path}"));
+        }
+    }
+    assert!(sent.len() >= 8, "{sent:?}");
 }
