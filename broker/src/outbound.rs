@@ -40,7 +40,6 @@ pub struct Outbound {
 #[derive(Debug, Default)]
 struct State {
     frames: FrameQueue,
-    bytes: usize,
     close: Option<CloseCode>,
     waker: Option<Waker>,
 }
@@ -52,6 +51,8 @@ struct State {
 pub struct FrameQueue {
     first: Option<Frame>,
     rest: VecDeque<Frame>,
+    /// The frames' text bytes in all.
+    bytes: usize,
 }
 
 impl FrameQueue {
@@ -63,11 +64,12 @@ impl FrameQueue {
         self.first.is_none()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Frame> {
-        self.first.iter().chain(&self.rest)
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     fn push_back(&mut self, frame: Frame) {
+        self.bytes += frame.text.len();
         match self.first {
             None => self.first = Some(frame),
             Some(_) => {
@@ -125,12 +127,12 @@ impl Outbound {
             if state.close.is_some() {
                 return Pushed::Closing;
             }
-            let pushed = if state.frames.len() >= self.bound.frames || state.bytes + frame.text.len() > self.bound.bytes
+            let pushed = if state.frames.len() >= self.bound.frames
+                || state.frames.bytes + frame.text.len() > self.bound.bytes
             {
                 state.close_with(CloseCode::SlowConsumer);
                 Pushed::Overflowed
             } else {
-                state.bytes += frame.text.len();
                 state.frames.push_back(frame);
                 Pushed::Queued
             };
@@ -169,7 +171,6 @@ impl Outbound {
         if !take {
             return Ok(FrameQueue::default());
         }
-        state.bytes = 0;
         Ok(std::mem::take(&mut state.frames))
     }
 
@@ -184,7 +185,6 @@ impl State {
         if self.close.is_none() {
             self.close = Some(code);
             self.frames = FrameQueue::default();
-            self.bytes = 0;
         }
     }
 }
