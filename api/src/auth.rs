@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use parley_shared::auth::Identity;
 use parley_shared::ids::UserId;
 use poem::Request;
 use poem_openapi::SecurityScheme;
@@ -16,8 +15,8 @@ use crate::state::AppState;
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub id: UserId,
-    /// The display name the token carries (`name`, else `preferred_username`), cut to 200
-    /// characters.
+    /// The display name the token carries (`name`, else `preferred_username`), cut to
+    /// [`DISPLAY_NAME_MAX_CHARS`].
     pub token_name: Option<String>,
 }
 
@@ -32,11 +31,14 @@ async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller>
     if request.method() != poem::http::Method::GET {
         state.rate_limits.write(identity.user_id)?;
     }
-    state.users.seen(&state.db, &identity).await?;
+    let caller = Caller {
+        id: identity.user_id,
+        token_name: identity.display_name.as_deref().map(|name| truncate(name, DISPLAY_NAME_MAX_CHARS).to_owned()),
+    };
+    state.users.seen(&state.db, &caller).await?;
     // For the access log line of this request (see `request_span`).
-    tracing::Span::current().record("user_id", tracing::field::display(identity.user_id));
-    let token_name = identity.display_name.as_deref().map(|name| truncate(name, 200).to_owned());
-    Ok(Caller { id: identity.user_id, token_name })
+    tracing::Span::current().record("user_id", tracing::field::display(caller.id));
+    Ok(caller)
 }
 
 /// Users whose row is known to be current, so most requests skip the upsert.
@@ -57,8 +59,8 @@ impl SeenUsers {
     /// Creates the user's row, or refreshes its display name (unless the user chose one) and
     /// `last_seen_at`, at most once a minute per user and process (and at once when the name in
     /// the token changed).
-    pub async fn seen(&self, db: &PgPool, identity: &Identity) -> Result<(), ApiError> {
-        if self.recent.get(&identity.user_id).as_ref() == Some(&identity.display_name) {
+    pub async fn seen(&self, db: &PgPool, caller: &Caller) -> Result<(), ApiError> {
+        if self.recent.get(&caller.id).as_ref() == Some(&caller.token_name) {
             return Ok(());
         }
         sqlx::query(
@@ -69,14 +71,17 @@ impl SeenUsers {
                                         else users.display_name end,
                     last_seen_at = now()",
         )
-        .bind(identity.user_id.as_uuid())
-        .bind(identity.display_name.as_deref().map(|name| truncate(name, 200)))
+        .bind(caller.id.as_uuid())
+        .bind(caller.token_name.as_deref())
         .execute(db)
         .await?;
-        self.recent.insert(identity.user_id, identity.display_name.clone());
+        self.recent.insert(caller.id, caller.token_name.clone());
         Ok(())
     }
 }
+
+/// The longest display name stored (the `users` table checks it too).
+pub const DISPLAY_NAME_MAX_CHARS: usize = 200;
 
 fn truncate(name: &str, max_chars: usize) -> &str {
     name.char_indices().nth(max_chars).map_or(name, |(end, _)| &name[..end])

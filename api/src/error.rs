@@ -83,7 +83,8 @@ pub enum ProblemCode {
 }
 
 impl ProblemCode {
-    pub fn as_str(self) -> String {
+    /// The code as clients see it (`validation_failed`).
+    pub fn name(self) -> String {
         self.to_json().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
     }
 }
@@ -91,7 +92,7 @@ impl ProblemCode {
 impl Problem {
     pub fn new(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> Self {
         Self {
-            problem_type: format!("urn:parley:problem:{}", code.as_str()),
+            problem_type: format!("urn:parley:problem:{}", code.name()),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),

@@ -11,7 +11,7 @@ use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
 
 use super::ApiTags;
-use crate::auth::BearerAuth;
+use crate::auth::{BearerAuth, DISPLAY_NAME_MAX_CHARS};
 use crate::error::ApiError;
 use crate::membership;
 use crate::presence::Presence;
@@ -54,7 +54,6 @@ pub struct ProfilePatch {
     pub avatar_url: MaybeUndefined<String>,
 }
 
-const DISPLAY_NAME_MAX_CHARS: usize = 200;
 const AVATAR_URL_MAX_CHARS: usize = 2048;
 
 #[derive(Default)]

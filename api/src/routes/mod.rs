@@ -47,7 +47,6 @@ pub type Api = (
     events::EventsApi,
 );
 
-/// The `/v1` API with its OpenAPI document.
 /// The OpenAPI document as served and committed: poem-openapi's, plus what its derive macros
 /// cannot say:
 /// - a union has no example of its own, so Swagger UI prefilled the first variant's, which
@@ -77,6 +76,7 @@ pub fn spec_json() -> String {
     serde_json::to_string_pretty(&spec).expect("a JSON value serialises")
 }
 
+/// The `/v1` API with its OpenAPI document.
 pub fn api_service() -> OpenApiService<Api, ()> {
     OpenApiService::new(Api::default(), "Parley API", env!("CARGO_PKG_VERSION")).description(
         "Real-time messaging backend. Every route needs `Authorization: Bearer <JWT>`; errors are \
