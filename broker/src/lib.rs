@@ -36,6 +36,7 @@ mod metrics;
 mod outbound;
 mod presence;
 pub mod protocol;
+pub mod protocol_schema;
 mod recent;
 mod relay;
 mod router;

@@ -199,7 +199,7 @@ pub enum ServerFrame {
     Error {
         code: ErrorCode,
         message: String,
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         user_ids: Vec<UserId>,
     },
 }

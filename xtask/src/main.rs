@@ -4,8 +4,9 @@
 //! - `down`, `reset` ([`stack`]): stop that stack; also delete its data.
 //! - `token` ([`token`]): a development JWT.
 //! - `api-check` ([`api_check`]): schemathesis and Swagger UI against a private stack.
-//! - `openapi`: regenerate `openapi/openapi.json` and `openapi/asyncapi.yaml` (tests fail while
-//!   either differs from the code).
+//! - `openapi`: regenerate `openapi/openapi.json`, `openapi/asyncapi.yaml`, the protocol schema and
+//!   the SDK's generated sources (tests and `sdk-check` fail while any differs from the code).
+//! - `sdk-check` ([`sdk`]): build the TypeScript SDK and run its tests against a private stack.
 //! - `asyncapi-check` ([`asyncapi_check`]): validate `openapi/asyncapi.yaml` with the reference parser.
 
 #![allow(clippy::print_stdout, reason = "a command-line tool: stdout is its interface")]
@@ -14,6 +15,7 @@ mod api_check;
 mod asyncapi_check;
 mod bench;
 mod install;
+mod sdk;
 mod stack;
 mod token;
 
@@ -36,8 +38,10 @@ enum Task {
     Reset,
     /// Print a development JWT for a user, signed with PARLEY_JWT_SECRET or the dev secret.
     Token(token::TokenArgs),
-    /// Write openapi/openapi.json and openapi/asyncapi.yaml from the code.
+    /// Write openapi/openapi.json, openapi/asyncapi.yaml and the SDK's generated sources from the code.
     Openapi,
+    /// Build the TypeScript SDK (clients/typescript) and run its tests against a private stack.
+    SdkCheck,
     /// Validate openapi/asyncapi.yaml with @asyncapi/parser (installs it with npm into openapi/validate).
     AsyncapiCheck,
     /// Check the live API against its contract: schemathesis, and Swagger UI in headless Chromium.
@@ -68,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         Task::Openapi => write_openapi(),
         Task::ApiCheck => api_check::run().await,
         Task::AsyncapiCheck => asyncapi_check::run(),
+        Task::SdkCheck => sdk::check().await,
         Task::Bench(args) => bench::run(args).await,
         Task::BenchConnect(args) => bench::connections::worker(args).await,
         Task::BenchBareServer => bench::connections::bare_server().await,
@@ -80,6 +85,8 @@ fn write_openapi() -> anyhow::Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi");
     std::fs::write(dir.join("openapi.json"), parley_api::openapi_json() + "\n")?;
     std::fs::write(dir.join("asyncapi.yaml"), serde_norway::to_string(&parley_broker::asyncapi::document())?)?;
-    eprintln!("xtask: wrote {0}/openapi.json and {0}/asyncapi.yaml", dir.display());
-    Ok(())
+    let protocol = dir.join("..").join(parley_broker::protocol_schema::PATH);
+    std::fs::write(&protocol, serde_json::to_string_pretty(&parley_broker::protocol_schema::document())? + "\n")?;
+    eprintln!("xtask: wrote {0}/openapi.json, {0}/asyncapi.yaml and {1}", dir.display(), protocol.display());
+    crate::sdk::generate()
 }
