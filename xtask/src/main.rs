@@ -7,6 +7,7 @@
 //! - `openapi`: regenerate `openapi/openapi.json`, `openapi/asyncapi.yaml`, the protocol schema and
 //!   the SDK's generated sources (tests and `sdk-check` fail while any differs from the code).
 //! - `sdk-check` ([`sdk`]): build the TypeScript SDK and run its tests against a private stack.
+//! - `demo-check` ([`demo`]): the demo chat app in headless Chromium against a private stack.
 //! - `asyncapi-check` ([`asyncapi_check`]): validate `openapi/asyncapi.yaml` with the reference parser.
 
 #![allow(clippy::print_stdout, reason = "a command-line tool: stdout is its interface")]
@@ -14,6 +15,7 @@
 mod api_check;
 mod asyncapi_check;
 mod bench;
+mod demo;
 mod install;
 mod sdk;
 mod stack;
@@ -42,6 +44,8 @@ enum Task {
     Openapi,
     /// Build the TypeScript SDK (clients/typescript) and run its tests against a private stack.
     SdkCheck,
+    /// Run the demo chat app's browser test (Playwright, headless Chromium) against a private stack.
+    DemoCheck,
     /// Validate openapi/asyncapi.yaml with @asyncapi/parser (installs it with npm into openapi/validate).
     AsyncapiCheck,
     /// Check the live API against its contract: schemathesis, and Swagger UI in headless Chromium.
@@ -73,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         Task::ApiCheck => api_check::run().await,
         Task::AsyncapiCheck => asyncapi_check::run(),
         Task::SdkCheck => sdk::check().await,
+        Task::DemoCheck => demo::check().await,
         Task::Bench(args) => bench::run(args).await,
         Task::BenchConnect(args) => bench::connections::worker(args).await,
         Task::BenchBareServer => bench::connections::bare_server().await,

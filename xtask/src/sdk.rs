@@ -14,7 +14,7 @@ use std::process::Command;
 
 use anyhow::Context;
 
-mod control;
+pub mod control;
 
 /// The SDK package's directory.
 pub fn package_dir() -> PathBuf {
@@ -42,6 +42,13 @@ pub fn ensure_dependencies(dir: &Path) -> anyhow::Result<()> {
         npm(dir, &["ci", "--no-audit", "--no-fund"], &[])?;
     }
     Ok(())
+}
+
+/// Installs the SDK's dependencies and builds `dist/` (what the demo page loads).
+pub fn build() -> anyhow::Result<()> {
+    let dir = package_dir();
+    ensure_dependencies(&dir)?;
+    npm(&dir, &["run", "build"], &[])
 }
 
 /// Writes `src/generated/` from `openapi/openapi.json` and `schema/protocol.json`.

@@ -22,7 +22,7 @@ use parley_testkit::process::Output;
 use parley_testkit::{AppProcess, Binary, wait};
 use sqlx::{Connection, PgConnection};
 
-use crate::{install, token};
+use crate::{demo, install, sdk, token};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The development user the printed token is for.
@@ -51,6 +51,9 @@ pub struct UpArgs {
     /// parley-broker port.
     #[arg(long, env = "PARLEY_DEV_BROKER_PORT", default_value_t = 8081)]
     broker_port: u16,
+    /// Port of the demo chat app (clients/demo).
+    #[arg(long, env = "PARLEY_DEV_DEMO_PORT", default_value_t = 8082)]
+    demo_port: u16,
 }
 
 /// The project root and its `.parley/` directory.
@@ -102,6 +105,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         ("NATS", args.nats_port),
         ("the API", args.api_port),
         ("the broker", args.broker_port),
+        ("the demo app", args.demo_port),
     ] {
         if wait::port_in_use(port) {
             anyhow::bail!(
@@ -169,9 +173,14 @@ async fn run_stack(args: &UpArgs, paths: &Paths) -> anyhow::Result<()> {
         broker.port()
     );
     std::fs::write(paths.state.join("stack.env"), format!("{stack_env}{}", dev_tokens()))?;
-    print_banner(&stack_env, &pg_data);
+    let broker_ws_url = format!("ws://127.0.0.1:{}/ws", broker.port());
+    let demo = serve_demo(args.demo_port, &api.url(), &broker_ws_url).await;
+    print_banner(&stack_env, &pg_data, demo.as_ref().map(|_| args.demo_port));
 
     let reason = stopped_or_crashed(&mut [&mut api, &mut broker], &mut postgres, &mut nats).await;
+    if let Some(demo) = demo {
+        demo.abort();
+    }
     eprintln!("xtask: {reason}; stopping the stack");
     let (api_status, broker_status) = tokio::join!(api.terminate(), broker.terminate());
     nats.stop().await;
@@ -225,6 +234,23 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
     .await
 }
 
+/// The demo chat app, signed in with the demo users' development tokens; `None` (with the
+/// reason printed) when the SDK cannot be built here, for example without Node.js.
+async fn serve_demo(port: u16, api_url: &str, broker_ws_url: &str) -> Option<tokio::task::JoinHandle<()>> {
+    let users: Vec<demo::DemoUser> = DEMO_USERS
+        .into_iter()
+        .map(|(name, id)| {
+            let id = id.parse().expect("valid uuid");
+            demo::DemoUser { name, id, token: token::issue(id, Some(name.into()), DEV_TOKEN_TTL) }
+        })
+        .collect();
+    let served = match sdk::build() {
+        Ok(()) => demo::serve(port, api_url, broker_ws_url, &users).await,
+        Err(error) => Err(error),
+    };
+    served.inspect_err(|error| eprintln!("xtask: the demo app is not served: {error:#}")).ok()
+}
+
 /// `PARLEY_TOKEN` for the development user, then `DEMO_<NAME>_ID` and `DEMO_<NAME>_TOKEN` for
 /// each demo user: lines for `.parley/stack.env`, valid for [`DEV_TOKEN_TTL`].
 fn dev_tokens() -> String {
@@ -237,10 +263,14 @@ fn dev_tokens() -> String {
     lines
 }
 
-fn print_banner(stack_env: &str, pg_data: &Path) {
+fn print_banner(stack_env: &str, pg_data: &Path, demo_port: Option<u16>) {
     let token = token::issue(DEV_USER.parse().expect("valid uuid"), Some("Dev User".into()), DEV_TOKEN_TTL);
+    let demo = demo_port.map_or_else(
+        || "Demo chat app: not served (see the message above).".to_owned(),
+        |port| format!("Demo chat app: http://127.0.0.1:{port}/ (sign in as Alice, Bob or Carol; one per browser tab)"),
+    );
     println!(
-        "\nParley is up.\n\n{stack_env}\nPostgreSQL data: {}\nSaved to .parley/stack.env (with tokens for the demo users \
+        "\nParley is up.\n\n{stack_env}{demo}\n\nPostgreSQL data: {}\nSaved to .parley/stack.env (with tokens for the demo users \
          Alice, Bob and Carol). Logs: .parley/logs/.\n\n\
          A development token for user {DEV_USER}, valid 24 h (others: `cargo xtask token <uuid>`):\n\
          export PARLEY_TOKEN={token}\n\n\

@@ -116,6 +116,9 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
       this.#reconnectNow();
     }
   };
+  // A browser that lost its network may keep a dead socket open for minutes: drop it now and
+  // reconnect (and resume) when the network is back.
+  readonly #onOffline = () => this.#abandon();
 
   constructor(options: RealtimeOptions) {
     super();
@@ -153,15 +156,9 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
     return [...(this.#typingIn.get(conversationId)?.keys() ?? [])];
   }
 
+  /** The last presence frame about a user; before one arrives, use REST's `members[].presence`. */
   presenceOf(userId: string): PresenceState | undefined {
     return this.#presence.get(userId);
-  }
-
-  /** Seed presence from REST (`members[].presence`), without overriding a live change. */
-  seedPresence(userId: string, state: PresenceState): void {
-    if (!this.#presence.has(userId)) {
-      this.#presence.set(userId, state);
-    }
   }
 
   /** Opens the connection; it stays up (reconnecting as needed) until [`close`](#close). */
@@ -171,6 +168,7 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
     }
     this.#stopped = false;
     globalThis.addEventListener?.("online", this.#onOnline);
+    globalThis.addEventListener?.("offline", this.#onOffline);
     void this.#open();
   }
 
@@ -178,6 +176,7 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
   close(): void {
     this.#stopped = true;
     globalThis.removeEventListener?.("online", this.#onOnline);
+    globalThis.removeEventListener?.("offline", this.#onOffline);
     for (const conversationId of this.#typingOut.keys()) {
       this.stopTyping(conversationId);
     }
@@ -292,6 +291,9 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
 
   #scheduleReconnect(code: number | undefined): void {
     this.#setState("reconnecting");
+    if ((globalThis as { navigator?: { onLine?: boolean } }).navigator?.onLine === false) {
+      return; // The `online` event reconnects.
+    }
     // A broker restarting (1012) asks for an immediate reconnect; spread it over a second.
     const delay =
       code === 1012 ? Math.floor(Math.random() * 1000) : backoffDelay(this.#attempt++, this.#options.backoff);
@@ -312,8 +314,8 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
       return;
     }
     this.#socket = undefined;
-    socket.close(4000, "no answer to ping");
-    this.#onClose(1006, "no answer to ping");
+    socket.close(4000, "link lost");
+    this.#onClose(1006, "link lost");
   }
 
   #send(frame: ClientFrame): boolean {

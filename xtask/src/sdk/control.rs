@@ -70,6 +70,15 @@ impl PrivateStack {
         ]
     }
 
+    pub fn broker_ws_url(&self) -> String {
+        self.broker_ws_url.clone()
+    }
+
+    /// A token for `user`, valid for an hour.
+    pub fn token(&self, user: UserId, name: &str) -> String {
+        issue_hs256(TEST_JWT_SECRET, &Claims::for_user(user, Some(name.into()), Duration::from_secs(3600)))
+    }
+
     pub fn api_log(&self, lines: usize) -> String {
         self.api.log_tail(lines)
     }
