@@ -1,6 +1,7 @@
-//! The complete AsyncAPI document: the NATS contract from `parley_shared::asyncapi` plus the
-//! WebSocket protocol of this broker (frames, handshake, close codes, the resume flow).
-//! `cargo xtask openapi` writes it to `openapi/asyncapi.yaml`; a test fails when they differ.
+//! The two AsyncAPI documents: the public WebSocket protocol of this broker (frames, handshake,
+//! close codes, the resume flow) and the internal NATS contract (`parley_shared::asyncapi` plus
+//! the brokers' requests). `cargo xtask openapi` writes them to `openapi/asyncapi.yaml` and
+//! `openapi/asyncapi-nats.yaml`; a test fails when either differs.
 
 use parley_shared::membership::{MembershipReply, MembershipRequest, VisibilityReply, VisibilityRequest};
 use schemars::SchemaGenerator;
@@ -9,55 +10,21 @@ use serde_json::{Map, Value, json};
 
 use crate::protocol::{ClientFrame, CloseCode, ServerFrame};
 
-pub fn document() -> Value {
+/// The NATS contract (`openapi/asyncapi-nats.yaml`): the events, typing and presence subjects of
+/// `parley_shared::asyncapi` plus the brokers' membership and visibility requests to the API.
+pub fn nats_document() -> Value {
     let mut document = parley_shared::asyncapi::document();
     let mut settings = SchemaSettings::draft07();
     settings.definitions_path = "#/components/schemas/".into();
     let mut generator = SchemaGenerator::new(settings);
-    let server_frame = generator.subschema_for::<ServerFrame>();
-    let client_frame = generator.subschema_for::<ClientFrame>();
     let membership_request = generator.subschema_for::<MembershipRequest>();
     let membership_reply = generator.subschema_for::<MembershipReply>();
     let visibility_request = generator.subschema_for::<VisibilityRequest>();
     let visibility_reply = generator.subschema_for::<VisibilityReply>();
-    let schemas = generator.take_definitions(true);
-
-    document["info"]["title"] = json!("Parley events and WebSocket protocol");
-    document["info"]["description"] = json!(format!(
-        "{}\n\n{}",
-        document["info"]["description"].as_str().unwrap_or_default(),
-        WEBSOCKET_DESCRIPTION.replace("{close_codes}", &close_code_table())
-    ));
-    document["servers"]["broker"] = json!({
-        "host": "127.0.0.1:8081",
-        "pathname": "/ws",
-        "protocol": "ws",
-        "description": "parley-broker (PARLEY_BROKER_LISTEN, PARLEY_WS_PATH). Use wss behind TLS. Authenticate with `Authorization: Bearer <jwt>`, or (browsers) the subprotocols `parley.v1, parley.bearer.<jwt>`, or an `auth` frame as the first frame.",
-    });
-    insert_all(&mut document["components"]["schemas"], schemas.into_iter().collect());
+    insert_all(&mut document["components"]["schemas"], generator.take_definitions(true).into_iter().collect());
     insert_all(
         &mut document["components"]["messages"],
         Map::from_iter([
-            (
-                "serverFrame".into(),
-                json!({
-                    "name": "serverFrame",
-                    "title": "Server frame",
-                    "summary": "A JSON text frame from the broker: `hello` (always first), `event`, `typing`, `presence`, `presence.subscribed`, `pong`, `authenticated` or `error`.",
-                    "contentType": "application/json",
-                    "payload": server_frame,
-                }),
-            ),
-            (
-                "clientFrame".into(),
-                json!({
-                    "name": "clientFrame",
-                    "title": "Client frame",
-                    "summary": "A JSON text frame from the client: `auth`, `ping`, `typing`, `presence.subscribe` or `presence.unsubscribe`. Anything else gets an `error` frame; the connection stays open.",
-                    "contentType": "application/json",
-                    "payload": client_frame,
-                }),
-            ),
             (
                 "membershipRequest".into(),
                 json!({
@@ -104,19 +71,6 @@ pub fn document() -> Value {
         &mut document["channels"],
         Map::from_iter([
             (
-                "websocket".into(),
-                json!({
-                    "address": "/ws",
-                    "title": "WebSocket connection",
-                    "description": "One connection of one authenticated user. The server relays every event of every conversation the user is a member of, to every connection of the user.",
-                    "servers": [{ "$ref": "#/servers/broker" }],
-                    "messages": {
-                        "serverFrame": { "$ref": "#/components/messages/serverFrame" },
-                        "clientFrame": { "$ref": "#/components/messages/clientFrame" },
-                    },
-                }),
-            ),
-            (
                 "membership".into(),
                 json!({
                     "address": "parley.internal.membership",
@@ -148,24 +102,6 @@ pub fn document() -> Value {
         &mut document["operations"],
         Map::from_iter([
             (
-                "receiveFrames".into(),
-                json!({
-                    "action": "send",
-                    "title": "The broker sends frames to the client",
-                    "channel": { "$ref": "#/channels/websocket" },
-                    "messages": [{ "$ref": "#/channels/websocket/messages/serverFrame" }],
-                }),
-            ),
-            (
-                "sendFrames".into(),
-                json!({
-                    "action": "receive",
-                    "title": "The broker receives frames from the client",
-                    "channel": { "$ref": "#/channels/websocket" },
-                    "messages": [{ "$ref": "#/channels/websocket/messages/clientFrame" }],
-                }),
-            ),
-            (
                 "requestMembership".into(),
                 json!({
                     "action": "send",
@@ -194,6 +130,122 @@ pub fn document() -> Value {
         ]),
     );
     document
+}
+
+/// The public WebSocket protocol (`openapi/asyncapi.yaml`, served at `/asyncapi.yaml`): every
+/// frame is a named schema and a message of its own, so generators give named types.
+pub fn websocket_document() -> Value {
+    let mut settings = SchemaSettings::draft07();
+    settings.definitions_path = "#/components/schemas/".into();
+    let mut generator = SchemaGenerator::new(settings);
+    generator.subschema_for::<ServerFrame>();
+    generator.subschema_for::<ClientFrame>();
+    let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    let server_frames = name_variants(&mut schemas, "ServerFrame", "", "Frame");
+    let client_frames = name_variants(&mut schemas, "ClientFrame", "Client", "Frame");
+    name_variants(&mut schemas, "Envelope", "", "Event");
+
+    let mut messages = Map::new();
+    let mut message_refs = |frames: &[String]| -> Vec<Value> {
+        frames
+            .iter()
+            .map(|name| {
+                let schema = &schemas[name];
+                let summary = schema["description"].as_str().unwrap_or(name).to_owned();
+                messages.insert(
+                    name.clone(),
+                    json!({
+                        "name": name,
+                        "title": schema["properties"]["type"]["const"],
+                        "summary": summary,
+                        "contentType": "application/json",
+                        "payload": { "$ref": format!("#/components/schemas/{name}") },
+                    }),
+                );
+                json!({ "$ref": format!("#/channels/websocket/messages/{name}") })
+            })
+            .collect()
+    };
+    let server_refs = message_refs(&server_frames);
+    let client_refs = message_refs(&client_frames);
+    let channel_messages: Map<String, Value> = messages
+        .keys()
+        .map(|name| (name.clone(), json!({ "$ref": format!("#/components/messages/{name}") })))
+        .collect();
+
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Parley WebSocket protocol",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": WEBSOCKET_DESCRIPTION.replace("{close_codes}", &close_code_table()),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "broker": {
+                "host": "127.0.0.1:8081",
+                "pathname": "/ws",
+                "protocol": "ws",
+                "description": "parley-broker (PARLEY_BROKER_LISTEN, PARLEY_WS_PATH). Use wss behind TLS. Authenticate with `Authorization: Bearer <jwt>`, or (browsers) the subprotocols `parley.v1, parley.bearer.<jwt>`, or an `auth` frame as the first frame.",
+            },
+        },
+        "channels": {
+            "websocket": {
+                "address": "/ws",
+                "title": "WebSocket connection",
+                "description": "One connection of one authenticated user. The server relays every event of every conversation the user is a member of, to every connection of the user.",
+                "servers": [{ "$ref": "#/servers/broker" }],
+                "messages": channel_messages,
+            },
+        },
+        "operations": {
+            "receiveFrames": {
+                "action": "send",
+                "title": "The broker sends frames to the client",
+                "channel": { "$ref": "#/channels/websocket" },
+                "messages": server_refs,
+            },
+            "sendFrames": {
+                "action": "receive",
+                "title": "The broker receives frames from the client",
+                "channel": { "$ref": "#/channels/websocket" },
+                "messages": client_refs,
+            },
+        },
+        "components": { "messages": messages, "schemas": schemas },
+    })
+}
+
+/// Moves each inline variant of `union`'s `oneOf` (tagged by a `type` constant) into a schema
+/// of its own, `<prefix><Type>` + `suffix` (`message.created` → `MessageCreatedEvent`), and
+/// returns the new names in order.
+fn name_variants(schemas: &mut Map<String, Value>, union: &str, prefix: &str, suffix: &str) -> Vec<String> {
+    let Some(variants) =
+        schemas.get_mut(union).and_then(|schema| schema.get_mut("oneOf")).and_then(Value::as_array_mut)
+    else {
+        return Vec::new();
+    };
+    let mut named = Vec::new();
+    for variant in variants.iter_mut() {
+        let Some(tag) = variant["properties"]["type"]["const"].as_str() else { continue };
+        let name = format!("{prefix}{}{suffix}", pascal_case(tag));
+        let mut schema = std::mem::replace(variant, json!({ "$ref": format!("#/components/schemas/{name}") }));
+        schema["title"] = json!(name);
+        named.push((name, schema));
+    }
+    let names = named.iter().map(|(name, _)| name.clone()).collect();
+    schemas.extend(named);
+    names
+}
+
+/// `presence.subscribed` → `PresenceSubscribed`.
+fn pascal_case(tag: &str) -> String {
+    tag.split(['.', '_'])
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map(|first| first.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+        })
+        .collect()
 }
 
 fn insert_all(target: &mut Value, entries: Map<String, Value>) {
@@ -228,17 +280,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn committed_asyncapi_yaml_matches_the_code() {
-        let committed: Value = serde_norway::from_str(include_str!("../../openapi/asyncapi.yaml")).expect("valid YAML");
-        assert!(
-            committed == document(),
-            "openapi/asyncapi.yaml differs from the code; run `cargo xtask openapi` and commit the result"
-        );
+    fn committed_asyncapi_documents_match_the_code() {
+        for (committed, document) in [
+            (include_str!("../../openapi/asyncapi.yaml"), websocket_document()),
+            (include_str!("../../openapi/asyncapi-nats.yaml"), nats_document()),
+        ] {
+            let committed: Value = serde_norway::from_str(committed).expect("valid YAML");
+            assert!(
+                committed == document,
+                "openapi/asyncapi*.yaml differ from the code; run `cargo xtask openapi` and commit the result"
+            );
+        }
+    }
+
+    #[test]
+    fn every_frame_and_event_is_a_named_schema() {
+        let document = websocket_document();
+        let schemas = document["components"]["schemas"].as_object().expect("schemas");
+        for union in ["ServerFrame", "ClientFrame", "Envelope"] {
+            for variant in schemas[union]["oneOf"].as_array().expect("a oneOf") {
+                let reference = variant["$ref"].as_str().expect("each variant is a reference");
+                assert!(schemas.contains_key(reference.trim_start_matches("#/components/schemas/")), "{reference}");
+            }
+        }
+        assert!(schemas.contains_key("HelloFrame") && schemas.contains_key("ClientTypingFrame"));
+        assert!(schemas.contains_key("MessageCreatedEvent"));
+        let messages = document["components"]["messages"].as_object().expect("messages");
+        assert_eq!(messages.len(), 8 + 5, "one message per server and client frame");
     }
 
     #[test]
     fn every_close_code_is_documented() {
-        let description = document()["info"]["description"].as_str().unwrap_or_default().to_owned();
+        let description = websocket_document()["info"]["description"].as_str().unwrap_or_default().to_owned();
         for code in CloseCode::ALL {
             assert!(description.contains(&format!("| {} | `{}` |", code.code(), code.reason())), "{code:?}");
         }

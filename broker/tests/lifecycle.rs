@@ -76,5 +76,5 @@ async fn the_broker_serves_its_asyncapi_document() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/yaml");
     let document: Value = serde_norway::from_str(&response.text().await.expect("body")).expect("YAML");
-    assert_eq!(document, parley_broker::asyncapi::document(), "the served document is the code's");
+    assert_eq!(document, parley_broker::asyncapi::websocket_document(), "the served document is the code's");
 }

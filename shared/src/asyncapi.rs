@@ -1,8 +1,8 @@
-//! The NATS part of the AsyncAPI 3 document, generated from the Rust types so the contract
-//! cannot drift from the code. The broker adds its WebSocket protocol
-//! (`parley_broker::asyncapi::document`), `cargo xtask openapi` writes the whole to
-//! `openapi/asyncapi.yaml`, a test fails when the committed file differs, and CI validates it
-//! with the reference AsyncAPI parser.
+//! The NATS contract as an AsyncAPI 3 document, generated from the Rust types so it cannot
+//! drift from the code. The broker adds its requests to the API
+//! (`parley_broker::asyncapi::nats_document`), `cargo xtask openapi` writes the whole to
+//! `openapi/asyncapi-nats.yaml`, a test fails when the committed file differs, and CI validates
+//! it with the reference AsyncAPI parser.
 
 use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;

@@ -1,4 +1,5 @@
-//! `cargo xtask asyncapi-check`: validates `openapi/asyncapi.yaml` with the reference AsyncAPI
+//! `cargo xtask asyncapi-check`: validates `openapi/asyncapi.yaml` (WebSocket) and
+//! `openapi/asyncapi-nats.yaml` (NATS) with the reference AsyncAPI
 //! parser (npm `@asyncapi/parser`, pinned by `openapi/validate/package-lock.json`).
 
 use std::path::Path;
@@ -20,11 +21,13 @@ pub fn run() -> anyhow::Result<()> {
             .context("npm ci")?;
         anyhow::ensure!(status.success(), "npm ci in {} failed", validate.display());
     }
-    let status = Command::new("node")
-        .args(["validate.mjs", "../asyncapi.yaml"])
-        .current_dir(&validate)
-        .status()
-        .context("node validate.mjs")?;
-    anyhow::ensure!(status.success(), "openapi/asyncapi.yaml is not a valid AsyncAPI document");
+    for file in ["asyncapi.yaml", "asyncapi-nats.yaml"] {
+        let status = Command::new("node")
+            .args(["validate.mjs", &format!("../{file}")])
+            .current_dir(&validate)
+            .status()
+            .context("node validate.mjs")?;
+        anyhow::ensure!(status.success(), "openapi/{file} is not a valid AsyncAPI document");
+    }
     Ok(())
 }

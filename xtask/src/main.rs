@@ -89,9 +89,19 @@ async fn main() -> anyhow::Result<()> {
 fn write_openapi() -> anyhow::Result<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi");
     std::fs::write(dir.join("openapi.json"), parley_api::openapi_json() + "\n")?;
-    std::fs::write(dir.join("asyncapi.yaml"), serde_norway::to_string(&parley_broker::asyncapi::document())?)?;
+    let asyncapi = [
+        ("asyncapi.yaml", parley_broker::asyncapi::websocket_document()),
+        ("asyncapi-nats.yaml", parley_broker::asyncapi::nats_document()),
+    ];
+    for (file, document) in asyncapi {
+        std::fs::write(dir.join(file), serde_norway::to_string(&document)?)?;
+    }
     let protocol = dir.join("..").join(parley_broker::protocol_schema::PATH);
     std::fs::write(&protocol, serde_json::to_string_pretty(&parley_broker::protocol_schema::document())? + "\n")?;
-    eprintln!("xtask: wrote {0}/openapi.json, {0}/asyncapi.yaml and {1}", dir.display(), protocol.display());
+    eprintln!(
+        "xtask: wrote {0}/openapi.json, {0}/asyncapi.yaml, {0}/asyncapi-nats.yaml and {1}",
+        dir.display(),
+        protocol.display()
+    );
     crate::sdk::generate()
 }

@@ -2,6 +2,7 @@
 //! module per resource.
 
 pub mod conversations;
+mod event_schema;
 pub mod events;
 mod examples;
 pub mod health;
@@ -59,6 +60,7 @@ pub fn spec_json() -> String {
     spec["components"]["schemas"]["NewConversation"]["example"] =
         serde_json::json!({ "kind": "group", "title": "Weekend trip", "member_ids": [examples::BOB] });
     spec["servers"] = serde_json::json!([{ "url": "/", "description": "This API (where this document was served)" }]);
+    event_schema::type_stored_event(&mut spec);
     if let Some(paths) = spec["paths"].as_object_mut() {
         let operations =
             paths.values_mut().filter_map(serde_json::Value::as_object_mut).flat_map(|ops| ops.values_mut());

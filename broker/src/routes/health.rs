@@ -1,5 +1,5 @@
 //! `GET /health` (the process is alive), `GET /ready` (NATS is connected), `GET /metrics`,
-//! `GET /asyncapi.yaml` (the WebSocket protocol and NATS contract).
+//! `GET /asyncapi.yaml` (the WebSocket protocol).
 
 use std::sync::Arc;
 

@@ -496,7 +496,7 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
       }
       for (const stored of data.items) {
         if (stored.seq === (this.#positions.get(conversationId) ?? 0) + 1) {
-          this.#deliver(stored as unknown as Envelope);
+          this.#deliver(stored);
         }
       }
       if (!data.has_more && (this.#positions.get(conversationId) ?? 0) < target) {

@@ -351,6 +351,12 @@ export interface components {
             /** @description An `https://` URL. */
             url: string;
         };
+        /** @description An app's reference that scopes a direct conversation, e.g. a marketplace listing. */
+        Context: {
+            id: string;
+            kind: string;
+            title?: string | null;
+        };
         /**
          * Conversation
          * @example {
@@ -467,6 +473,23 @@ export interface components {
             /** @description A label to show, e.g. `Blue bike`. */
             title?: string;
         };
+        ConversationCreated: {
+            context?: components["schemas"]["Context"] | (null);
+            /** @description `direct` or `group`. */
+            kind: string;
+            /**
+             * Format: uint
+             * @description How many initial members there are (absent in events stored before it existed).
+             */
+            member_count?: number | null;
+            /**
+             * @description Every initial member on the conversation's subject and in the stored event; on a user's
+             *     own subject (and so on their WebSocket) only that user, so that creating a group of n
+             *     members costs O(n) bytes rather than O(n²). `member_count` has the total either way.
+             */
+            member_ids: components["schemas"]["UserId"][];
+            title?: string | null;
+        };
         /** @enum {string} */
         ConversationKind: "direct" | "group";
         /**
@@ -542,6 +565,9 @@ export interface components {
             /** @description New title (groups only). */
             title: string;
         };
+        ConversationUpdated: {
+            title?: string | null;
+        };
         /**
          * Cursors
          * @example {
@@ -560,6 +586,13 @@ export interface components {
              * @description Messages by others after the read cursor.
              */
             unread_count: number;
+        };
+        EventAttachment: {
+            mime_type: string;
+            name?: string | null;
+            /** Format: int64 */
+            size_bytes: number;
+            url: string;
         };
         /**
          * EventPage
@@ -595,6 +628,52 @@ export interface components {
              */
             last_seq: number;
         };
+        /** @description The event's kind (`type`) and that kind's payload (`data`). */
+        EventPayload: {
+            data: components["schemas"]["ConversationCreated"];
+            /** @enum {string} */
+            type: "conversation.created";
+        } | {
+            data: components["schemas"]["ConversationUpdated"];
+            /** @enum {string} */
+            type: "conversation.updated";
+        } | {
+            data: components["schemas"]["MemberChange"];
+            /** @enum {string} */
+            type: "member.added";
+        } | {
+            data: components["schemas"]["MemberChange"];
+            /** @enum {string} */
+            type: "member.removed";
+        } | {
+            data: components["schemas"]["MessageCreated"];
+            /** @enum {string} */
+            type: "message.created";
+        } | {
+            data: components["schemas"]["MessageEdited"];
+            /** @enum {string} */
+            type: "message.edited";
+        } | {
+            data: components["schemas"]["MessageDeleted"];
+            /** @enum {string} */
+            type: "message.deleted";
+        } | {
+            data: components["schemas"]["ReactionChange"];
+            /** @enum {string} */
+            type: "reaction.added";
+        } | {
+            data: components["schemas"]["ReactionChange"];
+            /** @enum {string} */
+            type: "reaction.removed";
+        } | {
+            data: components["schemas"]["Receipt"];
+            /** @enum {string} */
+            type: "receipt.delivered";
+        } | {
+            data: components["schemas"]["Receipt"];
+            /** @enum {string} */
+            type: "receipt.read";
+        };
         /**
          * Member
          * @example {
@@ -628,6 +707,11 @@ export interface components {
             role: components["schemas"]["Role"];
             /** Format: uuid */
             user_id: string;
+        };
+        MemberChange: {
+            /** @description `owner` or `member`; present on `member.added`. */
+            role?: string | null;
+            user_id: components["schemas"]["UserId"];
         };
         /**
          * Message
@@ -687,6 +771,34 @@ export interface components {
             /** @description Absent once the message is deleted. */
             text?: string;
         };
+        MessageCreated: {
+            attachment?: components["schemas"]["EventAttachment"] | (null);
+            author_id: components["schemas"]["UserId"];
+            /** @description Absent in stored events once the message has been deleted. */
+            body?: string | null;
+            /**
+             * @description The sender's own id for the message, so the sender's devices can match their
+             *     optimistic copy.
+             */
+            client_message_id?: string | null;
+            message_id: components["schemas"]["MessageId"];
+            reply_to?: components["schemas"]["MessageId"] | (null);
+        };
+        MessageDeleted: {
+            message_id: components["schemas"]["MessageId"];
+        };
+        MessageEdited: {
+            /** @description Absent in stored events once the message has been deleted. */
+            body?: string | null;
+            /** Format: date-time */
+            edited_at: string;
+            message_id: components["schemas"]["MessageId"];
+        };
+        /**
+         * Format: uuid
+         * @description A message.
+         */
+        MessageId: string;
         /**
          * MessagePage
          * @example {
@@ -915,6 +1027,11 @@ export interface components {
              */
             display_name?: string;
         };
+        ReactionChange: {
+            emoji: string;
+            message_id: components["schemas"]["MessageId"];
+            user_id: components["schemas"]["UserId"];
+        };
         /** ReactionCount */
         ReactionCount: {
             /** Format: int64 */
@@ -922,6 +1039,11 @@ export interface components {
             emoji: string;
             /** @description Whether the caller is among those who reacted. */
             me: boolean;
+        };
+        Receipt: {
+            /** Format: int64 */
+            seq: number;
+            user_id: components["schemas"]["UserId"];
         };
         /**
          * ReceiptBody
@@ -1002,8 +1124,6 @@ export interface components {
             actor: string;
             /** Format: uuid */
             conversation_id: string;
-            /** @description The kind's payload. Text of deleted messages is removed from stored events. */
-            data: unknown;
             /**
              * Format: uuid
              * @description UUIDv7; also the NATS message id.
@@ -1016,9 +1136,7 @@ export interface components {
              * @description Gapless and increasing within the conversation.
              */
             seq: number;
-            /** @description Event kind, e.g. `message.created`. */
-            type: string;
-        };
+        } & components["schemas"]["EventPayload"];
         /**
          * User
          * @example {
@@ -1055,6 +1173,11 @@ export interface components {
             last_seen_at?: string;
             presence: components["schemas"]["Presence"];
         };
+        /**
+         * Format: uuid
+         * @description A user, identified by the JWT `sub` claim.
+         */
+        UserId: string;
     };
     responses: never;
     parameters: never;
