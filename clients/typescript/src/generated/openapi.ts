@@ -1283,78 +1283,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
             429: {
                 headers: {
@@ -1517,24 +1445,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The request body is over the size limit. */
             413: {
                 headers: {
@@ -1566,24 +1476,6 @@ export interface operations {
                      *       "status": 415,
                      *       "title": "Unsupported Media Type",
                      *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -1734,78 +1626,6 @@ export interface operations {
                      *       "status": 404,
                      *       "title": "Not Found",
                      *       "type": "urn:parley:problem:not_found"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2019,24 +1839,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
             429: {
                 headers: {
@@ -2191,24 +1993,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The request body is over the size limit. */
             413: {
                 headers: {
@@ -2240,24 +2024,6 @@ export interface operations {
                      *       "status": 415,
                      *       "title": "Unsupported Media Type",
                      *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2418,24 +2184,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /**
              * @description Events after `after_seq` are no longer stored (`PARLEY_EVENT_RETENTION`): reload the
              *     conversation (`GET …/messages`), then continue from its `last_seq`.
@@ -2452,60 +2200,6 @@ export interface operations {
                      *       "status": 410,
                      *       "title": "Gone",
                      *       "type": "urn:parley:problem:history_pruned"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2720,24 +2414,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
             429: {
                 headers: {
@@ -2906,60 +2582,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
             429: {
                 headers: {
@@ -3110,78 +2732,6 @@ export interface operations {
                      *       "status": 404,
                      *       "title": "Not Found",
                      *       "type": "urn:parley:problem:not_found"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3340,24 +2890,6 @@ export interface operations {
                      *       "status": 404,
                      *       "title": "Not Found",
                      *       "type": "urn:parley:problem:not_found"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -3568,78 +3100,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
             429: {
                 headers: {
@@ -3785,78 +3245,6 @@ export interface operations {
                      *       "status": 404,
                      *       "title": "Not Found",
                      *       "type": "urn:parley:problem:not_found"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4071,24 +3459,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
             429: {
                 headers: {
@@ -4253,60 +3623,6 @@ export interface operations {
                      *       "status": 409,
                      *       "title": "Conflict",
                      *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4481,60 +3797,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
             429: {
                 headers: {
@@ -4689,24 +3951,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The request body is over the size limit. */
             413: {
                 headers: {
@@ -4738,24 +3982,6 @@ export interface operations {
                      *       "status": 415,
                      *       "title": "Unsupported Media Type",
                      *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4910,78 +4136,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
             429: {
                 headers: {
@@ -5125,78 +4279,6 @@ export interface operations {
                      *       "status": 404,
                      *       "title": "Not Found",
                      *       "type": "urn:parley:problem:not_found"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -5354,24 +4436,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The request body is over the size limit. */
             413: {
                 headers: {
@@ -5403,24 +4467,6 @@ export interface operations {
                      *       "status": 415,
                      *       "title": "Unsupported Media Type",
                      *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -5581,78 +4627,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
             429: {
                 headers: {
@@ -5803,78 +4777,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
             429: {
                 headers: {
@@ -6020,78 +4922,6 @@ export interface operations {
                      *       "status": 404,
                      *       "title": "Not Found",
                      *       "type": "urn:parley:problem:not_found"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request conflicts with the current state. */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "already_member",
-                     *       "detail": "the user is already a member",
-                     *       "status": 409,
-                     *       "title": "Conflict",
-                     *       "type": "urn:parley:problem:already_member"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is over the size limit. */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "payload_too_large",
-                     *       "detail": "the body is larger than 65536 bytes",
-                     *       "status": 413,
-                     *       "title": "Payload Too Large",
-                     *       "type": "urn:parley:problem:payload_too_large"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request body is not `application/json`. */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "unsupported_media_type",
-                     *       "detail": "the body must be application/json",
-                     *       "status": 415,
-                     *       "title": "Unsupported Media Type",
-                     *       "type": "urn:parley:problem:unsupported_media_type"
-                     *     }
-                     */
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The request is well-formed but cannot be applied. */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    /**
-                     * @example {
-                     *       "code": "idempotency_key_reused",
-                     *       "detail": "this Idempotency-Key was used for a different request",
-                     *       "status": 422,
-                     *       "title": "Unprocessable Entity",
-                     *       "type": "urn:parley:problem:idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
