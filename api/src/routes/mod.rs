@@ -48,13 +48,6 @@ pub type Api = (
     events::EventsApi,
 );
 
-/// The OpenAPI document as served and committed: poem-openapi's, plus what its derive macros
-/// cannot say:
-/// - a union has no example of its own, so Swagger UI prefilled the first variant's, which
-///   lacks the `kind` discriminator and was refused;
-/// - every error response shared the `Problem` schema's one example (a 404); each status now
-///   shows a problem of its own;
-/// - `servers` names this API wherever the document was served from.
 /// The operations that can answer 409 (a deleted message, membership rules).
 const CONFLICTS: [(&str, &str); 6] = [
     ("patch", "/v1/conversations/{id}"),
@@ -67,6 +60,15 @@ const CONFLICTS: [(&str, &str); 6] = [
 /// The operations that honour `Idempotency-Key` and so can answer 422 when one is reused.
 const IDEMPOTENT: [(&str, &str); 1] = [("post", "/v1/conversations/{id}/messages")];
 
+/// The OpenAPI document as served and committed: poem-openapi's, plus what its derive macros
+/// cannot say:
+/// - a union has no example of its own, so Swagger UI prefilled the first variant's, which
+///   lacks the `kind` discriminator and was refused;
+/// - every error response shared the `Problem` schema's one example (a 404); each status now
+///   shows a problem of its own;
+/// - `servers` names this API wherever the document was served from;
+/// - every operation shared one error type; each now lists only the statuses it can answer;
+/// - `StoredEvent.data` is the union of the event payloads (`event_schema`), not any JSON.
 pub fn spec_json() -> String {
     let mut spec: serde_json::Value = serde_json::from_str(&api_service().spec()).expect("poem-openapi writes JSON");
     spec["components"]["schemas"]["NewConversation"]["example"] =
