@@ -13,6 +13,7 @@ use poem::{EndpointExt, Route, Server, get};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::SeenUsers;
+use crate::body_errors::PlainBodyErrors;
 use crate::body_limit::BodyLimit;
 use crate::broker_requests::MembershipResponder;
 use crate::config::Config;
@@ -84,6 +85,7 @@ impl Application {
         let docs = api.swagger_ui_html().replace(&api.spec(), &spec);
         let templates = Arc::new(RouteTemplates::from_spec(&spec));
         let spec: serde_json::Value = serde_json::from_str(&spec)?;
+        let plain_body_errors = PlainBodyErrors::new(&spec);
         let unhandled = {
             let templates = templates.clone();
             move |error| {
@@ -98,7 +100,7 @@ impl Application {
             .at("/openapi.json", get(make_sync(move |_| Json(spec.clone()))))
             .at("/docs", get(make_sync(move |_| Html(docs.clone()))))
             // Every operation's path starts with `/v1`, which leaves `/` free.
-            .nest_no_strip("/v1", api)
+            .nest_no_strip("/v1", api.with(plain_body_errors))
             .at("/", get(routes::health::to_docs))
             .with(BodyLimit(state.limits.max_body_bytes))
             .catch_all_error(unhandled)

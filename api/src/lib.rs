@@ -18,6 +18,7 @@
 
 pub mod app;
 mod auth;
+mod body_errors;
 mod body_limit;
 mod broker_requests;
 pub mod config;

@@ -79,10 +79,10 @@ async fn invalid_messages_are_refused_with_the_field_at_fault() {
         (json!({ "text": "ok", "reply_to": Uuid::now_v7() }), Some("reply_to")),
         (json!({ "text": "nul \u{0000} inside" }), Some("text")),
         (json!({ "text": "ok", "client_message_id": "nul\u{0000}" }), None),
-        (json!({ "text": 42 }), None),
-        (json!({ "text": true }), None),
-        (json!({ "text": ["a"] }), None),
-        (json!({ "text": "ok", "client_message_id": 7 }), None),
+        (json!({ "text": 42 }), Some("text")),
+        (json!({ "text": true }), Some("text")),
+        (json!({ "text": ["a"] }), Some("text")),
+        (json!({ "text": "ok", "client_message_id": 7 }), Some("client_message_id")),
         (json!({ "text": null }), None),
         (json!({}), None),
         (
@@ -97,9 +97,15 @@ async fn invalid_messages_are_refused_with_the_field_at_fault() {
     for (body, field) in cases {
         let problem = alice.post(&path, body.clone()).await.expect_problem(400, "validation_failed");
         if let Some(field) = field {
-            assert_eq!(problem["field"], field, "for {body}");
+            assert_eq!(problem["field"], field, "for {body}: {problem}");
         }
     }
+    // A body that does not fit its schema is named in plain words, with the field at fault.
+    let read = format!("/v1/conversations/{group}/read");
+    let problem = alice.post(&read, json!({})).await.expect_problem(400, "validation_failed");
+    assert_eq!((problem["field"].as_str(), problem["detail"].as_str()), (Some("seq"), Some("\"seq\" is required")));
+    let problem = alice.post(&read, json!({ "seq": "3" })).await.expect_problem(400, "validation_failed");
+    assert_eq!(problem["detail"], "\"seq\" must be an integer");
     alice.post_raw(&path, "application/json", b"{not json".to_vec()).await.expect_problem(400, "validation_failed");
     // 4,000 characters of a multi-byte script is allowed: the limit counts characters, not bytes.
     let long = "日".repeat(4000);
