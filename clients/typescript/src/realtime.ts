@@ -69,7 +69,11 @@ export type RealtimeEvents = {
   typing: TypingChange;
   presence: { userId: string } & PresenceState;
   /** An `error` frame, or a failure the client will retry by itself (a backfill, a token). */
-  error: { code: ErrorCode | "backfill_failed" | "token_failed"; message: string; userIds?: string[] };
+  error: {
+    code: ErrorCode | "backfill_failed" | "token_failed" | "connect_failed";
+    message: string;
+    userIds?: string[];
+  };
   /** Events after `seq` are no longer stored: reload the conversation's messages. */
   reset: { conversationId: string; lastSeq: number };
   /** The broker closed with a terminal code (see `CLOSE_CODES`): the client stopped. */
@@ -255,7 +259,15 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
     if (this.#stopped) {
       return;
     }
-    const socket = new this.#WebSocket(this.#options.url, ["parley.v1", `parley.bearer.${token}`]);
+    let socket: WebSocketLike;
+    try {
+      socket = new this.#WebSocket(this.#options.url, ["parley.v1", `parley.bearer.${token}`]);
+    } catch (error) {
+      // A malformed URL throws at once: say so, and keep trying (the app may fix its config).
+      this.emit("error", { code: "connect_failed", message: String(error) });
+      this.#scheduleReconnect(undefined);
+      return;
+    }
     this.#socket = socket;
     socket.onmessage = (message) => {
       if (socket === this.#socket && typeof message.data === "string") {
@@ -382,7 +394,10 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
       this.#catchUp(conversation_id, last_seq, first);
     }
     if (hello.conversations_truncated) {
-      void this.#catchUpUnlisted(new Set(hello.conversations.map((c) => c.conversation_id)), first);
+      const listed = new Set(hello.conversations.map((c) => c.conversation_id));
+      this.#catchUpUnlisted(listed, first).catch((error: unknown) =>
+        this.emit("error", { code: "backfill_failed", message: String(error) }),
+      );
     }
   }
 
@@ -450,6 +465,9 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
           const event = lane.pending.shift() as Envelope;
           if (event.seq === delivered + 1) {
             delivered = this.#deliver(event);
+          }
+          if (!this.#positions.has(conversationId)) {
+            return; // The user left the conversation: nothing after that is theirs.
           }
         }
         const nextLive = lane.pending[0]?.seq;

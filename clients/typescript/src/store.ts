@@ -32,8 +32,15 @@ export class ChatStore extends Emitter<StoreEvents> {
     super();
     this.#rest = options.rest;
     this.#userId = options.userId;
-    this.#unsubscribe = options.realtime.on("event", (event) => this.apply(event));
-    options.realtime.on("reset", ({ conversationId }) => void this.loadMessages(conversationId));
+    // Events were pruned past what this client had: reload the conversation's latest messages.
+    const offReset = options.realtime.on("reset", ({ conversationId }) => {
+      this.loadMessages(conversationId).catch(() => undefined);
+    });
+    const offEvent = options.realtime.on("event", (event) => this.apply(event));
+    this.#unsubscribe = () => {
+      offReset();
+      offEvent();
+    };
   }
 
   /** Stops applying events. */
@@ -109,7 +116,8 @@ export class ChatStore extends Emitter<StoreEvents> {
       case "conversation.created":
       case "member.added":
         if (!conversation) {
-          void this.#fetchConversation(id);
+          // A failed fetch leaves the conversation out until the next `loadConversations`.
+          this.#fetchConversation(id).catch(() => undefined);
         } else if (event.type === "member.added") {
           this.#addMember(conversation, event.data.user_id, event.data.role ?? "member", event.occurred_at);
         }
