@@ -27,6 +27,10 @@ pub struct BearerAuth(pub Caller);
 
 async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller> {
     let state = request.data::<AppState>().ok_or_else(ApiError::internal)?;
+    // Two `Authorization` headers are ambiguous (which one did a proxy add?): refuse both.
+    if request.headers().get_all(poem::http::header::AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(ApiError::unauthorized("send exactly one Authorization header").into());
+    }
     let identity = state.verifier.verify(&bearer.token).await.map_err(ApiError::from)?;
     if request.method() != poem::http::Method::GET {
         state.rate_limits.write(identity.user_id)?;

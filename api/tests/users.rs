@@ -73,3 +73,24 @@ async fn users_are_visible_to_themselves_and_to_whoever_shares_a_conversation_wi
     assert_eq!(refused["field"], "id", "the parameter's name in openapi.json, not poem-openapi's `param0`");
     assert!(!refused["detail"].as_str().expect("detail").contains("param0"), "{refused}");
 }
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let token = ctx.token(UserId::from_uuid(Uuid::now_v7()), "Alice");
+    let me = format!("{}/v1/me", api.url());
+    let http = reqwest::Client::new();
+    let one = http.get(&me).header("authorization", format!("Bearer {token}")).send().await.expect("GET");
+    assert_eq!(one.status(), 200);
+    let two = http
+        .get(&me)
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", "Bearer garbage")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(two.status(), 401);
+    let problem: serde_json::Value = two.json().await.expect("problem JSON");
+    assert_eq!(problem["code"], "unauthorized", "{problem}");
+}

@@ -181,6 +181,10 @@ fn credentials(
     offered: &[&str],
     allow_query_token: bool,
 ) -> Result<Option<String>, CredentialError> {
+    // Two `Authorization` headers are ambiguous (which one did a proxy add?): refuse both.
+    if request.headers().get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(CredentialError::MalformedAuthorization);
+    }
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
         let token = value.to_str().ok().and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
         return match token {

@@ -71,6 +71,9 @@ async fn bad_tokens_are_refused_at_the_handshake_with_401() {
     let mut empty_bearer = stack.ws_url().into_client_request().expect("request");
     empty_bearer.headers_mut().insert("authorization", HeaderValue::from_static("Bearer "));
     assert_eq!(refused_status(empty_bearer).await, 401, "empty bearer");
+    let mut two_headers = ws::request_with_token(&stack.ws_url(), &issue_hs256(TEST_JWT_SECRET, &claims(&bob, hour)));
+    two_headers.headers_mut().append("authorization", HeaderValue::from_static("Bearer garbage"));
+    assert_eq!(refused_status(two_headers).await, 401, "two Authorization headers");
 
     let good = issue_hs256(TEST_JWT_SECRET, &claims(&bob, hour));
     let query = format!("{}?access_token={good}", stack.ws_url());

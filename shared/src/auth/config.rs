@@ -41,6 +41,15 @@ pub struct AuthArgs {
     /// Clock skew tolerated on `exp` and `nbf`.
     #[arg(long, env = "PARLEY_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
     pub jwt_leeway: Duration,
+    /// Header `typ` values accepted (comma-separated, case-insensitive); a token without `typ`
+    /// is always accepted. Other types (`refresh+jwt`, `logout+jwt`, …) are not access tokens.
+    #[arg(
+        long,
+        env = "PARLEY_JWT_ALLOWED_TYPES",
+        default_value = "JWT,at+jwt,application/at+jwt",
+        value_delimiter = ','
+    )]
+    pub jwt_allowed_types: Vec<String>,
 }
 
 impl std::fmt::Debug for AuthArgs {
@@ -80,6 +89,7 @@ impl AuthArgs {
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway: Duration::from_secs(30),
+            jwt_allowed_types: ["JWT", "at+jwt", "application/at+jwt"].map(str::to_owned).to_vec(),
         }
     }
 
@@ -115,6 +125,7 @@ impl AuthArgs {
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
             leeway: self.jwt_leeway,
+            allowed_types: self.jwt_allowed_types.iter().map(|typ| typ.trim().to_ascii_lowercase()).collect(),
         })
     }
 }

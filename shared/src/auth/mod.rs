@@ -65,6 +65,10 @@ pub enum AuthError {
     MissingKeyId,
     #[error("the signing keys could not be fetched")]
     KeysUnavailable,
+    #[error("the token header lists critical extensions ({0}) that are not understood")]
+    UnsupportedCritical(String),
+    #[error("the token's type {0:?} is not an access token")]
+    WrongType(String),
 }
 
 /// A key together with the only algorithms it may verify.
@@ -93,6 +97,8 @@ pub struct Verifier {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: Duration,
+    /// Lowercase header `typ` values accepted as access tokens.
+    allowed_types: Vec<String>,
 }
 
 impl Verifier {
@@ -104,6 +110,15 @@ impl Verifier {
             }
             _ => AuthError::Malformed,
         })?;
+        // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand must be refused,
+        // and Parley understands none. jsonwebtoken's header ignores `crit`, so read it raw.
+        if let Some(critical) = raw_header(token)?.get("crit") {
+            return Err(AuthError::UnsupportedCritical(critical.to_string()));
+        }
+        // RFC 8725 §3.11: other kinds of JWT (refresh, logout) must not pass as access tokens.
+        if let Some(typ) = header.typ.filter(|typ| !self.allowed_types.contains(&typ.to_ascii_lowercase())) {
+            return Err(AuthError::WrongType(typ));
+        }
         let key = match &self.keys {
             KeySource::Static(key) => key.clone(),
             KeySource::Jwks(cache) => cache.key(header.kid.as_deref()).await?,
@@ -134,6 +149,14 @@ impl Verifier {
         validation.set_required_spec_claims(&required);
         validation
     }
+}
+
+/// The token's header as a JSON object (the first dot-separated part, base64url).
+fn raw_header(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, AuthError> {
+    use base64::Engine as _;
+    let encoded = token.split('.').next().ok_or(AuthError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).map_err(|_| AuthError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)
 }
 
 fn map_jwt_error(kind: &ErrorKind) -> AuthError {

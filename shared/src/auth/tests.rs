@@ -291,3 +291,45 @@ fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// An HS256 token with a header written by hand (jsonwebtoken's `Header` cannot carry `crit`).
+fn sign_with_raw_header(header: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let claims = serde_json::to_vec(&claims()).expect("claims");
+    let message = format!("{}.{}", encode(&serde_json::to_vec(&header).expect("header")), encode(&claims));
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).expect("sign");
+    format!("{message}.{signature}")
+}
+
+#[tokio::test]
+async fn a_critical_extension_is_refused() {
+    let verifier = hs_verifier();
+    let plain = sign_with_raw_header(serde_json::json!({ "alg": "HS256", "typ": "JWT" }));
+    verifier.verify(&plain).await.expect("the same token without crit is valid");
+    let critical =
+        sign_with_raw_header(serde_json::json!({ "alg": "HS256", "typ": "JWT", "crit": ["exp2"], "exp2": 1 }));
+    assert!(matches!(verifier.verify(&critical).await, Err(AuthError::UnsupportedCritical(_))));
+}
+
+#[tokio::test]
+async fn only_access_token_types_are_accepted() {
+    let verifier = hs_verifier();
+    for typ in [None, Some("JWT"), Some("jwt"), Some("at+jwt"), Some("application/at+JWT")] {
+        let mut header = serde_json::json!({ "alg": "HS256" });
+        if let Some(typ) = typ {
+            header["typ"] = typ.into();
+        }
+        verifier.verify(&sign_with_raw_header(header)).await.unwrap_or_else(|error| panic!("{typ:?}: {error}"));
+    }
+    for typ in ["refresh+jwt", "logout+jwt", "secevent+jwt"] {
+        let token = sign_with_raw_header(serde_json::json!({ "alg": "HS256", "typ": typ }));
+        assert!(matches!(verifier.verify(&token).await, Err(AuthError::WrongType(_))), "{typ}");
+    }
+    let mut args = AuthArgs::with_secret(SECRET);
+    args.jwt_allowed_types = vec!["refresh+jwt".into()];
+    let permissive = args.build().expect("verifier");
+    let token = sign_with_raw_header(serde_json::json!({ "alg": "HS256", "typ": "refresh+jwt" }));
+    permissive.verify(&token).await.expect("a configured type is accepted");
+}
