@@ -81,6 +81,17 @@ pub async fn upgrade(request: &Request, broker: Data<&Arc<Broker>>) -> Response 
     if !broker.settings.origin_allowed(headers.get(header::ORIGIN)) {
         return problem(StatusCode::FORBIDDEN, "origin_not_allowed", "this Origin may not open WebSocket connections");
     }
+    // RFC 6455 §4.2.2: an upgrade of another protocol version is answered with the versions
+    // this server speaks.
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|version| version != "13") {
+        let mut response = problem(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported_websocket_version",
+            "this server speaks WebSocket version 13",
+        );
+        response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
     let Some(key) = websocket_key(request) else {
         return problem(
             StatusCode::BAD_REQUEST,

@@ -78,3 +78,22 @@ async fn the_broker_serves_its_asyncapi_document() {
     let document: Value = serde_norway::from_str(&response.text().await.expect("body")).expect("YAML");
     assert_eq!(document, parley_broker::asyncapi::websocket_document(), "the served document is the code's");
 }
+
+#[tokio::test]
+async fn an_upgrade_of_another_websocket_version_is_told_to_use_13() {
+    let ctx = TestContext::start().await;
+    let broker = ctx.spawn_broker().await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/ws", broker.url()))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "8")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .expect("GET /ws");
+    assert_eq!(response.status(), 426);
+    assert_eq!(response.headers()["sec-websocket-version"], "13");
+    let problem: Value = response.json().await.expect("problem JSON");
+    assert_eq!(problem["code"], "unsupported_websocket_version");
+}
