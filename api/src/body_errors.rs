@@ -2,7 +2,8 @@
 //! type "string", found null. (occurred while parsing "NewMessage")` and names no field; this
 //! middleware keeps a copy of JSON bodies (already bounded by `BodyLimit`) and, when parsing
 //! failed, finds the field at fault by checking the body against the schema of the type that
-//! message names: `"text" is required`, `"seq" must be an integer`, with `field` set.
+//! message names: `"text" is required`, `"seq" must be an integer`, with `field` set. A body
+//! with a key repeated in one object is refused before it is parsed (`"text" appears twice`).
 
 use std::sync::Arc;
 
@@ -87,6 +88,19 @@ impl<E: Endpoint> Endpoint for PlainBodyErrorsEndpoint<E> {
             .is_some_and(|value| value.contains("json"));
         let body = if json {
             let bytes = req.take_body().into_bytes().await?;
+            // serde keeps the last of two equal keys silently; a client that sent both meant
+            // something we cannot know.
+            if let Some(field) = duplicate_key(&bytes) {
+                let mut problem = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    ProblemCode::ValidationFailed,
+                    format!("\"{field}\" appears twice"),
+                );
+                problem.field = Some(field);
+                return Err(poem::Error::from_response(
+                    ApiError::BadRequest(ProblemJson::new(problem)).into_response(),
+                ));
+            }
             req.set_body(Body::from(bytes.clone()));
             Some(bytes)
         } else {
@@ -108,6 +122,78 @@ impl<E: Endpoint> Endpoint for PlainBodyErrorsEndpoint<E> {
             }
             other => other,
         }
+    }
+}
+
+/// The first key that appears twice in one object of a JSON document, with its path
+/// (`attachment.url`); `None` for a document without one (or one that is not JSON at all).
+fn duplicate_key(bytes: &[u8]) -> Option<String> {
+    let found = std::cell::RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let _ = serde::de::DeserializeSeed::deserialize(KeyWalk { path: String::new(), found: &found }, &mut deserializer);
+    found.into_inner()
+}
+
+/// Walks a JSON document, stopping at the first repeated key of an object.
+struct KeyWalk<'a> {
+    path: String,
+    found: &'a std::cell::RefCell<Option<String>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyWalk<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyWalk<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                *self.found.borrow_mut() = Some(format!("{}{key}", self.path));
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            map.next_value_seed(KeyWalk { path: format!("{}{key}.", self.path), found: self.found })?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(KeyWalk { path: self.path.clone(), found: self.found })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
@@ -260,6 +346,14 @@ mod tests {
         let reason = "Expected input type \"integer\", found null. (occurred while parsing \"ReceiptBody\")";
         let (field, detail) = explain(&schemas(), reason, Some("Outer"), Some(&json!({ "inner": {} })));
         assert_eq!((field.as_deref(), detail.as_str()), (Some("inner.seq"), "\"inner.seq\" is required"));
+    }
+
+    #[test]
+    fn a_repeated_key_is_found_with_its_path() {
+        assert_eq!(duplicate_key(br#"{"text":"a","text":"b"}"#).as_deref(), Some("text"));
+        assert_eq!(duplicate_key(br#"{"attachment":{"url":"a","url":"b"}}"#).as_deref(), Some("attachment.url"));
+        assert_eq!(duplicate_key(br#"{"kind":"group","items":[{"a":1},{"a":2}]}"#), None);
+        assert_eq!(duplicate_key(b"{not json"), None);
     }
 
     #[test]

@@ -107,6 +107,9 @@ async fn invalid_messages_are_refused_with_the_field_at_fault() {
     let problem = alice.post(&read, json!({ "seq": "3" })).await.expect_problem(400, "validation_failed");
     assert_eq!(problem["detail"], "\"seq\" must be an integer");
     alice.post_raw(&path, "application/json", b"{not json".to_vec()).await.expect_problem(400, "validation_failed");
+    let twice = alice.post_raw(&path, "application/json", br#"{"text":"a","text":"b"}"#.to_vec()).await;
+    let problem = twice.expect_problem(400, "validation_failed");
+    assert_eq!((problem["field"].as_str(), problem["detail"].as_str()), (Some("text"), Some("\"text\" appears twice")));
     // 4,000 characters of a multi-byte script is allowed: the limit counts characters, not bytes.
     let long = "日".repeat(4000);
     assert_eq!(alice.say(group, &long).await["text"], long);
