@@ -1,8 +1,9 @@
 //! Plain words for a JSON body that does not fit its schema. poem-openapi says `Expected input
 //! type "string", found null. (occurred while parsing "NewMessage")` and names no field; this
 //! middleware keeps a copy of JSON bodies (already bounded by `BodyLimit`) and, when parsing
-//! failed, finds the field at fault by checking the body against the schema of the type that
-//! message names: `"text" is required`, `"seq" must be an integer`, with `field` set. A body
+//! failed, finds the field at fault by checking the body against the operation's body schema
+//! (and the nested types the message names): `"text" is required`, `"seq" must be an integer`,
+//! with `field` set. A body
 //! with a key repeated in one object is refused before it is parsed (`"text" appears twice`).
 
 use std::sync::Arc;
@@ -91,15 +92,8 @@ impl<E: Endpoint> Endpoint for PlainBodyErrorsEndpoint<E> {
             // serde keeps the last of two equal keys silently; a client that sent both meant
             // something we cannot know.
             if let Some(field) = duplicate_key(&bytes) {
-                let mut problem = Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    ProblemCode::ValidationFailed,
-                    format!("\"{field}\" appears twice"),
-                );
-                problem.field = Some(field);
-                return Err(poem::Error::from_response(
-                    ApiError::BadRequest(ProblemJson::new(problem)).into_response(),
-                ));
+                let detail = format!("\"{field}\" appears twice");
+                return Err(refused(Some(field), detail));
             }
             req.set_body(Body::from(bytes.clone()));
             Some(bytes)
@@ -111,10 +105,7 @@ impl<E: Endpoint> Endpoint for PlainBodyErrorsEndpoint<E> {
                 let body = body.and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
                 let body_type = self.contract.body_type(&method, &path);
                 let (field, detail) = explain(&self.contract.schemas, &error.to_string(), body_type, body.as_ref());
-                let mut problem = Problem::new(StatusCode::BAD_REQUEST, ProblemCode::ValidationFailed, detail);
-                problem.field = field;
-                let mut plain =
-                    poem::Error::from_response(ApiError::BadRequest(ProblemJson::new(problem)).into_response());
+                let mut plain = refused(field, detail);
                 if let Some(route) = error.data::<poem::PathPattern>() {
                     plain.set_data(route.clone());
                 }
@@ -123,6 +114,13 @@ impl<E: Endpoint> Endpoint for PlainBodyErrorsEndpoint<E> {
             other => other,
         }
     }
+}
+
+/// A 400 `validation_failed` problem as a poem error.
+fn refused(field: Option<String>, detail: String) -> poem::Error {
+    let mut problem = Problem::new(StatusCode::BAD_REQUEST, ProblemCode::ValidationFailed, detail);
+    problem.field = field;
+    poem::Error::from_response(ApiError::BadRequest(ProblemJson::new(problem)).into_response())
 }
 
 /// The first key that appears twice in one object of a JSON document, with its path
