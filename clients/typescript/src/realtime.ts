@@ -34,6 +34,8 @@ export interface RealtimeOptions {
   pingIntervalMs?: number;
   /** …and treat the link as dead when nothing arrives this long after it (default 10 s). */
   pongTimeoutMs?: number;
+  /** Give up a connection attempt that brought no `hello` within this long (default 10 s). */
+  connectTimeoutMs?: number;
   /** While the user types, renew `typing` `start` this often (default 3 s)… */
   typingRenewMs?: number;
   /** …and send `stop` after this long without a keystroke (default 5 s). */
@@ -104,6 +106,8 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
   #attempt = 0;
   #hello: Hello | undefined;
   #helloSeen = false;
+  /** Whether the current socket has delivered its `hello`. */
+  #helloOnCurrent = false;
   readonly #positions = new Map<string, number>();
   readonly #lanes = new Map<string, Lane>();
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
@@ -269,6 +273,17 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
       return;
     }
     this.#socket = socket;
+    this.#helloOnCurrent = false;
+    let opened = false;
+    socket.onopen = () => {
+      opened = true;
+    };
+    // A handshake that neither fails nor brings `hello` in time is given up and retried.
+    this.#later(this.#options.connectTimeoutMs ?? 10_000, () => {
+      if (socket === this.#socket && !this.#helloOnCurrent) {
+        this.#abandon();
+      }
+    });
     socket.onmessage = (message) => {
       if (socket === this.#socket && typeof message.data === "string") {
         this.#onFrame(message.data);
@@ -280,7 +295,11 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
       }
     };
     socket.onerror = () => {
-      // A close event follows; that is where reconnecting is decided.
+      // Once open, a close event follows and decides. A connection that failed before opening
+      // may get no close event at all (Node 20's WebSocket), so it is handled here.
+      if (!opened && socket === this.#socket) {
+        this.#onClose(1006, "connection failed");
+      }
     };
   }
 
@@ -380,6 +399,7 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
 
   #onHello(hello: Hello): void {
     const first = !this.#helloSeen;
+    this.#helloOnCurrent = true;
     this.#hello = hello;
     this.#helloSeen = true;
     this.#attempt = 0;

@@ -51,6 +51,8 @@ test("the same across a broker restart", { timeout: 90_000 }, async () => {
   await until(10_000, "Bob to notice the broker is gone", () => bob.realtime.state === "reconnecting");
   try {
     await sendTwenty(alice, conversationId);
+    // Long enough for reconnect attempts to meet the closed port (refused, not hanging).
+    await new Promise((resolve) => setTimeout(resolve, 1500));
   } finally {
     await control("broker", "start");
   }
