@@ -69,13 +69,11 @@ pub async fn check() -> anyhow::Result<()> {
             DemoUser { name, id, token: stack.token(id, name) }
         })
         .collect();
-    let env = stack.env();
-    let api_url = env.iter().find(|(key, _)| key == "PARLEY_API_URL").map(|(_, url)| url.clone()).unwrap_or_default();
     let port = parley_testkit::wait::free_port()?;
-    let server = serve(port, &api_url, &stack.broker_ws_url(), &users).await?;
+    let server = serve(port, &stack.api_url(), &stack.broker_ws_url(), &users).await?;
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/demo");
     std::fs::create_dir_all(&screenshots)?;
-    let mut test_env = env;
+    let mut test_env = stack.env();
     test_env.push(("DEMO_URL".into(), format!("http://127.0.0.1:{port}")));
     test_env.push(("CHROMIUM".into(), chromium.display().to_string()));
     test_env.push(("SCREENSHOTS".into(), screenshots.canonicalize()?.display().to_string()));

@@ -70,6 +70,10 @@ impl PrivateStack {
         ]
     }
 
+    pub fn api_url(&self) -> String {
+        self.api.url()
+    }
+
     pub fn broker_ws_url(&self) -> String {
         self.broker_ws_url.clone()
     }
