@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::auth::AuthArgs;
+use crate::channels::Namespaces;
 use crate::subjects::{InvalidPrefix, Subjects};
 use crate::telemetry::LogArgs;
 
@@ -25,10 +26,18 @@ pub struct ServiceArgs {
     /// without asking; in larger ones clients subscribe to the users they show.
     #[arg(long, env = "PARLEY_PRESENCE_AUTO_MAX_MEMBERS", default_value_t = 100)]
     pub presence_auto_max_members: u32,
+    /// A TOML file of channel namespaces (`[namespace.<name>]` tables, see README "Channels");
+    /// without it: `public`, `live` and `granted`. `user` is always there.
+    #[arg(long = "channels-config", env = "PARLEY_CHANNELS_CONFIG", value_parser = parse_namespaces, default_value = "")]
+    pub channels: Namespaces,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+fn parse_namespaces(path: &str) -> Result<Namespaces, String> {
+    if path.is_empty() { Ok(Namespaces::default()) } else { Namespaces::load(std::path::Path::new(path)) }
 }
 
 fn parse_prefix(prefix: &str) -> Result<Subjects, InvalidPrefix> {

@@ -2,6 +2,7 @@
 //!
 //! - [`asyncapi`]: the AsyncAPI document of the NATS contract, generated from [`events`].
 //! - [`auth`]: verification of bearer JWTs (HS256 secret, PEM public key or JWKS URL) into an [`auth::Identity`].
+//! - [`channels`]: channel names, namespace rules and their subjects.
 //! - [`config`]: the settings both binaries share (NATS, shutdown, auth, logs).
 //! - [`events`]: the domain-event envelope and payloads (the contract with the broker and clients).
 //! - [`ids`]: validated id newtypes; NATS subjects are only ever built from these.
@@ -14,6 +15,7 @@
 
 pub mod asyncapi;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod events;
 pub mod ids;

@@ -7,12 +7,18 @@
 //! | `<prefix>.user.<user_id>.<type>` | events one user must hear (membership changes) | JetStream |
 //! | `<prefix>.conv.<conversation_id>.typing` | typing signals (one token shorter than any persisted kind, so the stream does not capture them, while `<prefix>.conv.<id>.>` covers both) | core NATS |
 //! | `<prefix>.presence.<user_id>` | the user went online or offline: one message per change, with the conversations whose members hear it without asking | core NATS |
+//! | `<prefix>.chan.<namespace>.<base64url(name)>` | publications of a durable channel (see [`crate::channels`]) | JetStream |
+//! | `<prefix>.ephemeral.<namespace>.<base64url(name)>` | publications of an ephemeral channel | core NATS |
+//! | `<prefix>.api.publish` | a backend publishes to channels (request/reply, answered by one API instance) | core NATS |
+//! | `<prefix>.internal.channel.position` | a broker asks the API for a durable channel's position and missed publications (request/reply) | core NATS |
+//! | `<prefix>.internal.channel.stats` | the API asks every broker for a channel's local subscribers (scatter-gather) | core NATS |
 //! | `<prefix>.internal.outbox.wake` | "events were committed": wakes the outbox relay | core NATS |
 //! | `<prefix>.internal.membership` | a broker asks the API for a user's conversations (request/reply) | core NATS |
 //! | `<prefix>.internal.visibility` | a broker asks the API which of some users share a conversation with a user (request/reply) | core NATS |
 //!
 //! The prefix (default `parley`) lets several deployments, or tests, share one NATS.
 
+use crate::channels::Channel;
 use crate::ids::{ConversationId, UserId};
 
 pub const DEFAULT_PREFIX: &str = "parley";
@@ -75,6 +81,42 @@ impl Subjects {
         format!("{}.presence.*", self.prefix)
     }
 
+    /// Publications of a durable channel (captured by the stream).
+    pub fn channel(&self, channel: &Channel) -> String {
+        format!("{}.chan.{}", self.prefix, channel.key())
+    }
+
+    /// Publications of an ephemeral channel (core NATS only).
+    pub fn ephemeral_channel(&self, channel: &Channel) -> String {
+        format!("{}.ephemeral.{}", self.prefix, channel.key())
+    }
+
+    /// Every ephemeral channel's publications: a broker's one subscription for them.
+    pub fn all_ephemeral_channels(&self) -> String {
+        format!("{}.ephemeral.*.*", self.prefix)
+    }
+
+    /// The routing key (see [`Channel::key`]) of a durable or ephemeral channel subject.
+    pub fn channel_key<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix('.')?;
+        rest.strip_prefix("chan.").or_else(|| rest.strip_prefix("ephemeral."))
+    }
+
+    /// Where backends on the same NATS publish to channels (request/reply).
+    pub fn publish_request(&self) -> String {
+        format!("{}.api.publish", self.prefix)
+    }
+
+    /// Requests for a durable channel's position and the publications after an offset.
+    pub fn channel_position_request(&self) -> String {
+        format!("{}.internal.channel.position", self.prefix)
+    }
+
+    /// Scatter-gather requests for a channel's subscribers on every broker.
+    pub fn channel_stats_request(&self) -> String {
+        format!("{}.internal.channel.stats", self.prefix)
+    }
+
     /// Requests asking which of some users share a conversation with a user (answered by one
     /// API instance): who may subscribe to whose presence.
     pub fn visibility_request(&self) -> String {
@@ -95,10 +137,15 @@ impl Subjects {
         format!("{}.user.*.>", self.prefix)
     }
 
-    /// What the events stream captures: every persisted conversation and user event. Persisted
-    /// kinds have two or more tokens (`message.created`), so `conv.<id>.typing` is not captured.
+    /// What the events stream captures: every persisted conversation and user event, and every
+    /// durable channel's publications. Persisted kinds have two or more tokens
+    /// (`message.created`), so `conv.<id>.typing` is not captured.
     pub fn stream_subjects(&self) -> Vec<String> {
-        vec![format!("{}.conv.*.*.>", self.prefix), format!("{}.user.>", self.prefix)]
+        vec![
+            format!("{}.conv.*.*.>", self.prefix),
+            format!("{}.user.>", self.prefix),
+            format!("{}.chan.*.*", self.prefix),
+        ]
     }
 
     /// The JetStream stream's name, e.g. `PARLEY_EVENTS` (stream names cannot contain '.').
@@ -131,6 +178,11 @@ mod tests {
         assert_eq!(subjects.user_events(user), "parley.user.ffffffff-ffff-ffff-ffff-ffffffffffff.>");
         assert_eq!(subjects.typing(conversation), "parley.conv.00000000-0000-0000-0000-000000000000.typing");
         assert_eq!(subjects.stream_name(), "PARLEY_EVENTS");
+        let channel = Channel::parse("public:a.b").expect("valid");
+        assert_eq!(subjects.channel(&channel), "parley.chan.public.YS5i");
+        assert_eq!(subjects.channel_key(&subjects.channel(&channel)), Some("public.YS5i"));
+        assert_eq!(subjects.channel_key(&subjects.ephemeral_channel(&channel)), Some("public.YS5i"));
+        assert_eq!(subjects.channel_key("parley.conv.x.y"), None);
     }
 
     #[test]

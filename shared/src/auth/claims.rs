@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use super::{AuthError, Identity};
+use super::{AuthError, Identity, SubscriptionGrant};
 use crate::ids::UserId;
 
 /// Registered claims Parley checks plus the display-name claims it reads.
@@ -24,6 +24,13 @@ pub struct Claims {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_username: Option<String>,
+    /// Channel patterns the user may subscribe to in `granted` namespaces (see
+    /// [`crate::channels::pattern_grants`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    /// Only in a subscription token: the one channel it grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 impl Claims {
@@ -40,10 +47,21 @@ impl Claims {
     }
 
     pub(super) fn into_identity(self) -> Result<Identity, AuthError> {
+        // A subscription token grants one channel; it must not pass as an access token.
+        if self.channel.is_some() {
+            return Err(AuthError::WrongType("subscription token".into()));
+        }
         let user_id = self.sub.parse::<UserId>().map_err(|_| AuthError::InvalidSubject)?;
         let expires_at = DateTime::<Utc>::from_timestamp(self.exp, 0).ok_or(AuthError::Malformed)?;
         let display_name = self.name.or(self.preferred_username).filter(|name| !name.trim().is_empty());
-        Ok(Identity { user_id, display_name, expires_at })
+        Ok(Identity { user_id, display_name, expires_at, channels: self.channels })
+    }
+
+    pub(super) fn into_grant(self) -> Result<SubscriptionGrant, AuthError> {
+        let channel = self.channel.ok_or_else(|| AuthError::MissingClaim("channel".into()))?;
+        let user_id = self.sub.parse::<UserId>().map_err(|_| AuthError::InvalidSubject)?;
+        let expires_at = DateTime::<Utc>::from_timestamp(self.exp, 0).ok_or(AuthError::Malformed)?;
+        Ok(SubscriptionGrant { user_id, channel, expires_at })
     }
 }
 

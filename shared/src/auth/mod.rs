@@ -31,6 +31,16 @@ pub struct Identity {
     /// `name`, else `preferred_username`, when the token carries one.
     pub display_name: Option<String>,
     pub expires_at: DateTime<Utc>,
+    /// The `channels` claim: patterns of `granted` channels the user may subscribe to.
+    pub channels: Vec<String>,
+}
+
+/// What a subscription token grants: one user, one channel, until `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionGrant {
+    pub user_id: UserId,
+    pub channel: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Why a token was refused. Messages are safe to return to the client and to log: none of them
@@ -104,6 +114,16 @@ pub struct Verifier {
 impl Verifier {
     /// Verifies signature, algorithm, `exp`, `nbf` and, when configured, `iss` and `aud`.
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.claims(token).await?.into_identity()
+    }
+
+    /// Verifies a subscription token (signed like access tokens, with a `channel` claim): the
+    /// same checks as [`Self::verify`].
+    pub async fn verify_subscription(&self, token: &str) -> Result<SubscriptionGrant, AuthError> {
+        self.claims(token).await?.into_grant()
+    }
+
+    async fn claims(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|error| match error.kind() {
             ErrorKind::Json(_) | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
                 AuthError::UnsupportedAlgorithm
@@ -128,7 +148,7 @@ impl Verifier {
         }
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(header.alg))
             .map_err(|error| map_jwt_error(error.kind()))?;
-        data.claims.into_identity()
+        Ok(data.claims)
     }
 
     fn validation(&self, alg: Algorithm) -> Validation {

@@ -333,3 +333,17 @@ async fn only_access_token_types_are_accepted() {
     let token = sign_with_raw_header(serde_json::json!({ "alg": "HS256", "typ": "refresh+jwt" }));
     permissive.verify(&token).await.expect("a configured type is accepted");
 }
+
+#[tokio::test]
+async fn a_subscription_token_grants_its_channel_and_is_no_access_token() {
+    let verifier = hs_verifier();
+    let token = issue_hs256(SECRET, &Claims { channel: Some("granted:b-42".into()), ..claims() });
+    let grant = verifier.verify_subscription(&token).await.expect("valid");
+    assert_eq!((grant.user_id.to_string().as_str(), grant.channel.as_str()), (USER, "granted:b-42"));
+    assert_eq!(verifier.verify(&token).await, Err(AuthError::WrongType("subscription token".into())));
+    let access = issue_hs256(SECRET, &Claims { channels: vec!["granted:*".into()], ..claims() });
+    assert_eq!(verifier.verify_subscription(&access).await, Err(AuthError::MissingClaim("channel".into())));
+    assert_eq!(verifier.verify(&access).await.expect("valid").channels, ["granted:*"]);
+    let expired = Claims { channel: Some("granted:b-42".into()), exp: Utc::now().timestamp() - 600, ..claims() };
+    assert_eq!(verifier.verify_subscription(&issue_hs256(SECRET, &expired)).await, Err(AuthError::Expired));
+}
