@@ -16,6 +16,8 @@ use crate::auth::SeenUsers;
 use crate::body_errors::PlainBodyErrors;
 use crate::body_limit::BodyLimit;
 use crate::broker_requests::MembershipResponder;
+use crate::channels::requests::ChannelResponder;
+use crate::channels::server_keys::ServerKeys;
 use crate::config::Config;
 use crate::cors::Cors;
 use crate::error::{problem_for_panic, problem_for_unhandled};
@@ -65,6 +67,8 @@ impl Application {
                 limits: config.limits.clone(),
                 rate_limits: Arc::new(RateLimits::new(&config.limits)),
                 presence: PresenceView::default(),
+                namespaces: Arc::new(config.service.channels.clone()),
+                server_keys: Arc::new(ServerKeys::new(&config.server_api_keys)?),
             },
             config,
         })
@@ -102,7 +106,7 @@ impl Application {
             // Every operation's path starts with `/v1`, which leaves `/` free.
             .nest_no_strip("/v1", api.with(plain_body_errors))
             .at("/", get(routes::health::to_docs))
-            .with(BodyLimit(state.limits.max_body_bytes))
+            .with(BodyLimit::new(state.limits.max_body_bytes))
             .catch_all_error(unhandled)
             // A bug must cost one request a 500, never the connection or the process.
             .with(CatchPanic::new().with_handler(problem_for_panic))
@@ -118,11 +122,13 @@ impl Application {
             config: config.relay.clone(),
             outbox: state.outbox.clone(),
             metrics: state.metrics.outbox.clone(),
+            namespaces: Arc::clone(&state.namespaces),
         };
         let relay = tokio::spawn(relay.run(stop_relay.clone()));
         let responder =
             MembershipResponder { db: state.db.clone(), nats: state.nats.clone(), subjects: state.subjects.clone() };
         let responder = tokio::spawn(responder.run(stop_relay.clone()));
+        let channel_responder = tokio::spawn(ChannelResponder { state: state.clone() }.run(stop_relay.clone()));
         let presence = PresenceKeeper {
             view: state.presence.clone(),
             db: state.db.clone(),
@@ -141,6 +147,7 @@ impl Application {
             tracing::warn!("outbox relay did not finish in time; another instance publishes the rest");
         }
         let _ = responder.await;
+        let _ = channel_responder.await;
         let _ = presence.await;
         served?;
         if let Err(error) = state.nats.flush().await {

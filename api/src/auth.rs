@@ -18,6 +18,8 @@ pub struct Caller {
     /// The display name the token carries (`name`, else `preferred_username`), cut to
     /// [`DISPLAY_NAME_MAX_CHARS`].
     pub token_name: Option<String>,
+    /// The token's `channels` claim (patterns of `granted` channels).
+    pub channels: Vec<String>,
 }
 
 /// `Authorization: Bearer <JWT>`, verified against the configured key source.
@@ -31,6 +33,10 @@ async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller>
     if request.headers().get_all(poem::http::header::AUTHORIZATION).iter().nth(1).is_some() {
         return Err(ApiError::unauthorized("send exactly one Authorization header").into());
     }
+    // A backend's key never stands in for a user, nor travels beside one.
+    if request.headers().contains_key("x-api-key") {
+        return Err(ApiError::unauthorized("server API keys are not accepted on user routes").into());
+    }
     let identity = state.verifier.verify(&bearer.token).await.map_err(ApiError::from)?;
     if request.method() != poem::http::Method::GET {
         state.rate_limits.write(identity.user_id)?;
@@ -38,6 +44,7 @@ async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller>
     let caller = Caller {
         id: identity.user_id,
         token_name: identity.display_name.as_deref().map(|name| truncate(name, DISPLAY_NAME_MAX_CHARS).to_owned()),
+        channels: identity.channels,
     };
     state.users.seen(&state.db, &caller).await?;
     // For the access log line of this request (see `request_span`).

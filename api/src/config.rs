@@ -47,6 +47,11 @@ pub struct Config {
     /// request from any other origin gets no CORS headers. None by default.
     #[arg(long, env = "PARLEY_API_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
     pub allowed_origins: Vec<String>,
+    /// Server API keys for the publish and stats routes (`X-API-Key` or `Authorization: ApiKey`),
+    /// comma-separated: several are valid at once, for rotation. Each at least 24 characters.
+    /// None by default: those routes answer 401.
+    #[arg(long, env = "PARLEY_SERVER_API_KEYS", value_delimiter = ',', default_value = "", hide_env_values = true)]
+    pub server_api_keys: Vec<String>,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]

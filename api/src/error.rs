@@ -42,8 +42,14 @@ pub struct Problem {
 pub enum ProblemCode {
     /// 400: a parameter or body field is invalid (`field` names it).
     ValidationFailed,
-    /// 401: no bearer token, or an invalid or expired one.
+    /// 400: the channel's namespace is not configured.
+    UnknownNamespace,
+    /// 400: the channel's namespace keeps no history (it is ephemeral).
+    NotDurable,
+    /// 401: no bearer token, or an invalid or expired one (or, on server routes, no valid API key).
     Unauthorized,
+    /// 403: the caller may not read this channel.
+    Forbidden,
     /// 403: only an owner of the group may do this.
     NotOwner,
     /// 403: only the author may do this.
@@ -99,6 +105,12 @@ impl Problem {
             code,
             field: None,
         }
+    }
+}
+
+impl Problem {
+    pub fn to_json_value(&self) -> serde_json::Value {
+        self.to_json().unwrap_or_default()
     }
 }
 
@@ -176,8 +188,29 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The problem this error answers with.
+    pub fn problem(&self) -> &Problem {
+        match self {
+            Self::BadRequest(problem)
+            | Self::Unauthorized(problem, _)
+            | Self::Forbidden(problem)
+            | Self::NotFound(problem)
+            | Self::Conflict(problem)
+            | Self::PayloadTooLarge(problem)
+            | Self::UnsupportedMediaType(problem)
+            | Self::Unprocessable(problem)
+            | Self::TooManyRequests(problem, _)
+            | Self::Unavailable(problem)
+            | Self::Internal(problem) => &problem.0,
+        }
+    }
+
     pub fn bad_request(field: &str, detail: impl Into<String>) -> Self {
-        let mut problem = Problem::new(StatusCode::BAD_REQUEST, ProblemCode::ValidationFailed, detail);
+        Self::bad_request_code(ProblemCode::ValidationFailed, field, detail)
+    }
+
+    pub fn bad_request_code(code: ProblemCode, field: &str, detail: impl Into<String>) -> Self {
+        let mut problem = Problem::new(StatusCode::BAD_REQUEST, code, detail);
         problem.field = Some(field.to_owned());
         Self::BadRequest(ProblemJson::new(problem))
     }

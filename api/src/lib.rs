@@ -12,6 +12,7 @@
 //!   `seq`, check membership, append the domain event in the same transaction.
 //! - `relay`: publishes the committed events to JetStream, in order per conversation, one
 //!   publishing instance at a time (PostgreSQL advisory lock).
+//! - `channels`: application channels — publishing (HTTP and NATS), history, stats, server API keys.
 //! - `broker_requests`: answers the brokers' NATS request for a connecting user's conversations.
 //! - `presence`: the presence bucket's copy behind responses, and the sweeper of crashed brokers' sessions.
 //! - `routes`: one module per resource (`conversations`, `members`, `messages`, `events`, `me`).
@@ -21,6 +22,7 @@ mod auth;
 mod body_errors;
 mod body_limit;
 mod broker_requests;
+mod channels;
 pub mod config;
 mod cors;
 pub mod db;

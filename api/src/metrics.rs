@@ -16,6 +16,14 @@ pub struct Metrics {
     registry: Registry,
     pub outbox: OutboxMetrics,
     pub http: HttpMetrics,
+    /// Publications accepted into channels, by namespace and delivery.
+    pub publications: Family<PublicationLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublicationLabels {
+    pub namespace: String,
+    pub delivery: &'static str,
 }
 
 /// Requests by route template (never the raw path: ids would make a series per resource).
@@ -110,7 +118,13 @@ impl Default for Metrics {
             "From a request's arrival to its response, by method and route template",
             http.duration.clone(),
         );
-        Self { registry, outbox, http }
+        let publications = Family::<PublicationLabels, Counter>::default();
+        registry.register(
+            "channel_publications",
+            "Publications accepted into channels (API and NATS publish), by namespace and delivery",
+            publications.clone(),
+        );
+        Self { registry, outbox, http, publications }
     }
 }
 

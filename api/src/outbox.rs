@@ -16,6 +16,13 @@ use uuid::Uuid;
 #[derive(Debug)]
 pub struct Recorded(());
 
+impl Recorded {
+    /// Channel publications were written to `channel_publications` (the relay publishes them too).
+    pub fn publications() -> Self {
+        Self(())
+    }
+}
+
 /// The column values of one `events` row, for writers that insert it themselves (in the same
 /// statement as their own change, to save a round trip on a hot path).
 #[derive(Debug)]

@@ -70,6 +70,13 @@ impl PresenceView {
         }
     }
 
+    /// Brokers whose lease is live: how many answers a scatter-gather to every broker expects.
+    pub fn live_brokers(&self) -> usize {
+        let bucket = self.bucket.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Utc::now();
+        bucket.leases.values().filter(|lease| lease.is_live(now)).count()
+    }
+
     fn apply(&self, entry: &kv::Entry) {
         let mut bucket = self.bucket.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let removed = entry.operation != kv::Operation::Put;

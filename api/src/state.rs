@@ -7,11 +7,13 @@ use parley_shared::subjects::Subjects;
 use sqlx::PgPool;
 
 use crate::auth::SeenUsers;
+use crate::channels::server_keys::ServerKeys;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::presence::PresenceView;
 use crate::rate_limit::RateLimits;
 use crate::relay::Outbox;
+use parley_shared::channels::Namespaces;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -25,4 +27,6 @@ pub struct AppState {
     pub limits: Limits,
     pub rate_limits: Arc<RateLimits>,
     pub presence: PresenceView,
+    pub namespaces: Arc<Namespaces>,
+    pub server_keys: Arc<ServerKeys>,
 }

@@ -8,6 +8,7 @@
 //! - [`ids`]: validated id newtypes; NATS subjects are only ever built from these.
 //! - [`membership`]: the broker's request for a user's conversations, answered by the API.
 //! - [`presence`]: the presence bucket's layout and the presence signal.
+//! - [`publications`]: channel publications on NATS and the broker's position request.
 //! - [`subjects`]: the NATS subject scheme and the events stream's name.
 //! - [`telemetry`]: log set-up (text or JSON) shared by both binaries.
 //! - [`serve`]: binding the listener and connecting NATS, as both servers start.
@@ -21,6 +22,7 @@ pub mod events;
 pub mod ids;
 pub mod membership;
 pub mod presence;
+pub mod publications;
 pub mod serve;
 pub mod shutdown;
 pub mod subjects;

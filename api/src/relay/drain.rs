@@ -48,6 +48,9 @@ pub enum Failure {
     TooLarge,
     #[error(transparent)]
     Publish(#[from] jetstream::context::PublishError),
+    /// A stored channel name that no longer parses: no subject can carry it.
+    #[error("the stored channel name is not valid")]
+    Unroutable,
     #[error("cannot decode or encode the stored event: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -128,11 +131,11 @@ pub async fn publish_pending(
     }
 }
 
-struct Publisher<'a> {
-    jetstream: &'a jetstream::Context,
-    subjects: &'a Subjects,
+pub(super) struct Publisher<'a> {
+    pub(super) jetstream: &'a jetstream::Context,
+    pub(super) subjects: &'a Subjects,
     /// Bounds every wait of one copy: for a permit, for the send, for the acknowledgement.
-    timeout: Duration,
+    pub(super) timeout: Duration,
 }
 
 impl Publisher<'_> {
@@ -190,7 +193,7 @@ impl Publisher<'_> {
     }
 
     /// One publish, awaited until JetStream acknowledged it.
-    async fn publish(&self, subject: String, message: PublishMessage) -> Result<(), Failure> {
+    pub(super) async fn publish(&self, subject: String, message: PublishMessage) -> Result<(), Failure> {
         let publish = async { self.jetstream.send_publish(subject, message).await?.await };
         match tokio::time::timeout(self.timeout, publish).await {
             Ok(Ok(_ack)) => Ok(()),

@@ -20,6 +20,7 @@
 
 mod drain;
 mod prune;
+mod publications;
 mod stream;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use clap::Args;
 use futures_util::{FutureExt, StreamExt};
+use parley_shared::channels::Namespaces;
 use parley_shared::subjects::Subjects;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;
@@ -91,6 +93,8 @@ pub struct Relay {
     pub config: RelayConfig,
     pub outbox: Outbox,
     pub metrics: OutboxMetrics,
+    /// Durable namespaces' history limits, for pruning publications.
+    pub namespaces: Arc<Namespaces>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -162,7 +166,9 @@ impl Relay {
             }
         };
         let mut poll = tokio::time::interval(self.config.outbox_poll_interval);
-        let mut prune = tokio::time::interval(PRUNE_EVERY.min(self.config.event_retention).max(Duration::from_secs(1)));
+        let retention = Some(self.config.event_retention).filter(|retention| !retention.is_zero());
+        let mut prune =
+            tokio::time::interval(retention.map_or(PRUNE_EVERY, |r| PRUNE_EVERY.min(r)).max(Duration::from_secs(1)));
         let mut backoff = Backoff::default();
         let mut stream_ready = false;
         loop {
@@ -211,11 +217,19 @@ impl Relay {
                     }
                     self.measure_lag().await;
                 }
-                _ = prune.tick(), if !self.config.event_retention.is_zero() => {
-                    match prune::published_before(&self.db, self.config.event_retention).await {
+                _ = prune.tick() => {
+                    let retention = self.config.event_retention;
+                    if !retention.is_zero() {
+                        match prune::published_before(&self.db, retention).await {
+                            Ok(0) => {}
+                            Ok(deleted) => tracing::info!(deleted, "pruned published events past their retention"),
+                            Err(error) => tracing::warn!(%error, "pruning published events failed"),
+                        }
+                    }
+                    match prune::publications(&self.db, &self.namespaces).await {
                         Ok(0) => {}
-                        Ok(deleted) => tracing::info!(deleted, "pruned published events past their retention"),
-                        Err(error) => tracing::warn!(%error, "pruning published events failed"),
+                        Ok(deleted) => tracing::info!(deleted, "pruned channel publications past their history"),
+                        Err(error) => tracing::warn!(%error, "pruning channel publications failed"),
                     }
                 }
                 () = stop.cancelled() => {
@@ -231,15 +245,12 @@ impl Relay {
 
     async fn publish_pending(&self, jetstream: &async_nats::jetstream::Context) -> anyhow::Result<()> {
         let config = &self.config;
-        drain::publish_pending(
-            &self.db,
-            jetstream,
-            &self.subjects,
-            config.outbox_batch,
-            config.publish_timeout,
-            &self.metrics,
-        )
-        .await
+        let (batch, timeout) = (config.outbox_batch, config.publish_timeout);
+        let events = drain::publish_pending(&self.db, jetstream, &self.subjects, batch, timeout, &self.metrics);
+        let publications =
+            publications::publish_pending(&self.db, jetstream, &self.subjects, batch, timeout, &self.metrics);
+        let (events, publications) = tokio::join!(events, publications);
+        events.and(publications)
     }
 
     /// Updates the lag gauge from the oldest unpublished event; returns it in seconds.

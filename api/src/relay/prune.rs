@@ -5,10 +5,42 @@
 
 use std::time::Duration;
 
+use parley_shared::channels::Namespaces;
 use sqlx::PgPool;
 
 /// Rows deleted per statement, to keep each transaction and its locks short.
 const CHUNK: i64 = 10_000;
+
+/// Deletes, in each durable namespace, publications past its `history_ttl` or more than its
+/// `history_size` behind their channel's latest, and publish Idempotency-Keys older than a day;
+/// returns how many publications.
+pub async fn publications(db: &PgPool, namespaces: &Namespaces) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    for (name, namespace) in namespaces.iter().filter(|(_, namespace)| namespace.is_durable()) {
+        loop {
+            let chunk = sqlx::query(
+                r#"delete from channel_publications where id in (
+                     select p.id from channel_publications p join channels c on c.name = p.channel
+                      where c.name like $1 || ':%' and p.published_at is not null
+                        and (p.occurred_at < now() - make_interval(secs => $2) or p."offset" <= c.last_offset - $3)
+                      limit $4)"#,
+            )
+            .bind(name)
+            .bind(namespace.history_ttl.as_secs_f64())
+            .bind(i64::from(namespace.history_size))
+            .bind(CHUNK)
+            .execute(db)
+            .await?
+            .rows_affected();
+            deleted += chunk;
+            if chunk < u64::try_from(CHUNK).unwrap_or(u64::MAX) {
+                break;
+            }
+        }
+    }
+    sqlx::query("delete from publish_idempotency_keys where created_at < now() - interval '1 day'").execute(db).await?;
+    Ok(deleted)
+}
 
 /// Deletes events published longer than `retention` ago; returns how many.
 pub async fn published_before(db: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {

@@ -1,6 +1,7 @@
 //! HTTP routes: `/health` and `/ready` outside the contract, and the `/v1` OpenAPI service, one
 //! module per resource.
 
+pub mod channels;
 pub mod conversations;
 mod event_schema;
 pub mod events;
@@ -33,6 +34,8 @@ pub enum ApiTags {
     Search,
     /// The stored event log, for catching up.
     Events,
+    /// Application channels: publishing (server API key), history and stats.
+    Channels,
 }
 
 pub type Api = (
@@ -46,6 +49,7 @@ pub type Api = (
     presence::PresenceApi,
     search::SearchApi,
     events::EventsApi,
+    channels::ChannelsApi,
 );
 
 /// The operations that can answer 409 (a deleted message, membership rules).
@@ -58,7 +62,11 @@ const CONFLICTS: [(&str, &str); 6] = [
     ("delete", "/v1/conversations/{id}/messages/{message_id}/reactions/{emoji}"),
 ];
 /// The operations that honour `Idempotency-Key` and so can answer 422 when one is reused.
-const IDEMPOTENT: [(&str, &str); 1] = [("post", "/v1/conversations/{id}/messages")];
+const IDEMPOTENT: [(&str, &str); 3] = [
+    ("post", "/v1/conversations/{id}/messages"),
+    ("post", "/v1/channels/{channel}/publications"),
+    ("post", "/v1/publications"),
+];
 
 /// The OpenAPI document as served and committed: poem-openapi's, plus what its derive macros
 /// cannot say:

@@ -1,0 +1,34 @@
+//! Application channels on the API side: publishing (from the HTTP routes and from backends on
+//! NATS), reading a durable channel's history, and answering brokers about channel positions.
+
+pub mod history;
+pub mod publish;
+pub mod requests;
+pub mod server_keys;
+pub mod stats;
+
+use parley_shared::channels::{Channel, Namespace, Namespaces};
+
+use crate::error::{ApiError, ProblemCode};
+
+/// Parses `channel` and finds its namespace; `field` names the request field in errors.
+pub fn resolve<'n>(
+    namespaces: &'n Namespaces,
+    channel: &str,
+    field: &str,
+) -> Result<(Channel, &'n Namespace), ApiError> {
+    let channel = Channel::parse(channel).map_err(|error| ApiError::bad_request(field, error.to_string()))?;
+    let namespace = namespaces.get(channel.namespace()).ok_or_else(|| {
+        ApiError::bad_request_code(
+            ProblemCode::UnknownNamespace,
+            field,
+            format!("no namespace {:?} is configured", channel.namespace()),
+        )
+    })?;
+    if channel.namespace() == parley_shared::channels::USER_NAMESPACE
+        && channel.name().parse::<parley_shared::ids::UserId>().is_err()
+    {
+        return Err(ApiError::bad_request(field, "a user channel is user:<user id>"));
+    }
+    Ok((channel, namespace))
+}

@@ -1,0 +1,125 @@
+//! The relay's round for channel publications: like events, oldest first, each channel's in
+//! offset order (one after another, each after JetStream acknowledged the one before), with
+//! the publication id as `Nats-Msg-Id` so a republish is dropped as a duplicate.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use parley_shared::channels::Channel;
+use parley_shared::publications::{OFFSET_HEADER, Publication};
+use parley_shared::subjects::Subjects;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::drain::{Failure, Publisher};
+use crate::metrics::OutboxMetrics;
+
+#[derive(sqlx::FromRow)]
+struct Pending {
+    id: Uuid,
+    channel: String,
+    offset: i64,
+    data: serde_json::Value,
+    occurred_at: DateTime<Utc>,
+    trace_context: Option<String>,
+}
+
+/// Publishes every unpublished publication, `batch` at a time, until none is left or a
+/// publish fails. One larger than NATS admits is skipped like an event (readable over REST).
+pub async fn publish_pending(
+    db: &PgPool,
+    jetstream: &jetstream::Context,
+    subjects: &Subjects,
+    batch: i64,
+    timeout: Duration,
+    metrics: &OutboxMetrics,
+) -> anyhow::Result<()> {
+    let publisher = Publisher { jetstream, subjects, timeout };
+    loop {
+        let pending: Vec<Pending> = sqlx::query_as(
+            r#"select id, channel, "offset", data, occurred_at, trace_context
+                 from channel_publications where published_at is null order by position limit $1"#,
+        )
+        .bind(batch)
+        .fetch_all(db)
+        .await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut sorted: Vec<&Pending> = pending.iter().collect();
+        // Stable: each channel keeps its position (= offset) order.
+        sorted.sort_by(|a, b| a.channel.cmp(&b.channel));
+        let chains = sorted.chunk_by(|a, b| a.channel == b.channel);
+        let outcomes = join_all(chains.map(|chain| publish_in_order(&publisher, chain))).await;
+        let acknowledged_at = Utc::now();
+        let mut published = Vec::with_capacity(pending.len());
+        let mut failure = None;
+        for (acknowledged, unpublished) in outcomes {
+            for publication in acknowledged {
+                let latency = (acknowledged_at - publication.occurred_at).to_std().unwrap_or_default();
+                metrics.publish_latency.observe(latency.as_secs_f64());
+                published.push(publication.id);
+            }
+            match unpublished {
+                Some((publication, error @ (Failure::TooLarge | Failure::Unroutable))) => {
+                    tracing::error!(publication_id = %publication.id, channel = %publication.channel, %error,
+                        "publication cannot be published; skipped, readable over REST");
+                    metrics.unpublishable.inc();
+                    published.push(publication.id);
+                }
+                Some((publication, error)) => {
+                    failure = failure.or(Some(anyhow::anyhow!(
+                        "publishing offset {} of channel {}: {error}",
+                        publication.offset,
+                        publication.channel
+                    )));
+                }
+                None => {}
+            }
+        }
+        metrics.published.inc_by(published.len() as u64);
+        if !published.is_empty() {
+            sqlx::query("update channel_publications set published_at = now() where id = any($1)")
+                .bind(&published)
+                .execute(db)
+                .await?;
+        }
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        if i64::try_from(pending.len()).unwrap_or(i64::MAX) < batch {
+            return Ok(());
+        }
+    }
+}
+
+/// Publishes one channel's publications in offset order until the first failure.
+async fn publish_in_order<'p>(
+    publisher: &Publisher<'_>,
+    chain: &[&'p Pending],
+) -> (Vec<&'p Pending>, Option<(&'p Pending, Failure)>) {
+    for (sent, publication) in chain.iter().enumerate() {
+        if let Err(failure) = publish_one(publisher, publication).await {
+            return (chain[..sent].to_vec(), Some((publication, failure)));
+        }
+    }
+    (chain.to_vec(), None)
+}
+
+async fn publish_one(publisher: &Publisher<'_>, pending: &Pending) -> Result<(), Failure> {
+    let (_span, traceparent) = parley_shared::telemetry::child_span("outbox.publish", pending.trace_context.as_deref());
+    let channel = Channel::parse(&pending.channel).map_err(|_| Failure::Unroutable)?;
+    let frame = Publication::new(&pending.channel, Some(pending.offset), pending.data.clone());
+    let mut headers = HeaderMap::new();
+    headers.insert("traceparent", traceparent.as_str());
+    headers.insert(OFFSET_HEADER, pending.offset.to_string().as_str());
+    let message = PublishMessage::build()
+        .headers(headers)
+        .message_id(pending.id.to_string())
+        .payload(Bytes::from(serde_json::to_vec(&frame)?));
+    publisher.publish(publisher.subjects.channel(&channel), message).await
+}

@@ -1,0 +1,76 @@
+//! What travels for channel publications: the frame body published on NATS (and forwarded to
+//! WebSocket clients byte for byte), and the broker's request for a durable channel's position.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// NATS header carrying a durable publication's offset, so brokers order and deduplicate
+/// without parsing the payload.
+pub const OFFSET_HEADER: &str = "Parley-Offset";
+
+/// One publication as clients receive it: `{"type":"publication","channel","offset"?,"data"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Publication {
+    #[serde(rename = "type")]
+    pub kind: PublicationType,
+    pub channel: String,
+    /// Durable channels only: gapless and increasing within the channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// Whatever the publisher sent (any JSON value, at most the namespace's `max_data_bytes`).
+    pub data: serde_json::Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicationType {
+    Publication,
+}
+
+impl Publication {
+    pub fn new(channel: &str, offset: Option<i64>, data: serde_json::Value) -> Self {
+        Self { kind: PublicationType::Publication, channel: channel.to_owned(), offset, data }
+    }
+}
+
+/// A place in a durable channel's history: the last offset a client holds, and the epoch it
+/// belongs to (an epoch changes only when the channel's history restarts).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelPosition {
+    pub offset: i64,
+    pub epoch: String,
+}
+
+/// A broker asks (core NATS request to `<prefix>.internal.channel.position`) where a durable
+/// channel stands and, with `since`, for every publication after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionRequest {
+    pub channel: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<ChannelPosition>,
+    /// Most bytes of publications the reply may carry; more missed means `recovered: false`.
+    pub max_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionReply {
+    Position(ChannelState),
+    Error(String),
+}
+
+/// Where a channel stands and, when `recovered`, every publication after the `since` asked
+/// about, in offset order (never some of them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelState {
+    pub position: ChannelPosition,
+    pub recovered: bool,
+    #[serde(default)]
+    pub publications: Vec<Publication>,
+}
+
+/// A broker's local subscribers of a channel, answering `<prefix>.internal.channel.stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReply {
+    pub subscribers: u64,
+}
