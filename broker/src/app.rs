@@ -13,6 +13,8 @@ use poem::{EndpointExt, Route, Server, get};
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
+use crate::channel_index::ChannelIndex;
+use crate::channels::Channels;
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::feed::FeedItem;
@@ -52,12 +54,7 @@ impl Workers {
     /// Starts every task; the caller aborts them at shutdown.
     fn spawn(self, broker: &Arc<Broker>, relay: &Relay, resync_spread: Duration) -> Vec<tokio::task::JoinHandle<()>> {
         let Self { presence, feed, feed_items, router, nats_reconnected, events_lost } = self;
-        let signals = crate::signals::run(
-            relay.nats().clone(),
-            relay.subjects().clone(),
-            Arc::clone(&broker.hub),
-            Arc::clone(&broker.metrics),
-        );
+        let signals = crate::signals::run(relay.nats().clone(), relay.subjects().clone(), Arc::clone(broker));
         vec![
             tokio::spawn(run_feed(feed, feed_items, nats_reconnected)),
             tokio::spawn(router.run()),
@@ -102,13 +99,31 @@ impl Application {
         let (presence, presence_worker) =
             presence::channel(relay.nats().clone(), config.service.nats_prefix.clone(), config.presence_ttl);
         let index = Arc::new(Index::default());
+        let channel_index = Arc::new(ChannelIndex::default());
         let (live_tx, live) = tokio::sync::watch::channel(false);
         let subjects = config.service.nats_prefix.clone();
         let feed = Feed::new(relay.nats().clone(), subjects.stream_name(), Arc::clone(&metrics), live_tx);
         let (feed_items, feed_rx) = tokio::sync::mpsc::channel(FEED_BUFFER);
         let events_lost = Arc::new(Notify::new());
-        let (router, router_handle) =
-            Router::new(Arc::clone(&index), subjects, Arc::clone(&metrics), feed_rx, Arc::clone(&events_lost));
+        let (router, router_handle) = Router::new(
+            Arc::clone(&index),
+            Arc::clone(&channel_index),
+            subjects,
+            Arc::clone(&metrics),
+            feed_rx,
+            Arc::clone(&events_lost),
+        );
+        let rate_clock = governor::clock::DefaultClock::default();
+        let channels = Channels {
+            index: channel_index,
+            namespaces: config.service.channels.clone(),
+            router: router_handle.clone(),
+            relay: relay.clone(),
+            verifier: Arc::clone(&verifier),
+            metrics: Arc::clone(&metrics),
+            max_subscriptions: config.max_subscriptions,
+            rate_clock: rate_clock.clone(),
+        };
         let hub = Arc::new(Hub::new(
             index,
             router_handle,
@@ -124,6 +139,7 @@ impl Application {
         let settings = Settings {
             allowed_origins: config.allowed_origins.iter().filter(|origin| !origin.is_empty()).cloned().collect(),
             allow_query_token: config.allow_query_token,
+            allow_anonymous: config.allow_anonymous,
             heartbeat_interval: config.heartbeat_interval,
             idle_timeout: config.idle_timeout,
             auth_timeout: config.auth_timeout,
@@ -137,15 +153,17 @@ impl Application {
                 max_connections_per_user: config.max_connections_per_user,
                 outbound_queue_frames: config.outbound_queue_frames,
                 max_presence_subscriptions: config.presence_subscriptions,
+                max_subscriptions: config.max_subscriptions,
             },
         };
         let broker = Arc::new(Broker {
             hub,
+            channels,
             verifier,
             metrics,
             settings,
             connections: TaskTracker::new(),
-            rate_clock: Default::default(),
+            rate_clock,
         });
         let (acceptor, local_addr) = bind(config.listen, config.socket_send_buffer)?;
         let workers = Workers { presence: presence_worker, feed, feed_items, router, nats_reconnected, events_lost };
@@ -181,6 +199,7 @@ impl Application {
             task.abort();
         }
         broker.hub.clear();
+        broker.channels.index.clear();
         if let Err(error) = relay.nats().drain().await {
             tracing::warn!(%error, "NATS drain at shutdown failed");
         }
@@ -216,6 +235,7 @@ async fn update_gauges(broker: Arc<Broker>) {
         broker.metrics.users.set(gauge(users));
         broker.metrics.index_conversations.set(gauge(conversations));
         broker.metrics.index_memberships.set(gauge(memberships));
+        broker.metrics.index_channels.set(gauge(broker.channels.index.sizes().0));
     }
 }
 

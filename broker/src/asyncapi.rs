@@ -4,6 +4,9 @@
 //! `openapi/asyncapi-nats.yaml`; a test fails when either differs.
 
 use parley_shared::membership::{MembershipReply, MembershipRequest, VisibilityReply, VisibilityRequest};
+use parley_shared::publications::{
+    PositionReply, PositionRequest, Publication, PublishReply, PublishRequest, StatsReply,
+};
 use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
@@ -21,6 +24,63 @@ pub fn nats_document() -> Value {
     let membership_reply = generator.subschema_for::<MembershipReply>();
     let visibility_request = generator.subschema_for::<VisibilityRequest>();
     let visibility_reply = generator.subschema_for::<VisibilityReply>();
+    let publication = generator.subschema_for::<Publication>();
+    let publish_request = generator.subschema_for::<PublishRequest>();
+    let publish_reply = generator.subschema_for::<PublishReply>();
+    let position_request = generator.subschema_for::<PositionRequest>();
+    let position_reply = generator.subschema_for::<PositionReply>();
+    let stats_reply = generator.subschema_for::<StatsReply>();
+    let channel_messages = [
+        (
+            "publication",
+            "Channel publication",
+            "One publication, exactly the WebSocket `publication` frame brokers forward; durable ones carry their offset in the `Parley-Offset` header too (and the publication id as `Nats-Msg-Id`).",
+            publication,
+        ),
+        (
+            "publishRequest",
+            "Publish request",
+            "A backend publishes: `channel` or `channels` (up to 1,000), `data`, optional `idempotency_key`; validated as `POST /v1/publications`.",
+            publish_request,
+        ),
+        (
+            "publishReply",
+            "Publish reply",
+            "Where each publication went (offset and epoch for durable channels), or the problem (RFC 7807 fields).",
+            publish_reply,
+        ),
+        (
+            "positionRequest",
+            "Channel position request",
+            "A broker asks where a durable channel stands and, with `since`, for every publication after it (at most `max_bytes` of them, else `recovered: false`).",
+            position_request,
+        ),
+        (
+            "positionReply",
+            "Channel position reply",
+            "The channel's epoch and latest offset, and (when `recovered`) the missed publications in order; or an error.",
+            position_reply,
+        ),
+        (
+            "statsRequest",
+            "Channel stats request",
+            "The API asks every broker how many of its connections subscribe to a channel; the payload is the channel key `<namespace>.<base64url(name)>`.",
+            generator.subschema_for::<String>(),
+        ),
+        ("statsReply", "Channel stats reply", "One broker's local subscriber count.", stats_reply),
+    ];
+    insert_all(
+        &mut document["components"]["messages"],
+        channel_messages
+            .into_iter()
+            .map(|(name, title, summary, payload)| {
+                let message = json!({ "name": name, "title": title, "summary": summary, "contentType": "application/json", "payload": payload });
+                (name.to_owned(), message)
+            })
+            .collect(),
+    );
+    insert_all(&mut document["channels"], channel_channels());
+    insert_all(&mut document["operations"], channel_operations());
     insert_all(&mut document["components"]["schemas"], generator.take_definitions(true).into_iter().collect());
     insert_all(
         &mut document["components"]["messages"],
@@ -132,6 +192,112 @@ pub fn nats_document() -> Value {
     document
 }
 
+/// The channel subjects of the NATS contract.
+fn channel_channels() -> Map<String, Value> {
+    let channel = |address: &str, title: &str, description: &str, messages: &[&str]| {
+        let messages: Map<String, Value> = messages
+            .iter()
+            .map(|name| ((*name).to_owned(), json!({ "$ref": format!("#/components/messages/{name}") })))
+            .collect();
+        json!({ "address": address, "title": title, "description": description, "servers": [{ "$ref": "#/servers/nats" }], "messages": messages })
+    };
+    let name_parameters = json!({
+        "namespace": { "description": "The channel's namespace (`[a-z][a-z0-9_-]{0,31}`)." },
+        "name": { "description": "The channel's name, base64url-encoded without padding: one token whatever it holds." },
+    });
+    let mut durable = channel(
+        "parley.chan.{namespace}.{name}",
+        "Durable channel publications (JetStream)",
+        "Published by the API's outbox relay after the publication committed to PostgreSQL, in offset order per channel; captured by the events stream, read by every broker through its one consumer.",
+        &["publication"],
+    );
+    durable["parameters"] = name_parameters.clone();
+    let mut ephemeral = channel(
+        "parley.ephemeral.{namespace}.{name}",
+        "Ephemeral channel publications (core NATS)",
+        "Published by the API (or a broker, for a client's publish) at once; at most once, never stored. Brokers hold one wildcard subscription for all of them.",
+        &["publication"],
+    );
+    ephemeral["parameters"] = name_parameters;
+    Map::from_iter([
+        ("channelPublications".to_owned(), durable),
+        ("ephemeralPublications".to_owned(), ephemeral),
+        (
+            "publish".to_owned(),
+            channel(
+                "parley.api.publish",
+                "Publish requests (request/reply)",
+                "For backends on the same NATS (NATS permissions decide who may): answered by one API instance (queue group `parley-api`). Brokers use it for clients' publications into durable channels.",
+                &["publishRequest", "publishReply"],
+            ),
+        ),
+        (
+            "channelPosition".to_owned(),
+            channel(
+                "parley.internal.channel.position",
+                "Channel position requests (request/reply)",
+                "A broker subscribing a client to a durable channel asks one API instance (queue group `parley-api`).",
+                &["positionRequest", "positionReply"],
+            ),
+        ),
+        (
+            "channelStats".to_owned(),
+            channel(
+                "parley.internal.channel.stats",
+                "Channel stats (scatter-gather)",
+                "The API asks every broker at once (no queue group) and sums the replies that arrive within 500 ms.",
+                &["statsRequest", "statsReply"],
+            ),
+        ),
+    ])
+}
+
+/// Who sends and receives on the channel subjects.
+fn channel_operations() -> Map<String, Value> {
+    let reference =
+        |channel: &str, message: &str| json!({ "$ref": format!("#/channels/{channel}/messages/{message}") });
+    Map::from_iter([
+        (
+            "publishDurable".to_owned(),
+            json!({ "action": "send", "title": "The API's relay publishes durable publications", "channel": { "$ref": "#/channels/channelPublications" }, "messages": [reference("channelPublications", "publication")] }),
+        ),
+        (
+            "publishEphemeral".to_owned(),
+            json!({ "action": "send", "title": "The API or a broker publishes ephemeral publications", "channel": { "$ref": "#/channels/ephemeralPublications" }, "messages": [reference("ephemeralPublications", "publication")] }),
+        ),
+        (
+            "requestPublish".to_owned(),
+            json!({
+                "action": "send",
+                "title": "A backend (or a broker) asks the API to publish",
+                "channel": { "$ref": "#/channels/publish" },
+                "messages": [reference("publish", "publishRequest")],
+                "reply": { "channel": { "$ref": "#/channels/publish" }, "messages": [reference("publish", "publishReply")] },
+            }),
+        ),
+        (
+            "requestChannelPosition".to_owned(),
+            json!({
+                "action": "send",
+                "title": "A broker asks the API where a durable channel stands",
+                "channel": { "$ref": "#/channels/channelPosition" },
+                "messages": [reference("channelPosition", "positionRequest")],
+                "reply": { "channel": { "$ref": "#/channels/channelPosition" }, "messages": [reference("channelPosition", "positionReply")] },
+            }),
+        ),
+        (
+            "requestChannelStats".to_owned(),
+            json!({
+                "action": "send",
+                "title": "The API asks every broker for a channel's subscribers",
+                "channel": { "$ref": "#/channels/channelStats" },
+                "messages": [reference("channelStats", "statsRequest")],
+                "reply": { "channel": { "$ref": "#/channels/channelStats" }, "messages": [reference("channelStats", "statsReply")] },
+            }),
+        ),
+    ])
+}
+
 /// The public WebSocket protocol (`openapi/asyncapi.yaml`, served at `/asyncapi.yaml`): every
 /// frame is a named schema and a message of its own, so generators give named types.
 pub fn websocket_document() -> Value {
@@ -193,7 +359,7 @@ pub fn websocket_document() -> Value {
             "websocket": {
                 "address": "/ws",
                 "title": "WebSocket connection",
-                "description": "One connection of one authenticated user. The server relays every event of every conversation the user is a member of, to every connection of the user.",
+                "description": "One connection of one authenticated user (or, where allowed, an anonymous one). The server relays every event of every conversation the user is a member of, to every connection of the user, and every publication of the channels the connection subscribes to.",
                 "servers": [{ "$ref": "#/servers/broker" }],
                 "messages": channel_messages,
             },
@@ -271,6 +437,8 @@ const WEBSOCKET_DESCRIPTION: &str = "## WebSocket protocol (parley-broker, `GET 
 
 **Resume (miss nothing, on any broker).** Keep, per conversation, the highest `seq` you have delivered (`delivered`). On every (re)connect: read `hello.conversations` (if `hello.conversations_truncated` is true, the user has more conversations than `hello` lists: take the others' `last_seq` from `GET /v1/conversations`, whose events arrive live all the same); for each conversation whose `last_seq` > `delivered`, page `GET /v1/conversations/{id}/events?after_seq=<delivered>` until you reach `last_seq`; apply live `event` frames as they come, dropping any with `seq` <= `delivered`. Every event after `hello`'s `last_seq` arrives on the connection, so nothing falls between the two. If a live event's `seq` is more than `delivered + 1` (an event too large for NATS, which the server skips), backfill the gap the same way. A NATS outage does not close connections: the broker replays what it missed from the JetStream stream and live events arrive late, in order. It closes with 4004 only when it cannot replay (the stream no longer holds what it missed: the outage outlasted `PARLEY_STREAM_MAX_AGE`, or NATS lost its store), spread over `PARLEY_BROKER_RESYNC_SPREAD`. If `GET …/events` answers 410 `history_pruned`, reload the conversation's messages and continue from its `last_seq`. Deduplicate by `(conversation_id, seq)`.
 
+**Channels.** A channel is `<namespace>:<name>` (namespace `[a-z][a-z0-9_-]{0,31}`; name 1–160 characters of `A-Z a-z 0-9 _ - . : @ = + , /`); namespaces are configured on the server (`PARLEY_CHANNELS_CONFIG`; by default `public`, `live`, `granted`, and always `user:<user_id>`). Send `{\"type\":\"subscribe\",\"channel\":…}` (optionally `token`: a subscription token for a `granted` channel; `since`: `{offset, epoch}` on a durable channel); the answer is `subscribed` (durable channels: the channel's `offset` and `epoch`; with `since`, `recovered: true` and every missed publication in `publications`, in order, or `recovered: false` and none: page `GET /v1/channels/{channel}/publications?after_offset=` then), and then `publication` frames `{\"type\":\"publication\",\"channel\",\"offset\"?,\"data\"}`; keep the last `offset` with the `epoch` to resume. `unsubscribe` is answered by `unsubscribed`; `publish` (where the namespace allows clients, into a channel the connection subscribes to) by `published` (with the offset on durable channels). Refusals are `error` frames naming the `channel`: `forbidden`, `unknown_namespace`, `bad_channel`, `too_many_subscriptions` (more than `limits.max_subscriptions`), `token_expired`, `already_subscribed`, `not_subscribed`, `too_large`, `rate_limited`, `unavailable`. A subscription granted by a subscription token ends when the token expires (`error` `token_expired`, then `unsubscribed`); subscribe again with a fresh token before then to extend it. **Anonymous connections** (`PARLEY_BROKER_ALLOW_ANONYMOUS`): connect without credentials and send any frame other than `auth` first (usually `subscribe`): the connection gets a `hello` without `user_id` and may only subscribe to channels of `public` namespaces.
+
 **Close codes.** 4000–4099 and 1012: reconnect with backoff (jittered, 0.5 s doubling to 30 s) and resume. 4100–4199 and 1002 (the WebSocket protocol broken: bad framing, invalid UTF-8, a malformed close frame): terminal, do not reconnect until the cause is fixed. A client's close frame is answered with a close frame before the broker closes TCP (so browsers report `wasClean`): its code echoed, or 1002 for a code a peer may not send (0–999, 1004–1006, 1015, 1016–2999, 5000 and up); the broker's own closes use the codes below.
 
 {close_codes}";
@@ -306,7 +474,7 @@ mod tests {
         assert!(schemas.contains_key("HelloFrame") && schemas.contains_key("ClientTypingFrame"));
         assert!(schemas.contains_key("MessageCreatedEvent"));
         let messages = document["components"]["messages"].as_object().expect("messages");
-        assert_eq!(messages.len(), 8 + 5, "one message per server and client frame");
+        assert_eq!(messages.len(), 12 + 8, "one message per server and client frame");
     }
 
     #[test]

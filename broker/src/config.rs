@@ -63,6 +63,13 @@ pub struct Config {
     /// largest frame written.
     #[arg(long, env = "PARLEY_BROKER_HELLO_MAX_CONVERSATIONS", default_value_t = 1_000)]
     pub hello_max_conversations: usize,
+    /// Let connections without credentials in (their first frame is then not `auth`): they may
+    /// subscribe to channels of `public` namespaces and do nothing else.
+    #[arg(long, env = "PARLEY_BROKER_ALLOW_ANONYMOUS", default_value_t = false)]
+    pub allow_anonymous: bool,
+    /// Channels one connection may subscribe to at once; more get `too_many_subscriptions`.
+    #[arg(long, env = "PARLEY_BROKER_MAX_SUBSCRIPTIONS", default_value_t = 256)]
+    pub max_subscriptions: usize,
     /// Users one connection may follow with `presence.subscribe`.
     #[arg(long, env = "PARLEY_BROKER_PRESENCE_SUBSCRIPTIONS", default_value_t = 500)]
     pub presence_subscriptions: usize,

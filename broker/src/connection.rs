@@ -20,7 +20,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::hub::Ticket;
+use crate::channels::{Caller, Subscriptions, instant_of};
+use crate::hub::{AnonymousTicket, Ticket};
 use crate::latency;
 use crate::metrics::CloseLabels;
 use crate::outbound::{Frame, Outbound};
@@ -38,23 +39,34 @@ pub type Socket = WebSocketStream<poem::Upgraded>;
 /// Only the loop stays in this (long-lived, per-connection) future: authentication, joining,
 /// closing and the rare inbound frames that await run in boxed futures, freed when they finish.
 pub async fn run(broker: Arc<Broker>, ws: Socket, identity: Option<Identity>) {
-    let Some((mut connection, ticket)) = Box::pin(open(&broker, ws, identity)).await else { return };
+    let Some((mut connection, seat)) = Box::pin(open(&broker, ws, identity)).await else { return };
     let ended = connection.run().await;
     // Out of the hub first, so nothing more is queued while the close handshake runs.
     broker.hub.forget_presence(&connection.outbound, &connection.following);
-    drop(ticket);
+    if let Some(subscriptions) = &mut connection.subscriptions {
+        broker.channels.leave_all(subscriptions, &connection.outbound);
+    }
+    drop(seat);
     match ended {
         Some(code) => Box::pin(close(&broker, connection.ws, connection.writer, code)).await,
         None => Box::pin(answer_close(&broker, connection.ws, connection.writer)).await,
     }
 }
 
+/// A connection's place in the hub: a user's, or an anonymous one's.
+#[derive(Debug)]
+enum Seat {
+    User(#[allow(dead_code, reason = "held for its drop")] Ticket),
+    Anonymous(#[allow(dead_code, reason = "held for its drop")] AnonymousTicket),
+}
+
 /// Authenticates (if the handshake did not), joins the hub and queues `hello`; or closes.
-async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Option<(Connection<'_>, Ticket)> {
+async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Option<(Connection<'_>, Seat)> {
     let identity = match identity {
         Some(identity) => identity,
-        None => match first_auth(broker, &mut ws).await {
-            Ok(identity) => identity,
+        None => match first_frame(broker, &mut ws).await {
+            Ok(First::Auth(identity)) => identity,
+            Ok(First::Anonymous(message)) => return Box::pin(open_anonymous(broker, ws, message)).await,
             Err(code) => {
                 close(broker, ws, FrameWriter::default(), code).await;
                 return None;
@@ -65,8 +77,8 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
     let connection_id = uuid::Uuid::now_v7().to_string();
     let hello = Hello {
         connection_id,
-        user_id: identity.user_id,
-        expires_at: identity.expires_at,
+        user_id: Some(identity.user_id),
+        expires_at: Some(identity.expires_at),
         heartbeat_interval_ms: millis(broker.settings.heartbeat_interval),
         idle_timeout_ms: millis(broker.settings.idle_timeout),
         typing_timeout_ms: millis(TYPING_TIMEOUT),
@@ -86,9 +98,45 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
         Frame { text: ServerFrame::Hello(hello).to_text(), occurred_at_micros: 0 }
     };
     match broker.hub.join(identity.user_id, Arc::clone(&outbound), hello).await {
-        Ok(ticket) => Some((Connection::new(broker, ws, outbound, identity), ticket)),
+        Ok(ticket) => Some((Connection::new(broker, ws, outbound, Some(identity)), Seat::User(ticket))),
         Err(error) => {
             close(broker, ws, FrameWriter::default(), error.close_code()).await;
+            None
+        }
+    }
+}
+
+/// An anonymous connection: `hello` without a user, then its first frame handled.
+async fn open_anonymous(broker: &Broker, ws: Socket, first: Message) -> Option<(Connection<'_>, Seat)> {
+    let outbound = Arc::new(Outbound::new(broker.settings.queue_bound));
+    let ticket = match broker.hub.join_anonymous(&outbound) {
+        Ok(ticket) => ticket,
+        Err(error) => {
+            close(broker, ws, FrameWriter::default(), error.close_code()).await;
+            return None;
+        }
+    };
+    let hello = Hello {
+        connection_id: uuid::Uuid::now_v7().to_string(),
+        user_id: None,
+        expires_at: None,
+        heartbeat_interval_ms: millis(broker.settings.heartbeat_interval),
+        idle_timeout_ms: millis(broker.settings.idle_timeout),
+        typing_timeout_ms: millis(TYPING_TIMEOUT),
+        limits: broker.settings.limits,
+        conversations: Vec::new(),
+        conversations_truncated: false,
+    };
+    outbound.push(ServerFrame::Hello(hello).to_frame());
+    let mut connection = Connection::new(broker, ws, outbound, None);
+    match connection.on_inbound(first).await {
+        Ok(()) => Some((connection, Seat::Anonymous(ticket))),
+        Err(code) => {
+            drop(ticket);
+            match code {
+                Some(code) => close(broker, connection.ws, connection.writer, code).await,
+                None => answer_close(broker, connection.ws, connection.writer).await,
+            }
             None
         }
     }
@@ -106,14 +154,30 @@ async fn answer_close(broker: &Broker, mut ws: Socket, mut writer: FrameWriter) 
     let _ = tokio::time::timeout(broker.settings.close_timeout, reply).await;
 }
 
-/// The first frame of a connection whose handshake carried no token must be `auth`.
-async fn first_auth(broker: &Broker, ws: &mut Socket) -> Result<Identity, CloseCode> {
+/// What the first frame of a connection whose handshake carried no token made of it.
+enum First {
+    Auth(Identity),
+    /// Anonymous connections are allowed and the first frame was not `auth`: it is handled once
+    /// the connection is open.
+    Anonymous(Message),
+}
+
+/// The first frame of a connection whose handshake carried no token must be `auth`, unless
+/// anonymous connections are allowed.
+async fn first_frame(broker: &Broker, ws: &mut Socket) -> Result<First, CloseCode> {
     let first =
         tokio::time::timeout(broker.settings.auth_timeout, ws.next()).await.map_err(|_| CloseCode::AuthTimeout)?;
-    let Some(Ok(Message::Text(text))) = first else { return Err(CloseCode::BadToken) };
-    broker.metrics.frames_in.inc();
-    match parse_client_frame(&text) {
-        Ok(ClientFrame::Auth { token }) => broker.verifier.verify(&token).await.map_err(|_| CloseCode::BadToken),
+    let Some(Ok(message)) = first else { return Err(CloseCode::BadToken) };
+    let parsed = match &message {
+        Message::Text(text) => Some(parse_client_frame(text)),
+        _ => None,
+    };
+    match parsed {
+        Some(Ok(ClientFrame::Auth { token })) => {
+            broker.metrics.frames_in.inc();
+            broker.verifier.verify(&token).await.map(First::Auth).map_err(|_| CloseCode::BadToken)
+        }
+        _ if broker.settings.allow_anonymous => Ok(First::Anonymous(message)),
         _ => Err(CloseCode::BadToken),
     }
 }
@@ -137,7 +201,12 @@ struct Connection<'a> {
     broker: &'a Broker,
     ws: Socket,
     outbound: Arc<Outbound>,
-    user: UserId,
+    /// `None` on an anonymous connection.
+    user: Option<UserId>,
+    /// The token's `channels` claim (patterns of `granted` channels).
+    channel_claims: Box<[String]>,
+    /// Channel subscriptions, made on the first `subscribe` (most connections have none).
+    subscriptions: Option<Box<Subscriptions>>,
     expires: Instant,
     last_inbound: Instant,
     next_heartbeat: Instant,
@@ -167,15 +236,25 @@ enum Step {
 }
 
 impl<'a> Connection<'a> {
-    fn new(broker: &'a Broker, ws: Socket, outbound: Arc<Outbound>, identity: Identity) -> Self {
+    fn new(broker: &'a Broker, ws: Socket, outbound: Arc<Outbound>, identity: Option<Identity>) -> Self {
         let now = Instant::now();
         let next_heartbeat = now + broker.settings.heartbeat_interval;
-        let expires = instant_of(identity.expires_at);
+        // An anonymous connection has no token to expire.
+        let expires = identity.as_ref().map_or_else(
+            || instant_of(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+            |identity| instant_of(identity.expires_at),
+        );
+        let (user, channel_claims) = match identity {
+            Some(identity) => (Some(identity.user_id), identity.channels.into_boxed_slice()),
+            None => (None, Box::default()),
+        };
         Self {
             broker,
             ws,
             outbound,
-            user: identity.user_id,
+            user,
+            channel_claims,
+            subscriptions: None,
             expires,
             last_inbound: now,
             next_heartbeat,
@@ -198,7 +277,8 @@ impl<'a> Connection<'a> {
                 Step::Inbound(message) => Box::pin(self.on_inbound(message)).await,
                 Step::PresenceRecheck => {
                     let hub = &self.broker.hub;
-                    let frames = Box::pin(hub.presence_recheck(self.user, &self.outbound, &mut self.following)).await;
+                    let Some(user) = self.user else { continue };
+                    let frames = Box::pin(hub.presence_recheck(user, &self.outbound, &mut self.following)).await;
                     for frame in frames {
                         self.outbound.push(Frame { text: frame.to_text(), occurred_at_micros: 0 });
                     }
@@ -308,16 +388,42 @@ impl<'a> Connection<'a> {
         let reply = match message {
             Message::Text(text) => match parse_client_frame(&text) {
                 Ok(ClientFrame::Ping) => ServerFrame::Pong,
+                Ok(ClientFrame::Subscribe { channel, token, since }) => {
+                    let caller = caller(self.user, &self.channel_claims);
+                    let subscriptions = self.subscriptions.get_or_insert_default();
+                    let channels = &self.broker.channels;
+                    let refused =
+                        channels.subscribe(caller, subscriptions, &self.outbound, &channel, token.as_deref(), since);
+                    let Some(refused) = refused.await else {
+                        self.reset_timer();
+                        return Ok(());
+                    };
+                    refused
+                }
+                Ok(ClientFrame::Unsubscribe { channel }) => {
+                    let subscriptions = self.subscriptions.get_or_insert_default();
+                    self.broker.channels.unsubscribe(subscriptions, &self.outbound, &channel)
+                }
+                Ok(ClientFrame::Publish { channel, data }) => {
+                    let caller = caller(self.user, &self.channel_claims);
+                    let subscriptions = self.subscriptions.get_or_insert_default();
+                    self.broker.channels.publish(caller, subscriptions, &channel, data).await
+                }
+                Ok(_) if self.user.is_none() => ServerFrame::error(
+                    ErrorCode::Forbidden,
+                    "an anonymous connection may only subscribe to public channels",
+                ),
                 Ok(ClientFrame::Auth { token }) => self.refresh(&token).await?,
                 Ok(ClientFrame::Typing { conversation_id, state }) => match self.typing(conversation_id, state).await {
                     Some(error) => error,
                     None => return Ok(()),
                 },
                 Ok(ClientFrame::PresenceSubscribe { user_ids }) => {
+                    let Some(user) = self.user else { return Ok(()) };
                     let limit = self.broker.settings.limits.max_presence_subscriptions;
                     let hub = &self.broker.hub;
                     let frames =
-                        hub.presence_subscribe(self.user, &self.outbound, &mut self.following, user_ids, limit).await;
+                        hub.presence_subscribe(user, &self.outbound, &mut self.following, user_ids, limit).await;
                     for frame in frames {
                         self.outbound.push(Frame { text: frame.to_text(), occurred_at_micros: 0 });
                     }
@@ -338,10 +444,12 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    /// A later `auth` frame: a valid token for the same user moves the expiry.
+    /// A later `auth` frame: a valid token for the same user moves the expiry (and replaces
+    /// the `channels` claim for later subscriptions).
     async fn refresh(&mut self, token: &str) -> Result<ServerFrame, Option<CloseCode>> {
         match self.broker.verifier.verify(token).await {
-            Ok(identity) if identity.user_id == self.user => {
+            Ok(identity) if Some(identity.user_id) == self.user => {
+                self.channel_claims = identity.channels.into_boxed_slice();
                 self.expires = instant_of(identity.expires_at);
                 self.reset_timer();
                 Ok(ServerFrame::Authenticated { expires_at: identity.expires_at })
@@ -354,7 +462,8 @@ impl<'a> Connection<'a> {
     /// dropped (a keystroke each must not become a NATS message each). Returns an error frame
     /// for a conversation the user is not in.
     async fn typing(&mut self, conversation: ConversationId, state: TypingState) -> Option<ServerFrame> {
-        if !self.broker.hub.is_member(self.user, conversation) {
+        let user = self.user?;
+        if !self.broker.hub.is_member(user, conversation) {
             return Some(ServerFrame::error(ErrorCode::NotAMember, "not a member of this conversation"));
         }
         let now = Instant::now();
@@ -369,7 +478,7 @@ impl<'a> Connection<'a> {
         } else {
             self.last_typing = None;
         }
-        self.broker.hub.relay().publish_typing(conversation, self.user, state).await;
+        self.broker.hub.relay().publish_typing(conversation, user, state).await;
         None
     }
 
@@ -377,6 +486,11 @@ impl<'a> Connection<'a> {
         let now = Instant::now();
         if now >= self.expires {
             return Err(Some(CloseCode::TokenExpired));
+        }
+        if let Some(subscriptions) = &mut self.subscriptions {
+            for frame in self.broker.channels.expire(subscriptions, &self.outbound, now) {
+                self.outbound.push(frame.to_frame());
+            }
         }
         if now >= self.next_heartbeat {
             if now.duration_since(self.last_inbound) >= self.broker.settings.idle_timeout {
@@ -390,7 +504,16 @@ impl<'a> Connection<'a> {
     }
 
     fn reset_timer(&mut self) {
-        self.timer.as_mut().reset(self.next_heartbeat.min(self.expires));
+        let subscription_expiry = self.subscriptions.as_ref().and_then(|subscriptions| subscriptions.next_expiry());
+        let next = self.next_heartbeat.min(self.expires);
+        self.timer.as_mut().reset(subscription_expiry.map_or(next, |expiry| next.min(expiry)));
+    }
+}
+
+fn caller(user: Option<UserId>, channel_claims: &[String]) -> Caller<'_> {
+    match user {
+        Some(id) => Caller::User { id, channels: channel_claims },
+        None => Caller::Anonymous,
     }
 }
 
@@ -403,13 +526,6 @@ fn read_error_code(error: &WsError) -> Option<CloseCode> {
         WsError::Protocol(_) | WsError::Utf8(_) => Some(CloseCode::ProtocolError),
         _ => None,
     }
-}
-
-/// The monotonic instant of a wall-clock time (now, if it has passed).
-fn instant_of(at: chrono::DateTime<chrono::Utc>) -> Instant {
-    let left = (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    // A far-future expiry must not overflow the timer.
-    Instant::now() + left.min(Duration::from_secs(365 * 24 * 3600))
 }
 
 fn millis(duration: Duration) -> u64 {

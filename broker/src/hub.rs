@@ -2,8 +2,9 @@
 //! [`Index`] (the routing table) and the [`router`](crate::router) (which sequences installs
 //! with event delivery).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parley_shared::ids::{ConversationId, UserId};
@@ -33,6 +34,9 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     limits: HubLimits,
     shutting_down: AtomicBool,
+    /// Anonymous connections (no user, so not in the index), by address: shutdown and resync
+    /// reach them too.
+    anonymous: Mutex<HashMap<usize, Arc<Outbound>>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +66,26 @@ impl JoinError {
     }
 }
 
+/// An anonymous connection's place in the hub, given up on drop.
+#[must_use = "dropping the ticket removes the connection from the hub"]
+#[derive(Debug)]
+pub struct AnonymousTicket {
+    hub: Arc<Hub>,
+    outbound: Arc<Outbound>,
+}
+
+impl Drop for AnonymousTicket {
+    fn drop(&mut self) {
+        self.hub.anonymous_connections().remove(&address(&self.outbound));
+        self.hub.metrics.anonymous_connections.dec();
+    }
+}
+
+/// An identity for a connection while its `Arc` lives.
+fn address(outbound: &Arc<Outbound>) -> usize {
+    Arc::as_ptr(outbound) as usize
+}
+
 /// A connection's place in the hub; leaving happens on drop, whatever ends the connection.
 #[must_use = "dropping the ticket removes the connection from the hub"]
 #[derive(Debug)]
@@ -88,7 +112,17 @@ impl Hub {
         metrics: Arc<Metrics>,
         limits: HubLimits,
     ) -> Self {
-        Self { index, router, feed_live, relay, presence, metrics, limits, shutting_down: AtomicBool::new(false) }
+        Self {
+            index,
+            router,
+            feed_live,
+            relay,
+            presence,
+            metrics,
+            limits,
+            shutting_down: AtomicBool::new(false),
+            anonymous: Mutex::default(),
+        }
     }
 
     pub fn relay(&self) -> &Relay {
@@ -201,6 +235,7 @@ impl Hub {
                 code: ErrorCode::TooManySubscriptions,
                 message: format!("a connection follows at most {limit} users"),
                 user_ids: refused,
+                channel: None,
             });
         }
         let visible = match self.relay.visible(user, candidates.clone()).await {
@@ -217,6 +252,7 @@ impl Hub {
                 code: ErrorCode::NotVisible,
                 message: "these users share no conversation with you".into(),
                 user_ids: refused,
+                channel: None,
             });
         }
         for watched in visible {
@@ -277,17 +313,33 @@ impl Hub {
         self.index.with_known_user(user, |entry| entry.is_member(conversation)).unwrap_or(false)
     }
 
+    /// Registers an anonymous connection (it joins no user and learns no conversation).
+    pub fn join_anonymous(self: &Arc<Self>, outbound: &Arc<Outbound>) -> Result<AnonymousTicket, JoinError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(JoinError::ShuttingDown);
+        }
+        self.anonymous_connections().insert(address(outbound), Arc::clone(outbound));
+        self.metrics.anonymous_connections.inc();
+        Ok(AnonymousTicket { hub: Arc::clone(self), outbound: Arc::clone(outbound) })
+    }
+
+    fn anonymous_connections(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<Outbound>>> {
+        self.anonymous.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Refuses new connections and asks every open one to close with `code`.
     pub fn close_all(&self, code: CloseCode) {
         self.shutting_down.store(true, Ordering::Release);
-        for connection in self.index.open_connections() {
+        for connection in self.open_connections() {
             connection.close(code);
         }
     }
 
     /// Every open connection, at this moment.
     pub fn open_connections(&self) -> Vec<Arc<Outbound>> {
-        self.index.open_connections()
+        let mut connections = self.index.open_connections();
+        connections.extend(self.anonymous_connections().values().cloned());
+        connections
     }
 
     /// Forgets everyone (at shutdown, once the connections are gone).

@@ -12,10 +12,13 @@
 //! - `hub`: joining and leaving, over the index and the router.
 //! - `index`: the sharded routing table — users → connections and conversations, conversations
 //!   → local members and latest `seq`.
+//! - `channels`: a connection's channel frames — authorise, recover, subscribe, publish.
+//! - `channel_index`: channel → local subscribers (and each one's last offset); fan-out.
 //! - `feed`: the one JetStream consumer of the events stream, resumed after interruptions.
 //! - `router`: routes each stream event to local members; sequences joins with delivery.
-//! - `signals`: typing and presence (core NATS, one wildcard subscription each).
-//! - `relay`: NATS requests and publishes — the membership request, typing.
+//! - `signals`: typing, presence, ephemeral publications and channel stats requests (core NATS,
+//!   one wildcard subscription each).
+//! - `relay`: NATS requests and publishes — membership, channel positions, publications, typing.
 //! - `presence`: this broker's presence lease and its users' sessions (NATS KV).
 //! - `recent`: picks a user's most recently active conversations (for `hello`, presence).
 //! - `outbound`: the bounded per-connection queue that holds nothing while empty.
@@ -25,6 +28,8 @@
 
 pub mod app;
 pub mod asyncapi;
+mod channel_index;
+mod channels;
 pub mod config;
 mod connection;
 mod feed;

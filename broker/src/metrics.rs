@@ -28,6 +28,21 @@ pub struct Metrics {
     /// From an event's `occurred_at` (set by the API at commit) to the frame written to the socket.
     pub delivery_latency: LatencyHistogram,
     pub closes: Family<CloseLabels, Counter>,
+    /// Channel publications received with a local subscriber, by namespace.
+    pub publications_in: Family<NamespaceLabels, Counter>,
+    /// Publication frames queued to subscribers, by namespace.
+    pub publications_out: Family<NamespaceLabels, Counter>,
+    /// Channel subscriptions open here, by namespace.
+    pub subscriptions: Family<NamespaceLabels, Gauge>,
+    /// Connections without a user (`PARLEY_BROKER_ALLOW_ANONYMOUS`).
+    pub anonymous_connections: Gauge,
+    /// Channels with at least one subscriber here.
+    pub index_channels: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub namespace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +70,11 @@ impl Default for Metrics {
             nats_reconnects: Counter::default(),
             delivery_latency: LatencyHistogram::default(),
             closes: Family::default(),
+            publications_in: Family::default(),
+            publications_out: Family::default(),
+            subscriptions: Family::default(),
+            anonymous_connections: Gauge::default(),
+            index_channels: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections", metrics.connections.clone());
@@ -113,11 +133,48 @@ impl Default for Metrics {
             metrics.delivery_latency.clone(),
         );
         registry.register("closes", "Connections closed by the server, by close reason", metrics.closes.clone());
+        registry.register(
+            "channel_publications_in",
+            "Channel publications that reached a local subscriber's channel, by namespace",
+            metrics.publications_in.clone(),
+        );
+        registry.register(
+            "channel_publications_out",
+            "Publication frames queued to subscribed connections, by namespace",
+            metrics.publications_out.clone(),
+        );
+        registry.register(
+            "channel_subscriptions",
+            "Channel subscriptions open on this broker, by namespace",
+            metrics.subscriptions.clone(),
+        );
+        registry.register(
+            "index_channels",
+            "Channels with a subscriber here (entries of the channel index)",
+            metrics.index_channels.clone(),
+        );
+        registry.register(
+            "anonymous_connections",
+            "Open connections without a user (PARLEY_BROKER_ALLOW_ANONYMOUS)",
+            metrics.anonymous_connections.clone(),
+        );
         Self { registry, ..metrics }
     }
 }
 
 impl Metrics {
+    /// One publication of `namespace` handed to `sent` subscribers.
+    pub fn publications(&self, namespace: &str, sent: usize) {
+        let labels = NamespaceLabels { namespace: namespace.to_owned() };
+        self.publications_in.get_or_create(&labels).inc();
+        self.publications_out.get_or_create(&labels).inc_by(sent as u64);
+    }
+
+    /// A subscription to a channel of `namespace` opened (`1`) or closed (`-1`).
+    pub fn subscribed(&self, namespace: &str, change: i64) {
+        self.subscriptions.get_or_create(&NamespaceLabels { namespace: namespace.to_owned() }).inc_by(change);
+    }
+
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.

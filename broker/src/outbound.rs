@@ -107,6 +107,12 @@ impl Outbound {
         Self { bound, state: Mutex::default(), presence_recheck: AtomicBool::new(false) }
     }
 
+    /// Frames queued now.
+    #[cfg(test)]
+    pub fn queued_frames(&self) -> usize {
+        self.lock().frames.len()
+    }
+
     /// Asks the connection to check the users it follows again, and wakes it.
     pub fn ask_presence_recheck(&self) {
         self.presence_recheck.store(true, Ordering::Release);

@@ -1,15 +1,17 @@
 //! The WebSocket protocol: JSON text frames in both directions and the close codes.
 //!
 //! Server → client: `hello` (first frame), `event` (a persisted conversation event, the same
-//! envelope as on NATS and `GET …/events`), `pong`, `authenticated`, `error`.
+//! envelope as on NATS and `GET …/events`), `publication` (a channel's), `subscribed`,
+//! `unsubscribed`, `published`, `typing`, `presence`, `pong`, `authenticated`, `error`.
 //! Client → server: `auth` (first frame when the handshake carried no token; later, to refresh
-//! the token), `ping`.
+//! the token), `ping`, `subscribe`, `unsubscribe`, `publish`, `typing`, `presence.(un)subscribe`.
 
 use chrono::{DateTime, Utc};
 use parley_shared::events::{Envelope, TypingData, TypingState};
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::ConversationPosition;
 use parley_shared::presence::PresenceStatus;
+use parley_shared::publications::ChannelPosition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -146,6 +148,24 @@ pub enum ClientFrame {
     /// Stop following these users' presence.
     #[serde(rename = "presence.unsubscribe")]
     PresenceUnsubscribe { user_ids: Vec<UserId> },
+    /// Subscribe to a channel (`<namespace>:<name>`, see README "Channels"). `token`: a
+    /// subscription token for a `granted` channel the user's own token does not grant. `since`:
+    /// the last position the client holds on a durable channel; `subscribed` then carries every
+    /// publication after it (`recovered: true`) or none (`recovered: false`: read the rest from
+    /// `GET /v1/channels/{channel}/publications`). Subscribing again to a channel the
+    /// connection has, with a fresh `token`, extends the subscription.
+    Subscribe {
+        channel: String,
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        since: Option<ChannelPosition>,
+    },
+    /// Stop receiving a channel's publications (answered by `unsubscribed`).
+    Unsubscribe { channel: String },
+    /// Publish into a channel this connection subscribes to, where the namespace lets clients
+    /// (`client_publish`); answered by `published` (with the offset, on durable channels).
+    Publish { channel: String, data: serde_json::Value },
 }
 
 /// How long a typing indicator shows after the last `start` unless a `stop` comes first.
@@ -188,6 +208,40 @@ pub enum ServerFrame {
     Authenticated {
         expires_at: DateTime<Utc>,
     },
+    /// A publication of a channel this connection subscribes to. `offset` (durable channels) is
+    /// gapless and increasing within the channel: keep the last one (with the `epoch` of
+    /// `subscribed`) to resume with `since`.
+    Publication {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<i64>,
+        data: serde_json::Value,
+    },
+    /// The connection now receives the channel's publications. Durable channels: `offset` and
+    /// `epoch` say where the channel stood (every later publication follows on this
+    /// connection); with `since`, `recovered` says whether `publications` holds every
+    /// publication after it, in order (never some of them).
+    Subscribed {
+        channel: String,
+        recovered: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        publications: Vec<ChannelPublication>,
+    },
+    /// The connection no longer receives the channel's publications (it asked, or the
+    /// subscription token expired: an `error` `token_expired` comes first).
+    Unsubscribed {
+        channel: String,
+    },
+    /// A `publish` was accepted (durable channels: stored, at `offset`).
+    Published {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<i64>,
+    },
     /// The users a `presence.subscribe` now follows (all the connection follows, not only the
     /// new ones).
     #[serde(rename = "presence.subscribed")]
@@ -195,21 +249,37 @@ pub enum ServerFrame {
         user_ids: Vec<UserId>,
     },
     /// A frame was not understood or not allowed; the connection stays open. `user_ids` names
-    /// the users a `presence.subscribe` was refused for (`not_visible`, `too_many_subscriptions`).
+    /// the users a `presence.subscribe` was refused for (`not_visible`, `too_many_subscriptions`);
+    /// `channel` the channel a `subscribe`, `unsubscribe` or `publish` was refused for.
     Error {
         code: ErrorCode,
         message: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         user_ids: Vec<UserId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
     },
+}
+
+/// One recovered publication inside `subscribed` (the `publication` frame without its `type`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelPublication {
+    pub channel: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    pub data: serde_json::Value,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Hello {
     pub connection_id: String,
-    pub user_id: UserId,
-    /// The token's expiry: refresh it with an `auth` frame before then.
-    pub expires_at: DateTime<Utc>,
+    /// Absent on an anonymous connection (`PARLEY_BROKER_ALLOW_ANONYMOUS`), which may only
+    /// subscribe to public channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// The token's expiry: refresh it with an `auth` frame before then (absent when anonymous).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
     /// The server sends a WebSocket ping this often.
     pub heartbeat_interval_ms: u64,
     /// A connection with no inbound traffic (frames, pongs) for this long is closed.
@@ -234,6 +304,8 @@ pub struct Limits {
     pub max_connections_per_user: usize,
     pub outbound_queue_frames: usize,
     pub max_presence_subscriptions: usize,
+    /// Channels one connection may subscribe to at once.
+    pub max_subscriptions: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
@@ -251,8 +323,26 @@ pub enum ErrorCode {
     NotVisible,
     /// `presence.subscribe` would follow more users than `limits.max_presence_subscriptions`.
     TooManySubscriptions,
-    /// The broker could not check a `presence.subscribe` now (the API did not answer); retry.
+    /// The broker could not check a `presence.subscribe` or a `subscribe` now, or pass on a
+    /// `publish` (the API or NATS did not answer); retry.
     Unavailable,
+    /// The channel is not the caller's to subscribe to or publish into (or the connection is
+    /// anonymous and the frame needs a user).
+    Forbidden,
+    /// The channel's namespace is not configured.
+    UnknownNamespace,
+    /// The channel name is malformed (see README "Channels").
+    BadChannel,
+    /// The subscription token has expired (the subscription ends; subscribe again with a fresh one).
+    TokenExpired,
+    /// `publish` data is larger than the namespace allows.
+    TooLarge,
+    /// `publish` came faster than the namespace's `client_publish_per_second`.
+    RateLimited,
+    /// `unsubscribe` or `publish` named a channel this connection does not subscribe to, or
+    /// `subscribe` (without a token) one it already does.
+    NotSubscribed,
+    AlreadySubscribed,
 }
 
 impl ServerFrame {
@@ -261,7 +351,16 @@ impl ServerFrame {
     }
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error { code, message: message.into(), user_ids: Vec::new() }
+        Self::Error { code, message: message.into(), user_ids: Vec::new(), channel: None }
+    }
+
+    /// An error about one channel.
+    pub fn channel_error(code: ErrorCode, channel: &str, message: impl Into<String>) -> Self {
+        Self::Error { code, message: message.into(), user_ids: Vec::new(), channel: Some(channel.to_owned()) }
+    }
+
+    pub fn to_frame(&self) -> crate::outbound::Frame {
+        crate::outbound::Frame { text: self.to_text(), occurred_at_micros: 0 }
     }
 }
 
@@ -281,7 +380,17 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, (ErrorCode, String)
             .ok()
             .and_then(|value| value.get("type").and_then(|kind| kind.as_str().map(str::to_owned)))
             .filter(|kind| {
-                !matches!(kind.as_str(), "auth" | "ping" | "typing" | "presence.subscribe" | "presence.unsubscribe")
+                !matches!(
+                    kind.as_str(),
+                    "auth"
+                        | "ping"
+                        | "typing"
+                        | "presence.subscribe"
+                        | "presence.unsubscribe"
+                        | "subscribe"
+                        | "unsubscribe"
+                        | "publish"
+                )
             });
         match unknown {
             Some(kind) => (ErrorCode::UnknownType, format!("unknown frame type {kind:?}")),
@@ -354,10 +463,26 @@ mod tests {
             Err((code, _)) => code,
             other => panic!("{text}: {other:?}"),
         };
-        assert_eq!(code(r#"{"type":"subscribe"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"subscribe"}"#), ErrorCode::MalformedFrame);
+        assert_eq!(code(r#"{"type":"subscribe_all"}"#), ErrorCode::UnknownType);
         assert_eq!(code("not json"), ErrorCode::MalformedFrame);
         assert_eq!(code(r#"{"type":"auth"}"#), ErrorCode::MalformedFrame);
         assert_eq!(code(r#"[1,2]"#), ErrorCode::MalformedFrame);
+    }
+
+    #[test]
+    fn a_publication_from_nats_is_the_documented_publication_frame() {
+        let publication = parley_shared::publications::Publication::new(
+            "public:bounty.b-42",
+            Some(3),
+            serde_json::json!({ "bounty_id": "b-42" }),
+        );
+        let documented = ServerFrame::Publication {
+            channel: publication.channel.clone(),
+            offset: publication.offset,
+            data: publication.data.clone(),
+        };
+        assert_eq!(serde_json::to_value(&publication).expect("json"), serde_json::to_value(documented).expect("json"));
     }
 
     #[test]

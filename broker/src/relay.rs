@@ -4,9 +4,13 @@
 
 use std::time::Duration;
 
+use parley_shared::channels::Channel;
 use parley_shared::events::{Typing, TypingData, TypingKind, TypingState};
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::{Membership, MembershipReply, MembershipRequest, VisibilityReply, VisibilityRequest};
+use parley_shared::publications::{
+    ChannelPosition, ChannelState, PositionReply, PositionRequest, Publication, PublishReply, PublishRequest,
+};
 use parley_shared::subjects::Subjects;
 
 #[derive(Clone, Debug)]
@@ -79,6 +83,49 @@ impl Relay {
         let request = async_nats::Request::new().payload(payload.into()).timeout(Some(self.request_timeout));
         let reply = self.nats.send_request(subject, request).await?;
         Ok(serde_json::from_slice(&reply.payload)?)
+    }
+
+    /// Where a durable channel stands and, for `since`, what a subscriber missed (all of it, or
+    /// `recovered: false`), from whichever API instance answers.
+    pub async fn channel_position(
+        &self,
+        channel: &Channel,
+        since: Option<ChannelPosition>,
+        max_bytes: usize,
+    ) -> Result<ChannelState, MembershipError> {
+        let request = PositionRequest { channel: channel.as_str().to_owned(), since, max_bytes };
+        match self.request(self.subjects.channel_position_request(), &request).await? {
+            PositionReply::Position(state) => Ok(state),
+            PositionReply::Error(message) => Err(MembershipError::Refused(message)),
+        }
+    }
+
+    /// A client's publication into a durable channel, stored by whichever API instance answers:
+    /// its offset.
+    pub async fn publish_durable(
+        &self,
+        channel: &Channel,
+        data: &serde_json::Value,
+    ) -> Result<Option<i64>, MembershipError> {
+        let request = PublishRequest {
+            channel: Some(channel.as_str().to_owned()),
+            channels: Vec::new(),
+            data: data.clone(),
+            idempotency_key: None,
+        };
+        match self.request(self.subjects.publish_request(), &request).await? {
+            PublishReply::Publications(published) => Ok(published.first().and_then(|published| published.offset)),
+            PublishReply::Error(problem) => {
+                Err(MembershipError::Refused(problem["detail"].as_str().unwrap_or_default().into()))
+            }
+        }
+    }
+
+    /// A client's publication into an ephemeral channel: straight to NATS, at most once.
+    pub async fn publish_ephemeral(&self, channel: &Channel, data: serde_json::Value) -> bool {
+        let publication = Publication::new(channel.as_str(), None, data);
+        let Ok(payload) = serde_json::to_vec(&publication) else { return false };
+        self.nats.publish(self.subjects.ephemeral_channel(channel), payload.into()).await.is_ok()
     }
 
     /// Publishes a typing signal on core NATS (dropped while NATS is away: it is ephemeral).

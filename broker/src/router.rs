@@ -19,9 +19,12 @@ use async_nats::{HeaderMap, Message};
 use parley_shared::events::{Envelope, Event};
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::{ConversationPosition, Membership};
+use parley_shared::publications::OFFSET_HEADER;
 use parley_shared::subjects::Subjects;
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::channel_index::{ChannelIndex, Position};
 use crate::feed::FeedItem;
 use crate::index::{Delivery, Index, MemberCount};
 use crate::metrics::Metrics;
@@ -72,6 +75,25 @@ enum Command {
     OpenWindow(oneshot::Sender<WindowId>),
     CloseWindow(WindowId),
     Install(Install),
+    SubscribeChannel(ChannelInstall),
+}
+
+/// A connection subscribing to a durable channel, with the API's answer about it.
+pub struct ChannelSubscription {
+    pub key: Box<str>,
+    /// Opened before the API was asked.
+    pub window: Window,
+    /// Where the API said the channel stood.
+    pub position: Position,
+    pub outbound: Arc<Outbound>,
+    /// `subscribed`, with what was recovered.
+    pub subscribed: Frame,
+}
+
+struct ChannelInstall {
+    subscription: ChannelSubscription,
+    window: WindowId,
+    done: oneshot::Sender<bool>,
 }
 
 /// What the hub holds to talk to the router.
@@ -101,6 +123,22 @@ impl RouterHandle {
         let (done, installed) = oneshot::channel();
         let install = Install { user, snapshot, outbound, state, hello, done };
         if self.commands.send(Command::Install(install)).is_err() {
+            return false;
+        }
+        installed.await.unwrap_or(false)
+    }
+}
+
+impl RouterHandle {
+    /// Queues `subscribed`, then what the window saw of the channel after the API's position,
+    /// and adds the connection to the channel's subscribers. False when the window lost
+    /// messages to the journal's bound (the client should subscribe again).
+    pub async fn subscribe_channel(&self, mut subscription: ChannelSubscription) -> bool {
+        let window = subscription.window.id;
+        // The router closes it with the install.
+        subscription.window.commands = None;
+        let (done, installed) = oneshot::channel();
+        if self.commands.send(Command::SubscribeChannel(ChannelInstall { subscription, window, done })).is_err() {
             return false;
         }
         installed.await.unwrap_or(false)
@@ -215,6 +253,27 @@ fn decode(message: &Message) -> Option<(Envelope, Frame)> {
     Some((envelope, frame))
 }
 
+/// A durable publication's offset, from its header (the payload is not parsed).
+fn offset_of(message: &Message) -> Option<i64> {
+    message.headers.as_ref()?.get(OFFSET_HEADER)?.as_str().parse().ok()
+}
+
+/// A channel publication (durable from the feed, or ephemeral) to its local subscribers; the
+/// payload is the frame. Dropped after one lookup when nobody here subscribes.
+pub fn route_publication(channels: &ChannelIndex, metrics: &Metrics, key: &str, message: &Message) {
+    let frame = || Some(Frame { text: Utf8Bytes::try_from(message.payload.clone()).ok()?, occurred_at_micros: 0 });
+    let namespace = key.split('.').next().unwrap_or_default();
+    match channels.deliver(key, offset_of(message), frame) {
+        Some(delivered) => {
+            metrics.publications(namespace, delivered.sent);
+            metrics.slow_consumers.inc_by(delivered.overflowed as u64);
+        }
+        None => {
+            metrics.events_dropped.inc();
+        }
+    }
+}
+
 /// A span for the delivery, continuing the trace the API started for the request.
 fn delivery_span(headers: Option<&HeaderMap>) -> opentelemetry::global::BoxedSpan {
     let parent = headers.and_then(|headers| headers.get("traceparent")).map(|value| value.as_str());
@@ -253,6 +312,7 @@ fn addressee(envelope: &Envelope) -> Option<UserId> {
 
 pub struct Router {
     index: Arc<Index>,
+    channels: Arc<ChannelIndex>,
     subjects: Subjects,
     metrics: Arc<Metrics>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -273,14 +333,24 @@ impl std::fmt::Debug for Router {
 impl Router {
     pub fn new(
         index: Arc<Index>,
+        channels: Arc<ChannelIndex>,
         subjects: Subjects,
         metrics: Arc<Metrics>,
         feed: mpsc::Receiver<FeedItem>,
         lost: Arc<Notify>,
     ) -> (Self, RouterHandle) {
         let (commands_tx, commands) = mpsc::unbounded_channel();
-        let router =
-            Self { index, subjects, metrics, commands, feed, lost, journal: Journal::default(), members: Vec::new() };
+        let router = Self {
+            index,
+            channels,
+            subjects,
+            metrics,
+            commands,
+            feed,
+            lost,
+            journal: Journal::default(),
+            members: Vec::new(),
+        };
         (router, RouterHandle { commands: commands_tx })
     }
 
@@ -315,6 +385,7 @@ impl Router {
             }
             Command::CloseWindow(id) => self.journal.close(id),
             Command::Install(install) => self.install(install),
+            Command::SubscribeChannel(install) => self.subscribe_channel(install),
         }
     }
 
@@ -322,8 +393,36 @@ impl Router {
         match target_of(&self.subjects, &message.subject) {
             Some(Target::Conversation(conversation)) => self.route_conversation(conversation, message),
             Some(Target::User(user)) => self.route_user(user, message),
-            None => {}
+            None => {
+                if let Some(key) = self.subjects.channel_key(&message.subject) {
+                    route_publication(&self.channels, &self.metrics, key, message);
+                }
+            }
         }
+    }
+
+    fn subscribe_channel(&mut self, install: ChannelInstall) {
+        let ChannelInstall { subscription, window, done } = install;
+        let ChannelSubscription { key, position, outbound, subscribed, .. } = subscription;
+        let mut frames = vec![subscribed];
+        let mut last = position.offset;
+        let Some(seen) = self.journal.since(window) else {
+            self.journal.close(window);
+            let _ = done.send(false);
+            return;
+        };
+        for message in seen {
+            let offset = offset_of(message);
+            if self.subjects.channel_key(&message.subject) == Some(&*key) && offset.is_some_and(|offset| offset > last)
+            {
+                let Ok(text) = Utf8Bytes::try_from(message.payload.clone()) else { continue };
+                frames.push(Frame { text, occurred_at_micros: 0 });
+                last = offset.unwrap_or(last);
+            }
+        }
+        self.journal.close(window);
+        self.channels.subscribe(&key, outbound, frames, last, Some(Position { offset: last, ..position }));
+        let _ = done.send(true);
     }
 
     /// Membership changes apply first (so the next event already sees them), then every

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::task::TaskTracker;
 
+use crate::channels::Channels;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbound::QueueBound;
@@ -28,6 +29,7 @@ pub const BEARER_SUBPROTOCOL_PREFIX: &str = "parley.bearer.";
 #[derive(Debug)]
 pub struct Broker {
     pub hub: Arc<Hub>,
+    pub channels: Channels,
     pub verifier: Arc<Verifier>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
@@ -42,6 +44,8 @@ pub struct Broker {
 pub struct Settings {
     pub allowed_origins: Vec<String>,
     pub allow_query_token: bool,
+    /// See `PARLEY_BROKER_ALLOW_ANONYMOUS`.
+    pub allow_anonymous: bool,
     pub heartbeat_interval: Duration,
     pub idle_timeout: Duration,
     pub auth_timeout: Duration,

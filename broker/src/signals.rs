@@ -20,16 +20,17 @@ use parley_shared::presence::PresenceAnnouncement;
 use parley_shared::subjects::Subjects;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::hub::Hub;
 use crate::index::{Delivery, Index};
 use crate::metrics::Metrics;
 use crate::outbound::{Frame, Outbound, Pushed};
-use crate::router::{Target, target_of};
+use crate::router::{Target, route_publication, target_of};
+use crate::server::Broker;
+use parley_shared::publications::StatsReply;
 
 /// Relays typing and presence signals until the subscriptions end (the client drains at
 /// shutdown).
-pub async fn run(nats: async_nats::Client, subjects: Subjects, hub: Arc<Hub>, metrics: Arc<Metrics>) {
-    let index = hub.index();
+pub async fn run(nats: async_nats::Client, subjects: Subjects, broker: Arc<Broker>) {
+    let (index, metrics) = (broker.hub.index(), &broker.metrics);
     let typing = async {
         let mut messages = subscribe(&nats, subjects.all_typing()).await;
         let mut members = Vec::new();
@@ -44,7 +45,25 @@ pub async fn run(nats: async_nats::Client, subjects: Subjects, hub: Arc<Hub>, me
             relay_presence(index, &metrics, &message.payload, &mut scratch);
         }
     };
-    tokio::join!(typing, presence);
+    let channels = &broker.channels.index;
+    let publications = async {
+        let mut messages = subscribe(&nats, subjects.all_ephemeral_channels()).await;
+        while let Some(message) = messages.next().await {
+            if let Some(key) = subjects.channel_key(&message.subject) {
+                route_publication(channels, &metrics, key, &message);
+            }
+        }
+    };
+    let stats = async {
+        let mut requests = subscribe(&nats, subjects.channel_stats_request()).await;
+        while let Some(request) = requests.next().await {
+            let (Some(reply), Ok(key)) = (request.reply, std::str::from_utf8(&request.payload)) else { continue };
+            let subscribers = u64::try_from(channels.subscribers(key)).unwrap_or(u64::MAX);
+            let answer = serde_json::to_vec(&StatsReply { subscribers }).unwrap_or_default();
+            parley_shared::serve::publish_if_connected(&nats, reply.to_string(), answer.into()).await;
+        }
+    };
+    tokio::join!(typing, presence, publications, stats);
 }
 
 async fn subscribe(nats: &async_nats::Client, subject: String) -> async_nats::Subscriber {

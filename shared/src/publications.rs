@@ -43,7 +43,7 @@ pub struct ChannelPosition {
 
 /// A broker asks (core NATS request to `<prefix>.internal.channel.position`) where a durable
 /// channel stands and, with `since`, for every publication after it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PositionRequest {
     pub channel: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,7 +52,7 @@ pub struct PositionRequest {
     pub max_bytes: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PositionReply {
     Position(ChannelState),
@@ -61,7 +61,7 @@ pub enum PositionReply {
 
 /// Where a channel stands and, when `recovered`, every publication after the `since` asked
 /// about, in offset order (never some of them).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ChannelState {
     pub position: ChannelPosition,
     pub recovered: bool,
@@ -70,7 +70,40 @@ pub struct ChannelState {
 }
 
 /// A broker's local subscribers of a channel, answering `<prefix>.internal.channel.stats`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StatsReply {
     pub subscribers: u64,
+}
+
+/// A backend's publish request on `<prefix>.api.publish` (core NATS request/reply): `channel`
+/// or `channels` (up to 1,000), `data`, and optionally `idempotency_key`; validated exactly as
+/// `POST /v1/publications`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    pub data: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The reply: where each publication went, or the problem (RFC 7807 fields, as over HTTP).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishReply {
+    Publications(Vec<PublishedTo>),
+    Error(serde_json::Value),
+}
+
+/// Where one publication went: durable channels give its offset and the channel's epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PublishedTo {
+    pub channel: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }

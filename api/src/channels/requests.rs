@@ -5,38 +5,17 @@
 //!   for the publications a subscriber missed.
 
 use futures_util::StreamExt;
-use parley_shared::publications::{PositionReply, PositionRequest};
-use serde::{Deserialize, Serialize};
+use parley_shared::publications::{
+    PositionReply, PositionRequest, PublishReply, PublishRequest as NatsPublishRequest, PublishedTo,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::history;
-use super::publish::{PublishRequest, Published, publish};
+use super::publish::{PublishRequest, publish};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 const QUEUE_GROUP: &str = "parley-api";
-
-/// The body of a publish request on NATS: `channel` or `channels`, `data`, and optionally
-/// `idempotency_key`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NatsPublish {
-    #[serde(default)]
-    channel: Option<String>,
-    #[serde(default)]
-    channels: Vec<String>,
-    data: serde_json::Value,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-}
-
-/// The reply: `{"publications":[…]}` or `{"error":<problem>}`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum NatsPublishReply {
-    Publications(Vec<Published>),
-    Error(serde_json::Value),
-}
 
 pub struct ChannelResponder {
     pub state: AppState,
@@ -86,8 +65,8 @@ impl ChannelResponder {
     }
 }
 
-async fn answer_publish(state: &AppState, payload: &[u8]) -> NatsPublishReply {
-    let request: NatsPublish = match serde_json::from_slice(payload) {
+async fn answer_publish(state: &AppState, payload: &[u8]) -> PublishReply {
+    let request: NatsPublishRequest = match serde_json::from_slice(payload) {
         Ok(request) => request,
         Err(error) => return problem(ApiError::bad_request("body", format!("malformed publish request: {error}"))),
     };
@@ -103,13 +82,22 @@ async fn answer_publish(state: &AppState, payload: &[u8]) -> NatsPublishReply {
         channels_field: field,
     };
     match publish(state, request).await {
-        Ok(published) => NatsPublishReply::Publications(published),
+        Ok(published) => PublishReply::Publications(
+            published
+                .into_iter()
+                .map(|published| PublishedTo {
+                    channel: published.channel,
+                    offset: published.offset,
+                    epoch: published.epoch,
+                })
+                .collect(),
+        ),
         Err(error) => problem(error),
     }
 }
 
-fn problem(error: ApiError) -> NatsPublishReply {
-    NatsPublishReply::Error(error.problem().to_json_value())
+fn problem(error: ApiError) -> PublishReply {
+    PublishReply::Error(error.problem().to_json_value())
 }
 
 async fn answer_position(state: &AppState, payload: &[u8]) -> PositionReply {

@@ -150,8 +150,9 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
     return this.#hello;
   }
 
+  /** The connection's user (undefined on an anonymous connection). */
   get userId(): string | undefined {
-    return this.#hello?.user_id;
+    return this.#hello?.user_id ?? undefined;
   }
 
   /** The highest delivered `seq` of each conversation: save it to resume in a later session. */
@@ -404,7 +405,7 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
     this.#helloSeen = true;
     this.#attempt = 0;
     this.#setState("open");
-    this.#scheduleRefresh(hello.expires_at);
+    if (hello.expires_at) this.#scheduleRefresh(hello.expires_at);
     this.#startPings(hello.heartbeat_interval_ms);
     if (this.#presenceFollowed.size > 0) {
       this.#send({ type: "presence.subscribe", user_ids: [...this.#presenceFollowed] });

@@ -21,6 +21,18 @@ user_ids: UserId[]
 } | {
 type: "presence.unsubscribe"
 user_ids: UserId[]
+} | {
+channel: string
+since?: (ChannelPosition | null)
+token?: (string | null)
+type: "subscribe"
+} | {
+channel: string
+type: "unsubscribe"
+} | {
+channel: string
+data: unknown
+type: "publish"
 })
 /**
  * A conversation (direct or group).
@@ -133,9 +145,29 @@ user_id: UserId
 expires_at: string
 type: "authenticated"
 } | {
+channel: string
+data: unknown
+offset?: (number | null)
+type: "publication"
+} | {
+channel: string
+epoch?: (string | null)
+offset?: (number | null)
+publications?: ChannelPublication[]
+recovered: boolean
+type: "subscribed"
+} | {
+channel: string
+type: "unsubscribed"
+} | {
+channel: string
+offset?: (number | null)
+type: "published"
+} | {
 type: "presence.subscribed"
 user_ids: UserId[]
 } | {
+channel?: (string | null)
 code: ErrorCode
 message: string
 type: "error"
@@ -150,7 +182,7 @@ export type PresenceStatus = ("online" | "offline")
  * This interface was referenced by `ParleyProtocol`'s JSON-Schema
  * via the `definition` "ErrorCode".
  */
-export type ErrorCode = ("malformed_frame" | "unknown_type" | "binary_not_supported" | "not_a_member" | "not_visible" | "too_many_subscriptions" | "unavailable")
+export type ErrorCode = ("already_subscribed" | "malformed_frame" | "unknown_type" | "binary_not_supported" | "not_a_member" | "not_visible" | "too_many_subscriptions" | "unavailable" | "forbidden" | "unknown_namespace" | "bad_channel" | "token_expired" | "too_large" | "rate_limited" | "not_subscribed")
 
 /**
  * Parley's WebSocket protocol, generated from the broker's Rust types (do not edit).
@@ -159,6 +191,17 @@ export interface ParleyProtocol {
 client_frame?: ClientFrame
 envelope?: Envelope
 server_frame?: ServerFrame
+}
+/**
+ * A place in a durable channel's history: the last offset a client holds, and the epoch it
+ * belongs to (an epoch changes only when the channel's history restarts).
+ * 
+ * This interface was referenced by `ParleyProtocol`'s JSON-Schema
+ * via the `definition` "ChannelPosition".
+ */
+export interface ChannelPosition {
+epoch: string
+offset: number
 }
 /**
  * This interface was referenced by `ParleyProtocol`'s JSON-Schema
@@ -295,9 +338,9 @@ conversations: ConversationPosition[]
  */
 conversations_truncated: boolean
 /**
- * The token's expiry: refresh it with an `auth` frame before then.
+ * The token's expiry: refresh it with an `auth` frame before then (absent when anonymous).
  */
-expires_at: string
+expires_at?: (string | null)
 /**
  * The server sends a WebSocket ping this often.
  */
@@ -311,7 +354,11 @@ limits: Limits
  * Show a typing indicator until `stop` or this long after the last `start`.
  */
 typing_timeout_ms: number
-user_id: UserId
+/**
+ * Absent on an anonymous connection (`PARLEY_BROKER_ALLOW_ANONYMOUS`), which may only
+ * subscribe to public channels.
+ */
+user_id?: (UserId | null)
 }
 /**
  * One conversation of the user and its latest `seq`, as `hello` lists them.
@@ -332,6 +379,10 @@ max_connections_per_user: number
 max_frame_bytes: number
 max_frames_per_second: number
 max_presence_subscriptions: number
+/**
+ * Channels one connection may subscribe to at once.
+ */
+max_subscriptions: number
 outbound_queue_frames: number
 }
 /**
@@ -340,4 +391,15 @@ outbound_queue_frames: number
  */
 export interface TypingData {
 state: TypingState
+}
+/**
+ * One recovered publication inside `subscribed` (the `publication` frame without its `type`).
+ * 
+ * This interface was referenced by `ParleyProtocol`'s JSON-Schema
+ * via the `definition` "ChannelPublication".
+ */
+export interface ChannelPublication {
+channel: string
+data: unknown
+offset?: (number | null)
 }
