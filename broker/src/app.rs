@@ -122,6 +122,7 @@ impl Application {
             verifier: Arc::clone(&verifier),
             metrics: Arc::clone(&metrics),
             max_subscriptions: config.max_subscriptions,
+            feed_live: live.clone(),
             rate_clock: rate_clock.clone(),
         };
         let hub = Arc::new(Hub::new(

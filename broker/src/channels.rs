@@ -74,6 +74,8 @@ pub struct Channels {
     pub verifier: Arc<Verifier>,
     pub metrics: Arc<Metrics>,
     pub max_subscriptions: usize,
+    /// True once the events feed has a consumer.
+    pub feed_live: tokio::sync::watch::Receiver<bool>,
     pub rate_clock: governor::clock::DefaultClock,
 }
 
@@ -145,6 +147,10 @@ impl Channels {
             return Ok(());
         }
         let unavailable = || (ErrorCode::Unavailable, "could not reach the channel's history now; retry".to_owned());
+        // Publications stored before the feed's first consumer would be neither recovered nor routed.
+        if !crate::feed::wait_live(&self.feed_live).await {
+            return Err(unavailable());
+        }
         let window = self.router.open_window().await.ok_or_else(unavailable)?;
         let recovering = since.is_some();
         let state = self.relay.channel_position(channel, since, MAX_RECOVERY_BYTES).await.map_err(|error| {

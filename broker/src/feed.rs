@@ -26,6 +26,20 @@ const SILENCE: Duration = Duration::from_secs(6);
 /// Between attempts to (re)create the consumer.
 const RETRY: Duration = Duration::from_millis(500);
 
+/// How long a join or a durable subscription waits for the feed to be in place.
+const LIVE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Waits (bounded) until the feed has its first consumer: from then on nothing published to
+/// the stream is missed. False when it is not there in time (no stream yet?).
+pub async fn wait_live(live: &watch::Receiver<bool>) -> bool {
+    let mut live = live.clone();
+    let in_place = tokio::time::timeout(LIVE_DEADLINE, live.wait_for(|live| *live)).await.is_ok();
+    if !in_place {
+        tracing::warn!("no event feed yet (is the events stream there?)");
+    }
+    in_place
+}
+
 #[derive(Debug)]
 pub enum FeedItem {
     /// The next message of the stream.

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::{ConversationPosition, Membership};
@@ -19,9 +18,6 @@ use crate::protocol::{CloseCode, ErrorCode, ServerFrame};
 use crate::recent::audience;
 use crate::relay::Relay;
 use crate::router::{CANCELLED, INSTALLED, InstallRequest, PENDING, RouterHandle};
-
-/// How long a connection waits for the broker's event feed to be in place.
-const FEED_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct Hub {
@@ -172,9 +168,7 @@ impl Hub {
     /// The API's snapshot of the user's memberships, asked for once the router keeps what it
     /// routes for this join; and the user's session recorded for presence.
     async fn learn_memberships(&self, user: UserId) -> Result<(crate::router::Window, Vec<Membership>), JoinError> {
-        let mut live = self.feed_live.clone();
-        if tokio::time::timeout(FEED_DEADLINE, live.wait_for(|live| *live)).await.is_err() {
-            tracing::warn!("no event feed yet (is the events stream there?); refusing the connection");
+        if !crate::feed::wait_live(&self.feed_live).await {
             return Err(JoinError::Unavailable);
         }
         let window = self.router.open_window().await.ok_or(JoinError::Unavailable)?;
