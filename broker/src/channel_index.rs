@@ -12,7 +12,7 @@
 //! is never sent to it twice, and one newer is never withheld from the others.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use foldhash::fast::{FixedState, RandomState};
@@ -49,9 +49,11 @@ pub struct Delivered {
     pub overflowed: usize,
 }
 
+type Shard = HashMap<Box<str>, ChannelEntry, RandomState>;
+
 #[derive(Debug)]
 pub struct ChannelIndex {
-    shards: Box<[Mutex<HashMap<Box<str>, ChannelEntry, RandomState>>]>,
+    shards: Box<[Mutex<Shard>]>,
     hasher: FixedState,
 }
 
@@ -62,10 +64,8 @@ impl Default for ChannelIndex {
 }
 
 impl ChannelIndex {
-    fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<Box<str>, ChannelEntry, RandomState>> {
-        let mut hasher = self.hasher.build_hasher();
-        key.hash(&mut hasher);
-        let shard = usize::try_from(hasher.finish() % SHARDS as u64).unwrap_or(0);
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        let shard = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         self.shards[shard].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

@@ -35,14 +35,14 @@ pub async fn run(nats: async_nats::Client, subjects: Subjects, broker: Arc<Broke
         let mut messages = subscribe(&nats, subjects.all_typing()).await;
         let mut members = Vec::new();
         while let Some(message) = messages.next().await {
-            relay_typing(&subjects, index, &metrics, &message, &mut members);
+            relay_typing(&subjects, index, metrics, &message, &mut members);
         }
     };
     let presence = async {
         let mut messages = subscribe(&nats, subjects.all_presence()).await;
         let mut scratch = Scratch::default();
         while let Some(message) = messages.next().await {
-            relay_presence(index, &metrics, &message.payload, &mut scratch);
+            relay_presence(index, metrics, &message.payload, &mut scratch);
         }
     };
     let channels = &broker.channels.index;
@@ -50,7 +50,7 @@ pub async fn run(nats: async_nats::Client, subjects: Subjects, broker: Arc<Broke
         let mut messages = subscribe(&nats, subjects.all_ephemeral_channels()).await;
         while let Some(message) = messages.next().await {
             if let Some(key) = subjects.channel_key(&message.subject) {
-                route_publication(channels, &metrics, key, &message);
+                route_publication(channels, metrics, key, &message);
             }
         }
     };
