@@ -25,7 +25,7 @@ pub const MAX_CHANNELS: usize = 1_000;
 
 /// Where one publication went.
 #[derive(Object, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct Published {
     pub channel: String,
     /// Durable channels: the publication's offset (gapless within the channel).
@@ -34,6 +34,12 @@ pub struct Published {
     /// Durable channels: the channel's epoch (resume with `since: {offset, epoch}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+}
+
+impl poem_openapi::types::Example for Published {
+    fn example() -> Self {
+        Self { channel: "public:bounty.b-42".into(), offset: Some(7), epoch: Some("5f0c1e9a2b4d".into()) }
+    }
 }
 
 /// A validated publish request.

@@ -32,9 +32,9 @@ use super::events::Sample;
 use super::lean_ws::LeanSocket;
 use super::{Stack, http};
 
-const MEMBERS: usize = 10_000;
-const MESSAGES: usize = 100;
-const POSTERS: usize = 4;
+pub(super) const MEMBERS: usize = 10_000;
+pub(super) const MESSAGES: usize = 100;
+pub(super) const POSTERS: usize = 4;
 const IN_FLIGHT: usize = 128;
 
 pub async fn run() -> anyhow::Result<()> {
@@ -48,41 +48,13 @@ pub async fn run() -> anyhow::Result<()> {
     eprintln!("bench fanout: {foreign}");
     broker.terminate().await;
     stack.stop().await;
-    let bare = measure_bare().await?;
+    let bare = measure_bare(bare_frame, sent_micros).await?;
 
-    let rows: Vec<Value> = [("Parley (POST → broker → members)", &parley), ("bare tokio broadcast relay", &bare)]
-        .into_iter()
-        .map(|(name, run)| {
-            let [p50, p90, p99, max] = run.latency.percentiles();
-            json!({
-                "variant": name, "deliveries": run.latency.0.len(), "missing": run.missing,
-                "seconds": run.seconds, "deliveries_per_second": run.latency.0.len() as f64 / run.seconds,
-                "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
-                "relay_cpu_seconds": run.relay_cpu_seconds, "posting_seconds": run.posting_seconds,
-            })
-        })
-        .collect();
+    let rows = vec![parley.row("Parley (POST → broker → members)"), bare.row("bare tokio broadcast relay")];
     let ratio = rows[0]["deliveries_per_second"].as_f64().unwrap_or_default()
         / rows[1]["deliveries_per_second"].as_f64().unwrap_or(f64::NAN);
-    let mut table = format!(
-        "{MESSAGES} messages to one conversation of {MEMBERS} connected members:\n\n\
-         | variant | deliveries/s | missing | p50 ms | p90 ms | p99 ms | max ms | relay CPU s | posted in s |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-    );
-    for row in &rows {
-        table.push_str(&format!(
-            "| {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |\n",
-            row["variant"].as_str().unwrap_or_default(),
-            row["deliveries_per_second"].as_f64().unwrap_or_default(),
-            row["missing"],
-            row["p50_ms"].as_f64().unwrap_or_default(),
-            row["p90_ms"].as_f64().unwrap_or_default(),
-            row["p99_ms"].as_f64().unwrap_or_default(),
-            row["max_ms"].as_f64().unwrap_or_default(),
-            row["relay_cpu_seconds"].as_f64().unwrap_or_default(),
-            row["posting_seconds"].as_f64().unwrap_or_default(),
-        ));
-    }
+    let mut table = format!("{MESSAGES} messages to one conversation of {MEMBERS} connected members:\n\n");
+    table.push_str(&fanout_table(&rows));
     table.push_str(&format!("\nParley ÷ bare (deliveries/s): {ratio:.2}\n"));
     table.push_str(&format!(
         "\nPresence frames sent while the {MEMBERS} members connected: {presence_frames} \
@@ -107,14 +79,50 @@ pub async fn run() -> anyhow::Result<()> {
     super::write_plot("fanout", &title, &[("Parley", &parley.latency), ("bare broadcast relay", &bare.latency)])
 }
 
-struct Run {
-    latency: Sample,
-    missing: usize,
-    seconds: f64,
+pub(super) struct Run {
+    pub latency: Sample,
+    pub missing: usize,
+    pub seconds: f64,
     /// CPU time of the relaying process (the broker; the bare relay) while it relayed.
-    relay_cpu_seconds: f64,
+    pub relay_cpu_seconds: f64,
     /// Time until the last message was handed over (the POSTs answered; the frames sent).
-    posting_seconds: f64,
+    pub posting_seconds: f64,
+}
+
+impl Run {
+    /// The report row of this run.
+    pub(super) fn row(&self, variant: &str) -> Value {
+        let [p50, p90, p99, max] = self.latency.percentiles();
+        json!({
+            "variant": variant, "deliveries": self.latency.0.len(), "missing": self.missing,
+            "seconds": self.seconds, "deliveries_per_second": self.latency.0.len() as f64 / self.seconds,
+            "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
+            "relay_cpu_seconds": self.relay_cpu_seconds, "posting_seconds": self.posting_seconds,
+        })
+    }
+}
+
+/// The table of fan-out rows (see [`Run::row`]).
+pub(super) fn fanout_table(rows: &[Value]) -> String {
+    let mut table = String::from(
+        "| variant | deliveries/s | missing | p50 ms | p90 ms | p99 ms | max ms | relay CPU s | posted in s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in rows {
+        table.push_str(&format!(
+            "| {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |\n",
+            row["variant"].as_str().unwrap_or_default(),
+            row["deliveries_per_second"].as_f64().unwrap_or_default(),
+            row["missing"],
+            row["p50_ms"].as_f64().unwrap_or_default(),
+            row["p90_ms"].as_f64().unwrap_or_default(),
+            row["p99_ms"].as_f64().unwrap_or_default(),
+            row["max_ms"].as_f64().unwrap_or_default(),
+            row["relay_cpu_seconds"].as_f64().unwrap_or_default(),
+            row["posting_seconds"].as_f64().unwrap_or_default(),
+        ));
+    }
+    table
 }
 
 async fn measure_parley(stack: &Stack, ws_url: &str, broker_pid: u32) -> anyhow::Result<Run> {
@@ -151,10 +159,12 @@ async fn measure_parley(stack: &Stack, ws_url: &str, broker_pid: u32) -> anyhow:
         .collect::<Vec<_>>()
         .await;
     added.into_iter().collect::<reqwest::Result<Vec<_>>>().context("adding members")?;
-    let requests =
-        std::iter::once(owner).chain(members).map(|user| (ws_url.to_owned(), Some(super::token(user)))).collect();
+    let receivers = std::iter::once(owner)
+        .chain(members)
+        .map(|user| Receiver { url: ws_url.to_owned(), token: Some(super::token(user)), first_frame: None })
+        .collect();
     let (latencies, arrivals) = mpsc::unbounded_channel::<i64>();
-    let readers = connect_all(requests, latencies).await?;
+    let readers = connect_all(receivers, latencies, sent_micros).await?;
     // `conversation.created` goes to 10,000 user subjects first; time only the messages.
     wait_for_outbox(&stack.api_url()).await?;
     let path = format!("/v1/conversations/{conversation}/messages");
@@ -182,7 +192,7 @@ async fn measure_parley(stack: &Stack, ws_url: &str, broker_pid: u32) -> anyhow:
 }
 
 /// Waits until the API's outbox has nothing left to publish.
-async fn wait_for_outbox(api: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_for_outbox(api: &str) -> anyhow::Result<()> {
     for _ in 0..120 {
         let metrics = reqwest::get(format!("{api}/metrics")).await?.text().await?;
         if metrics.lines().any(|line| line == "parley_outbox_lag_seconds 0.0" || line == "parley_outbox_lag_seconds 0")
@@ -194,19 +204,32 @@ async fn wait_for_outbox(api: &str) -> anyhow::Result<()> {
     anyhow::bail!("the outbox did not drain")
 }
 
+/// One receiving connection.
+pub(super) struct Receiver {
+    pub url: String,
+    pub token: Option<String>,
+    /// Sent at once (an anonymous subscriber's `subscribe`); its answer is skipped like `hello`.
+    pub first_frame: Option<String>,
+}
+
 /// Opens every connection (128 handshakes in flight), each with a reader that reports the
-/// latency of every `message.created` (the body is the send time in µs).
-async fn connect_all(
-    requests: Vec<(String, Option<String>)>,
+/// latency of every frame `sent` finds a send time (µs) in.
+pub(super) async fn connect_all(
+    receivers: Vec<Receiver>,
     latencies: mpsc::UnboundedSender<i64>,
+    sent: fn(&[u8]) -> Option<i64>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut opening = tokio::task::JoinSet::new();
-    for (url, token) in requests {
+    for Receiver { url, token, first_frame } in receivers {
         let in_flight = in_flight.clone();
         opening.spawn(async move {
             let _permit = in_flight.acquire_owned().await?;
             let mut socket = LeanSocket::connect(&url, token.as_deref()).await?;
+            if let Some(frame) = &first_frame {
+                socket.send_text(frame).await?;
+                socket.skip_first_frame().await?;
+            }
             socket.skip_first_frame().await?;
             anyhow::Ok(socket)
         });
@@ -218,7 +241,7 @@ async fn connect_all(
         readers.push(tokio::spawn(async move {
             let _ = socket
                 .read_texts(|text, now| {
-                    if let Some(sent) = sent_micros(text) {
+                    if let Some(sent) = sent(text) {
                         let _ = latencies.send(now - sent);
                     }
                 })
@@ -239,15 +262,15 @@ fn sent_micros(text: &[u8]) -> Option<i64> {
 }
 
 /// When the messages were handed over, and the relaying process's CPU time before.
-struct Posted {
-    started: Instant,
-    seconds: f64,
-    relay_pid: u32,
-    cpu_before: f64,
+pub(super) struct Posted {
+    pub started: Instant,
+    pub seconds: f64,
+    pub relay_pid: u32,
+    pub cpu_before: f64,
 }
 
 /// Waits until every member has every message (or arrivals stop for 10 s).
-async fn finish(
+pub(super) async fn finish(
     mut arrivals: mpsc::UnboundedReceiver<i64>,
     readers: Vec<tokio::task::JoinHandle<()>>,
     posted: Posted,
@@ -266,18 +289,21 @@ async fn finish(
     })
 }
 
-async fn measure_bare() -> anyhow::Result<Run> {
+/// The bare relay carrying `frame(send time)` to [`MEMBERS`] receivers, read with `sent`.
+pub(super) async fn measure_bare(frame: fn(i64) -> String, sent: fn(&[u8]) -> Option<i64>) -> anyhow::Result<Run> {
     let (mut server, port) = super::spawn_baseline("bench-bare-fanout").await?;
-    let requests = (0..MEMBERS).map(|_| (format!("ws://127.0.0.1:{port}/recv"), None)).collect();
+    let receivers = (0..MEMBERS)
+        .map(|_| Receiver { url: format!("ws://127.0.0.1:{port}/recv"), token: None, first_frame: None })
+        .collect();
     let (latencies, arrivals) = mpsc::unbounded_channel::<i64>();
-    let readers = connect_all(requests, latencies).await?;
+    let readers = connect_all(receivers, latencies, sent).await?;
     let (mut sender, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/send")).await?;
     sender.next().await.context("first frame")??;
     let relay_pid = server.id().context("bare relay pid")?;
     let cpu_before = cpu_seconds(relay_pid)?;
     let started = Instant::now();
     for _ in 0..MESSAGES {
-        sender.send(Message::text(bare_frame(Utc::now().timestamp_micros()))).await?;
+        sender.send(Message::text(frame(Utc::now().timestamp_micros()))).await?;
     }
     let posted = Posted { started, seconds: started.elapsed().as_secs_f64(), relay_pid, cpu_before };
     let run = finish(arrivals, readers, posted).await;
@@ -422,7 +448,7 @@ fn foreign_envelope(conversation: parley_shared::ids::ConversationId) -> Vec<u8>
 }
 
 /// The process's CPU time so far (user + system), in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(super) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();

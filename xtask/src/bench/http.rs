@@ -21,12 +21,17 @@ pub struct Connection {
 
 impl Connection {
     pub async fn open(addr: SocketAddr, token: &str) -> anyhow::Result<Self> {
+        Self::open_with_authorization(addr, format!("Bearer {token}")).await
+    }
+
+    /// With any `Authorization` value (a backend's `ApiKey <key>`).
+    pub async fn open_with_authorization(addr: SocketAddr, authorization: String) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         // Ends when the connection closes, which dropping `sender` causes.
         tokio::spawn(connection);
-        Ok(Self { sender, host: addr.to_string(), authorization: format!("Bearer {token}") })
+        Ok(Self { sender, host: addr.to_string(), authorization })
     }
 
     /// Sends one request and reads the whole response; returns its status.

@@ -55,6 +55,12 @@ impl LeanSocket {
         Ok(Self { stream, buffer })
     }
 
+    /// Sends one text frame (a `subscribe`, say).
+    pub(super) async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.stream.write_all(&masked_frame(OPCODE_TEXT, text.as_bytes())).await?;
+        Ok(())
+    }
+
     /// Reads until one whole frame has arrived (the `hello`), dropping it.
     pub(super) async fn skip_first_frame(&mut self) -> anyhow::Result<()> {
         loop {

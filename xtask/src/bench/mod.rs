@@ -9,6 +9,7 @@
 //! messages. The load generator shares the machine, so the ratios are the result; absolute
 //! numbers move with whatever else runs.
 
+mod channels;
 pub mod connections;
 pub mod e2e;
 mod events;
@@ -40,7 +41,7 @@ const CONCURRENCY: [usize; 2] = [8, 32];
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenario: `rest`, `events`, `connections`, `e2e` or `fanout`.
+    /// Scenario: `rest`, `events`, `connections`, `e2e`, `fanout` or `channels`.
     scenario: String,
     /// Seconds each measurement runs.
     #[arg(long, default_value_t = 8)]
@@ -61,7 +62,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "connections" => connections::run(args.only).await,
         "e2e" => e2e::run(args.seconds).await,
         "fanout" => fanout::run().await,
-        other => anyhow::bail!("unknown scenario {other:?}; available: rest, events, connections, e2e, fanout"),
+        "channels" => channels::run(args.seconds).await,
+        other => {
+            anyhow::bail!("unknown scenario {other:?}; available: rest, events, connections, e2e, fanout, channels")
+        }
     }
 }
 
@@ -78,6 +82,11 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// With extra settings for the API.
+    pub async fn start_with(api_env: Vec<(String, String)>) -> anyhow::Result<Self> {
         crate::install::ensure_services()?;
         let release = Self::build_release()?;
 
@@ -99,7 +108,10 @@ impl Stack {
             ("PARLEY_WRITE_BURST".into(), "1000000".into()),
             // The fan-out group is created with its 10,000 members in one request.
             ("PARLEY_MAX_BODY_BYTES".into(), "1048576".into()),
-        ];
+        ]
+        .into_iter()
+        .chain(api_env)
+        .collect();
         let api = spawn_release_api(&release, env, dir.path()).await?;
         Ok(Self { dir, postgres, nats, api, release })
     }

@@ -1219,6 +1219,11 @@ export interface components {
         /**
          * Published
          * @description Where one publication went.
+         * @example {
+         *       "channel": "public:bounty.b-42",
+         *       "epoch": "5f0c1e9a2b4d",
+         *       "offset": 7
+         *     }
          */
         Published: {
             channel: string;
