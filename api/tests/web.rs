@@ -97,8 +97,9 @@ async fn the_root_redirects_to_the_docs_and_a_missing_token_is_unauthorized() {
 
 #[tokio::test]
 async fn the_served_document_is_the_committed_one_and_every_request_example_is_accepted() {
+    const SERVER_KEY: &str = "web-test-server-key-0123456789";
     let ctx = TestContext::start().await;
-    let api = ctx.spawn_api().await;
+    let api = ctx.spawn(Binary::Api, vec![("PARLEY_SERVER_API_KEYS".into(), SERVER_KEY.into())]).await;
     let served: serde_json::Value =
         reqwest::get(format!("{}/openapi.json", api.url())).await.expect("spec").json().await.expect("JSON");
     let committed: serde_json::Value =
@@ -110,6 +111,8 @@ async fn the_served_document_is_the_committed_one_and_every_request_example_is_a
     // Every request body's example (what Swagger UI prefills) is accepted, in a group of the
     // caller's with one message of theirs (seq 2) for the paths that name them.
     let alice = parley_testkit::rest::User::new(&ctx, &api.url(), "Alice");
+    // Backends' routes take the server key instead.
+    let backend = parley_testkit::rest::User::anonymous(&api.url());
     let group = alice.group("examples", &[]).await;
     let message = alice.say(group, "first").await;
     let message_id = message["id"].as_str().expect("id");
@@ -124,8 +127,15 @@ async fn the_served_document_is_the_committed_one_and_every_request_example_is_a
             let schema = reference.trim_start_matches("#/components/schemas/");
             let example = served["components"]["schemas"][schema]["example"].clone();
             assert!(example.is_object(), "{method} {path}: {schema} has no example");
-            let path = path.replace("{id}", &group.to_string()).replace("{message_id}", message_id);
+            let path = path
+                .replace("{id}", &group.to_string())
+                .replace("{message_id}", message_id)
+                .replace("{channel}", "public:bounty.b-42");
+            let for_backends = path.starts_with("/v1/channels/") || path == "/v1/publications";
             let reply = match method.as_str() {
+                "post" if for_backends => {
+                    backend.post_with_header(&path, ("X-API-Key", SERVER_KEY), example.clone()).await
+                }
                 "post" => alice.post(&path, example.clone()).await,
                 "patch" => alice.patch(&path, example.clone()).await,
                 other => panic!("{other} {path} has a body: send it here"),

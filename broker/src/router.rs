@@ -411,14 +411,11 @@ impl Router {
             let _ = done.send(false);
             return;
         };
-        for message in seen {
-            let offset = offset_of(message);
-            if self.subjects.channel_key(&message.subject) == Some(&*key) && offset.is_some_and(|offset| offset > last)
-            {
-                let Ok(text) = Utf8Bytes::try_from(message.payload.clone()) else { continue };
-                frames.push(Frame { text, occurred_at_micros: 0 });
-                last = offset.unwrap_or(last);
-            }
+        for message in seen.filter(|message| self.subjects.channel_key(&message.subject) == Some(&*key)) {
+            let Some(offset) = offset_of(message).filter(|offset| *offset > last) else { continue };
+            let Ok(text) = Utf8Bytes::try_from(message.payload.clone()) else { continue };
+            frames.push(Frame { text, occurred_at_micros: 0 });
+            last = offset;
         }
         self.journal.close(window);
         self.channels.subscribe(&key, outbound, frames, last, Some(Position { offset: last, ..position }));

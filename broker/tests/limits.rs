@@ -19,7 +19,8 @@ async fn malformed_unknown_and_binary_frames_get_an_error_and_the_connection_liv
     let mut client = stack.connect(&bob, "bob").await;
     let cases = [
         (Message::text("{not json"), "malformed_frame"),
-        (Message::text(r#"{"type":"subscribe","channel":"*"}"#), "unknown_type"),
+        (Message::text(r#"{"type":"subscribe_all","channel":"*"}"#), "unknown_type"),
+        (Message::text(r#"{"type":"subscribe","channel":"*"}"#), "bad_channel"),
         (Message::text(r#"{"type":"auth"}"#), "malformed_frame"),
         (Message::binary(vec![0u8, 159, 146, 150]), "binary_not_supported"),
     ];

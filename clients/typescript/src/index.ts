@@ -7,6 +7,7 @@
  * - [`createParley`]: the three wired together for one user.
  */
 export { type BackoffOptions, backoffDelay } from "./backoff.js";
+export type { ChannelPublication, ChannelTokenProvider, SubscribeOptions } from "./channels.js";
 export { CLOSE_CODES, type BrokerCloseCode } from "./generated/closeCodes.js";
 export type { components, operations, paths } from "./generated/openapi.js";
 export type * from "./generated/protocol.js";

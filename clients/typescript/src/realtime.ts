@@ -1,7 +1,16 @@
 import { type BackoffOptions, backoffDelay, sleep } from "./backoff.js";
+import { type ChannelPublication, Channels, type SubscribeOptions } from "./channels.js";
 import { Emitter } from "./emitter.js";
 import { CLOSE_CODES } from "./generated/closeCodes.js";
-import type { ClientFrame, Envelope, ErrorCode, Hello, PresenceStatus, ServerFrame } from "./generated/protocol.js";
+import type {
+  ChannelPosition,
+  ClientFrame,
+  Envelope,
+  ErrorCode,
+  Hello,
+  PresenceStatus,
+  ServerFrame,
+} from "./generated/protocol.js";
 import { ProblemError, type RestClient, type TokenProvider } from "./rest.js";
 
 /** The part of the WebSocket API the client uses: browsers' and Node's (22+, or 18+ with `ws`). */
@@ -21,8 +30,12 @@ export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 export interface RealtimeOptions {
   /** The broker's WebSocket URL, e.g. `ws://127.0.0.1:8081/ws`. */
   url: string;
-  /** Called before every (re)connect and before the token expires (in-band `auth` refresh). */
-  token: TokenProvider;
+  /**
+   * Called before every (re)connect and before the token expires (in-band `auth` refresh).
+   * `null`: an anonymous connection (where the broker allows them), which may only subscribe
+   * to public channels.
+   */
+  token: TokenProvider | null;
   /** Backfills missed events (`GET /v1/conversations/{id}/events`). */
   rest: RestClient;
   /** Defaults to the global `WebSocket`. */
@@ -70,11 +83,17 @@ export type RealtimeEvents = {
   state: ConnectionState;
   typing: TypingChange;
   presence: { userId: string } & PresenceState;
+  /** A channel's publication: once each, in `offset` order on durable channels. */
+  publication: ChannelPublication;
+  /** A durable channel's publications after `from` up to `to` are gone for good: reload its state. */
+  channelReset: { channel: string; from: number; to: number };
   /** An `error` frame, or a failure the client will retry by itself (a backfill, a token). */
   error: {
     code: ErrorCode | "backfill_failed" | "token_failed" | "connect_failed";
     message: string;
     userIds?: string[];
+    /** The channel a `subscribe` or `publish` was refused for. */
+    channel?: string;
   };
   /** Events after `seq` are no longer stored: reload the conversation's messages. */
   reset: { conversationId: string; lastSeq: number };
@@ -118,6 +137,7 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
   readonly #typingIn = new Map<string, Map<string, ReturnType<typeof setTimeout>>>();
   readonly #presence = new Map<string, PresenceState>();
   readonly #presenceFollowed = new Set<string>();
+  readonly #channels: Channels;
   readonly #onOnline = () => {
     if (!this.#stopped && this.#state === "reconnecting") {
       this.#attempt = 0;
@@ -136,6 +156,13 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
       throw new Error("no WebSocket implementation: pass `WebSocket` (Node < 22: the `ws` package)");
     }
     this.#WebSocket = WebSocketImpl;
+    this.#channels = new Channels({
+      send: (frame) => this.#send(frame),
+      deliver: (publication) => this.emit("publication", publication),
+      reset: (channel, from, to) => this.emit("channelReset", { channel, from, to }),
+      failed: (code, message, channel) => this.emit("error", { code: code as ErrorCode, message, channel }),
+      rest: options.rest,
+    });
     for (const [conversationId, seq] of Object.entries(options.positions ?? {})) {
       this.#positions.set(conversationId, seq);
     }
@@ -249,13 +276,35 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
     }
   }
 
+  /**
+   * Subscribe to a channel, now and after every reconnect, resuming durable channels from the
+   * last delivered offset: publications arrive as `publication` events.
+   */
+  subscribe(channel: string, options: SubscribeOptions = {}): void {
+    this.#channels.add(channel, options);
+  }
+
+  unsubscribe(channel: string): void {
+    this.#channels.remove(channel);
+  }
+
+  /** Publish into a channel this connection subscribes to (where the namespace lets clients). */
+  publish(channel: string, data: unknown): boolean {
+    return this.#send({ type: "publish", channel, data });
+  }
+
+  /** Each durable channel's last delivered position: save it to resume in a later session (`since`). */
+  channelPositions(): Record<string, ChannelPosition> {
+    return this.#channels.positions();
+  }
+
   // --- connection ---
 
   async #open(): Promise<void> {
     this.#setState(this.#helloSeen ? "reconnecting" : "connecting");
-    let token: string;
+    let token: string | undefined;
     try {
-      token = await this.#options.token();
+      token = (await this.#options.token?.()) ?? undefined;
     } catch (error) {
       this.emit("error", { code: "token_failed", message: String(error) });
       this.#scheduleReconnect(undefined);
@@ -266,7 +315,8 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
     }
     let socket: WebSocketLike;
     try {
-      socket = new this.#WebSocket(this.#options.url, ["parley.v1", `parley.bearer.${token}`]);
+      const protocols = token === undefined ? ["parley.v1"] : ["parley.v1", `parley.bearer.${token}`];
+      socket = new this.#WebSocket(this.#options.url, protocols);
     } catch (error) {
       // A malformed URL throws at once: say so, and keep trying (the app may fix its config).
       this.emit("error", { code: "connect_failed", message: String(error) });
@@ -278,6 +328,10 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
     let opened = false;
     socket.onopen = () => {
       opened = true;
+      if (token === undefined) {
+        // Anonymous: `hello` follows the first frame.
+        void this.#channels.firstFrame().then((frame) => socket.readyState === 1 && socket.send(JSON.stringify(frame)));
+      }
     };
     // A handshake that neither fails nor brings `hello` in time is given up and retried.
     this.#later(this.#options.connectTimeoutMs ?? 10_000, () => {
@@ -390,10 +444,22 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
         this.#scheduleRefresh(frame.expires_at);
         break;
       case "error":
-        this.emit("error", { code: frame.code, message: frame.message, userIds: frame.user_ids ?? [] });
+        if (frame.channel) {
+          this.#channels.onError(frame);
+        } else {
+          this.emit("error", { code: frame.code, message: frame.message, userIds: frame.user_ids ?? [] });
+        }
+        break;
+      case "subscribed":
+        this.#channels.onSubscribed(frame);
+        break;
+      case "publication":
+        this.#channels.onPublication(frame);
         break;
       case "pong":
       case "presence.subscribed":
+      case "unsubscribed":
+      case "published":
         break;
     }
   }
@@ -411,6 +477,7 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
       this.#send({ type: "presence.subscribe", user_ids: [...this.#presenceFollowed] });
     }
     this.emit("hello", hello);
+    this.#channels.resubscribeAll();
     for (const { conversation_id, last_seq } of hello.conversations) {
       this.#catchUp(conversation_id, last_seq, first);
     }
@@ -602,8 +669,12 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
   }
 
   async #refresh(): Promise<void> {
+    const provider = this.#options.token;
+    if (!provider) {
+      return;
+    }
     try {
-      const token = await this.#options.token();
+      const token = await provider();
       this.#send({ type: "auth", token });
     } catch (error) {
       // The broker closes with 4001 at expiry; the reconnect asks for a token again.

@@ -12,7 +12,8 @@ export type TokenProvider = () => string | Promise<string>;
 export interface RestOptions {
   /** The API's base URL, e.g. `http://127.0.0.1:8080`. */
   baseUrl: string;
-  token: TokenProvider;
+  /** `null` for calls without credentials (a public channel's history). */
+  token: TokenProvider | null;
   /** Defaults to the global `fetch`. */
   fetch?: typeof globalThis.fetch;
 }
@@ -25,7 +26,9 @@ export function createRestClient(options: RestOptions): RestClient {
   });
   client.use({
     async onRequest({ request }) {
-      request.headers.set("Authorization", `Bearer ${await options.token()}`);
+      if (options.token) {
+        request.headers.set("Authorization", `Bearer ${await options.token()}`);
+      }
       return request;
     },
   });

@@ -21,6 +21,9 @@ use poem::{EndpointExt, Route, handler, post};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+/// The private stack's server API key (for channel publications in tests).
+pub const SERVER_API_KEY: &str = "sdk-check-server-key-0123456789";
+
 struct Services {
     ctx: TestContext,
     broker: AppProcess,
@@ -36,17 +39,17 @@ pub struct PrivateStack {
 
 impl PrivateStack {
     /// PostgreSQL, nats-server, parley-api and parley-broker of their own, with every origin
-    /// allowed (pages under test are served from elsewhere), and the control endpoint.
+    /// allowed (pages under test are served from elsewhere), a server API key
+    /// ([`SERVER_API_KEY`]) and anonymous connections, and the control endpoint.
     pub async fn start() -> anyhow::Result<Self> {
         let ctx = TestContext::with_own_services().await;
-        let origins = || {
-            vec![
-                ("PARLEY_API_ALLOWED_ORIGINS".to_owned(), "*".to_owned()),
-                ("PARLEY_BROKER_ALLOWED_ORIGINS".to_owned(), "*".to_owned()),
-            ]
-        };
-        let api = ctx.spawn(Binary::Api, origins()).await;
-        let broker = ctx.spawn(Binary::Broker, origins()).await;
+        let setting = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+        let api_env =
+            vec![setting("PARLEY_API_ALLOWED_ORIGINS", "*"), setting("PARLEY_SERVER_API_KEYS", SERVER_API_KEY)];
+        let broker_env =
+            vec![setting("PARLEY_BROKER_ALLOWED_ORIGINS", "*"), setting("PARLEY_BROKER_ALLOW_ANONYMOUS", "true")];
+        let api = ctx.spawn(Binary::Api, api_env).await;
+        let broker = ctx.spawn(Binary::Broker, broker_env).await;
         let broker_ws_url = format!("ws://127.0.0.1:{}/ws", broker.port());
         let services = Arc::new(Mutex::new(Services { ctx, broker }));
 
@@ -67,6 +70,7 @@ impl PrivateStack {
             ("PARLEY_API_URL".into(), self.api.url()),
             ("PARLEY_BROKER_WS_URL".into(), self.broker_ws_url.clone()),
             ("PARLEY_CONTROL_URL".into(), self.control_url.clone()),
+            ("PARLEY_SERVER_API_KEY".into(), SERVER_API_KEY.into()),
         ]
     }
 
