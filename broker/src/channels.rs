@@ -164,6 +164,7 @@ impl Channels {
             .map(|publication| ChannelPublication {
                 channel: publication.channel,
                 offset: publication.offset,
+                epoch: publication.epoch,
                 data: publication.data,
             })
             .collect();

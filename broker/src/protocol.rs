@@ -209,12 +209,15 @@ pub enum ServerFrame {
         expires_at: DateTime<Utc>,
     },
     /// A publication of a channel this connection subscribes to. `offset` (durable channels) is
-    /// gapless and increasing within the channel: keep the last one (with the `epoch` of
-    /// `subscribed`) to resume with `since`.
+    /// gapless and increasing within the channel: keep the last one with its `epoch` to resume
+    /// with `since`.
     Publication {
         channel: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         offset: Option<i64>,
+        /// Durable channels: the history `offset` belongs to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
         data: serde_json::Value,
     },
     /// The connection now receives the channel's publications. Durable channels: `offset` and
@@ -267,6 +270,8 @@ pub struct ChannelPublication {
     pub channel: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     pub data: serde_json::Value,
 }
 
@@ -472,14 +477,16 @@ mod tests {
 
     #[test]
     fn a_publication_from_nats_is_the_documented_publication_frame() {
-        let publication = parley_shared::publications::Publication::new(
+        let publication = parley_shared::publications::Publication::durable(
             "public:bounty.b-42",
-            Some(3),
+            3,
+            "5f0c1e9a2b4d",
             serde_json::json!({ "bounty_id": "b-42" }),
         );
         let documented = ServerFrame::Publication {
             channel: publication.channel.clone(),
             offset: publication.offset,
+            epoch: publication.epoch.clone(),
             data: publication.data.clone(),
         };
         assert_eq!(serde_json::to_value(&publication).expect("json"), serde_json::to_value(documented).expect("json"));

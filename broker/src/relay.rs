@@ -123,7 +123,7 @@ impl Relay {
 
     /// A client's publication into an ephemeral channel: straight to NATS, at most once.
     pub async fn publish_ephemeral(&self, channel: &Channel, data: serde_json::Value) -> bool {
-        let publication = Publication::new(channel.as_str(), None, data);
+        let publication = Publication::ephemeral(channel.as_str(), data);
         let Ok(payload) = serde_json::to_vec(&publication) else { return false };
         self.nats.publish(self.subjects.ephemeral_channel(channel), payload.into()).await.is_ok()
     }

@@ -189,7 +189,7 @@ async fn a_backend_publishes_and_anonymous_subscribers_of_public_channels_receiv
     let frame = publication(&mut durable).await;
     assert_eq!(
         frame,
-        json!({ "type": "publication", "channel": "public:bounty.b-42", "offset": 1, "data": { "bounty_id": "b-42", "status": "accepted" } })
+        json!({ "type": "publication", "channel": "public:bounty.b-42", "offset": 1, "epoch": accepted["epoch"], "data": { "bounty_id": "b-42", "status": "accepted" } })
     );
     let live = stack.publish("live:scores", json!({ "home": 2 })).await;
     assert!(live.get("offset").is_none(), "ephemeral publications have no offset: {live}");

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// without parsing the payload.
 pub const OFFSET_HEADER: &str = "Parley-Offset";
 
-/// One publication as clients receive it: `{"type":"publication","channel","offset"?,"data"}`.
+/// One publication as clients receive it: `{"type":"publication","channel","offset"?,"epoch"?,"data"}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Publication {
     #[serde(rename = "type")]
@@ -17,6 +17,9 @@ pub struct Publication {
     /// Durable channels only: gapless and increasing within the channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<i64>,
+    /// Durable channels only: the history `offset` belongs to (resume with both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     /// Whatever the publisher sent (any JSON value, at most the namespace's `max_data_bytes`).
     pub data: serde_json::Value,
 }
@@ -28,8 +31,13 @@ pub enum PublicationType {
 }
 
 impl Publication {
-    pub fn new(channel: &str, offset: Option<i64>, data: serde_json::Value) -> Self {
-        Self { kind: PublicationType::Publication, channel: channel.to_owned(), offset, data }
+    pub fn ephemeral(channel: &str, data: serde_json::Value) -> Self {
+        Self { kind: PublicationType::Publication, channel: channel.to_owned(), offset: None, epoch: None, data }
+    }
+
+    pub fn durable(channel: &str, offset: i64, epoch: &str, data: serde_json::Value) -> Self {
+        let (offset, epoch) = (Some(offset), Some(epoch.to_owned()));
+        Self { kind: PublicationType::Publication, channel: channel.to_owned(), offset, epoch, data }
     }
 }
 

@@ -106,7 +106,9 @@ pub async fn recover(
         && rows.first().is_none_or(|row| row.offset == since.offset + 1)
         && bytes <= max_bytes;
     let publications = if complete {
-        rows.into_iter().map(|row| Publication::new(channel.as_str(), Some(row.offset), row.data)).collect()
+        rows.into_iter()
+            .map(|row| Publication::durable(channel.as_str(), row.offset, &position.epoch, row.data))
+            .collect()
     } else {
         Vec::new()
     };

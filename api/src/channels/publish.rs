@@ -105,7 +105,7 @@ pub async fn publish(state: &AppState, request: PublishRequest<'_>) -> Result<Ve
         let delivery = match delivery {
             Delivery::Durable => "durable",
             Delivery::Ephemeral => {
-                let frame = serde_json::to_vec(&Publication::new(channel.as_str(), None, data.clone()))
+                let frame = serde_json::to_vec(&Publication::ephemeral(channel.as_str(), data.clone()))
                     .map_err(|_| ApiError::internal())?;
                 state
                     .nats

@@ -23,6 +23,7 @@ struct Pending {
     id: Uuid,
     channel: String,
     offset: i64,
+    epoch: String,
     data: serde_json::Value,
     occurred_at: DateTime<Utc>,
     trace_context: Option<String>,
@@ -41,8 +42,9 @@ pub async fn publish_pending(
     let publisher = Publisher { jetstream, subjects, timeout };
     loop {
         let pending: Vec<Pending> = sqlx::query_as(
-            r#"select id, channel, "offset", data, occurred_at, trace_context
-                 from channel_publications where published_at is null order by position limit $1"#,
+            r#"select p.id, p.channel, p."offset", c.epoch, p.data, p.occurred_at, p.trace_context
+                 from channel_publications p join channels c on c.name = p.channel
+                where p.published_at is null order by p.position limit $1"#,
         )
         .bind(batch)
         .fetch_all(db)
@@ -113,7 +115,7 @@ async fn publish_in_order<'p>(
 async fn publish_one(publisher: &Publisher<'_>, pending: &Pending) -> Result<(), Failure> {
     let (_span, traceparent) = parley_shared::telemetry::child_span("outbox.publish", pending.trace_context.as_deref());
     let channel = Channel::parse(&pending.channel).map_err(|_| Failure::Unroutable)?;
-    let frame = Publication::new(&pending.channel, Some(pending.offset), pending.data.clone());
+    let frame = Publication::durable(&pending.channel, pending.offset, &pending.epoch, pending.data.clone());
     let mut headers = HeaderMap::new();
     headers.insert("traceparent", traceparent.as_str());
     headers.insert(OFFSET_HEADER, pending.offset.to_string().as_str());

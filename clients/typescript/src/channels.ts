@@ -14,8 +14,9 @@ export interface SubscribeOptions {
 /** One publication, delivered once and (durable channels) in `offset` order. */
 export interface ChannelPublication {
   channel: string;
-  /** Durable channels only. */
+  /** Durable channels only, with the history the offset belongs to. */
   offset?: number;
+  epoch?: string;
   data: unknown;
 }
 
@@ -122,7 +123,12 @@ export class Channels {
       const now = { offset: frame.offset, epoch: frame.epoch };
       if (since && frame.recovered) {
         for (const publication of frame.publications ?? []) {
-          this.#deliver(subscription, { ...publication, offset: publication.offset ?? undefined });
+          this.#deliver(subscription, {
+            channel: publication.channel,
+            ...(publication.offset != null ? { offset: publication.offset } : {}),
+            ...(publication.epoch != null ? { epoch: publication.epoch } : {}),
+            data: publication.data,
+          });
         }
       } else if (since && since.epoch === now.epoch && since.offset < now.offset) {
         await this.#backfill(subscription, frame.channel, now.offset);
@@ -146,7 +152,12 @@ export class Channels {
       if (offset > last + 1 && subscription.position) {
         await this.#backfill(subscription, frame.channel, offset - 1);
       }
-      this.#deliver(subscription, { channel: frame.channel, offset, data: frame.data });
+      this.#deliver(subscription, {
+        channel: frame.channel,
+        offset,
+        ...(frame.epoch != null ? { epoch: frame.epoch } : {}),
+        data: frame.data,
+      });
     });
   }
 
@@ -180,10 +191,11 @@ export class Channels {
     if (offset !== undefined && subscription.position && offset <= subscription.position.offset) {
       return;
     }
-    if (offset !== undefined && subscription.position) {
-      subscription.position = { ...subscription.position, offset };
+    if (offset !== undefined) {
+      const epoch = publication.epoch ?? subscription.position?.epoch ?? "";
+      subscription.position = { offset, epoch };
     }
-    this.#hooks.deliver({ channel: publication.channel, ...(offset !== undefined ? { offset } : {}), data: publication.data });
+    this.#hooks.deliver(publication);
   }
 
   /** Pages the channel's history from the delivered position up to `to`. */
@@ -200,7 +212,7 @@ export class Channels {
       }
       for (const item of data.items) {
         if (item.offset <= to) {
-          this.#deliver(subscription, { channel, offset: item.offset, data: item.data });
+          this.#deliver(subscription, { channel, offset: item.offset, epoch: data.epoch, data: item.data });
         }
       }
     }

@@ -131,7 +131,8 @@ fn sent_micros(text: &[u8]) -> Option<i64> {
 
 /// What the bare relay carries: the publication frame the broker forwards, with the send time.
 fn bare_frame(sent: i64) -> String {
-    let publication = parley_shared::publications::Publication::new("public:fanout", Some(1), json!({ "sent": sent }));
+    let publication =
+        parley_shared::publications::Publication::durable("public:fanout", 1, "5f0c1e9a2b4d", json!({ "sent": sent }));
     serde_json::to_string(&publication).unwrap_or_default()
 }
 

@@ -147,6 +147,10 @@ type: "authenticated"
 } | {
 channel: string
 data: unknown
+/**
+ * Durable channels: the history `offset` belongs to.
+ */
+epoch?: (string | null)
 offset?: (number | null)
 type: "publication"
 } | {
@@ -401,5 +405,6 @@ state: TypingState
 export interface ChannelPublication {
 channel: string
 data: unknown
+epoch?: (string | null)
 offset?: (number | null)
 }
