@@ -13,13 +13,13 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parley_shared::auth::{AuthError, Verifier};
 use parley_shared::channels::{Channel, Namespace, Namespaces, Subscribers, pattern_grants};
 use parley_shared::ids::UserId;
-use parley_shared::publications::ChannelPosition;
+use parley_shared::publications::{ChannelPosition, Publication};
 use tokio::time::Instant;
 
 use crate::channel_index::{ChannelIndex, Position};
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
-use crate::protocol::{ChannelPublication, ErrorCode, ServerFrame};
+use crate::protocol::{ErrorCode, ServerFrame};
 use crate::relay::Relay;
 use crate::router::{ChannelSubscription, RouterHandle};
 
@@ -158,17 +158,7 @@ impl Channels {
             unavailable()
         })?;
         let position = Position { epoch: state.position.epoch.into(), offset: state.position.offset };
-        let publications = state
-            .publications
-            .into_iter()
-            .map(|publication| ChannelPublication {
-                channel: publication.channel,
-                offset: publication.offset,
-                epoch: publication.epoch,
-                data: publication.data,
-            })
-            .collect();
-        let frame = subscribed(channel, recovering && state.recovered, Some(&position), publications).to_frame();
+        let frame = subscribed(channel, recovering && state.recovered, Some(&position), state.publications).to_frame();
         let subscription = ChannelSubscription {
             key: key.into(),
             window,
@@ -333,7 +323,7 @@ fn subscribed(
     channel: &Channel,
     recovered: bool,
     position: Option<&Position>,
-    publications: Vec<ChannelPublication>,
+    publications: Vec<Publication>,
 ) -> ServerFrame {
     ServerFrame::Subscribed {
         channel: channel.as_str().to_owned(),

@@ -74,18 +74,7 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
         },
     };
     let outbound = Arc::new(Outbound::new(broker.settings.queue_bound));
-    let connection_id = uuid::Uuid::now_v7().to_string();
-    let hello = Hello {
-        connection_id,
-        user_id: Some(identity.user_id),
-        expires_at: Some(identity.expires_at),
-        heartbeat_interval_ms: millis(broker.settings.heartbeat_interval),
-        idle_timeout_ms: millis(broker.settings.idle_timeout),
-        typing_timeout_ms: millis(TYPING_TIMEOUT),
-        limits: broker.settings.limits,
-        conversations: Vec::new(),
-        conversations_truncated: false,
-    };
+    let hello = hello_for(broker, Some(&identity));
     let max_conversations = broker.settings.hello_max_conversations;
     let hello = move |positions: &mut dyn Iterator<Item = ConversationPosition>| {
         let (recent, conversations_truncated) =
@@ -116,18 +105,7 @@ async fn open_anonymous(broker: &Broker, ws: Socket, first: Message) -> Option<(
             return None;
         }
     };
-    let hello = Hello {
-        connection_id: uuid::Uuid::now_v7().to_string(),
-        user_id: None,
-        expires_at: None,
-        heartbeat_interval_ms: millis(broker.settings.heartbeat_interval),
-        idle_timeout_ms: millis(broker.settings.idle_timeout),
-        typing_timeout_ms: millis(TYPING_TIMEOUT),
-        limits: broker.settings.limits,
-        conversations: Vec::new(),
-        conversations_truncated: false,
-    };
-    outbound.push(ServerFrame::Hello(hello).to_frame());
+    outbound.push(ServerFrame::Hello(hello_for(broker, None)).to_frame());
     let mut connection = Connection::new(broker, ws, outbound, None);
     match connection.on_inbound(first).await {
         Ok(()) => Some((connection, Seat::Anonymous(ticket))),
@@ -139,6 +117,21 @@ async fn open_anonymous(broker: &Broker, ws: Socket, first: Message) -> Option<(
             }
             None
         }
+    }
+}
+
+/// `hello` without conversations (a user's are added once the hub knows them).
+fn hello_for(broker: &Broker, identity: Option<&Identity>) -> Hello {
+    Hello {
+        connection_id: uuid::Uuid::now_v7().to_string(),
+        user_id: identity.map(|identity| identity.user_id),
+        expires_at: identity.map(|identity| identity.expires_at),
+        heartbeat_interval_ms: millis(broker.settings.heartbeat_interval),
+        idle_timeout_ms: millis(broker.settings.idle_timeout),
+        typing_timeout_ms: millis(TYPING_TIMEOUT),
+        limits: broker.settings.limits,
+        conversations: Vec::new(),
+        conversations_truncated: false,
     }
 }
 

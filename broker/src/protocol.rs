@@ -11,7 +11,7 @@ use parley_shared::events::{Envelope, TypingData, TypingState};
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::ConversationPosition;
 use parley_shared::presence::PresenceStatus;
-use parley_shared::publications::ChannelPosition;
+use parley_shared::publications::{ChannelPosition, Publication};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -232,7 +232,7 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        publications: Vec<ChannelPublication>,
+        publications: Vec<Publication>,
     },
     /// The connection no longer receives the channel's publications (it asked, or the
     /// subscription token expired: an `error` `token_expired` comes first).
@@ -262,17 +262,6 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<String>,
     },
-}
-
-/// One recovered publication inside `subscribed` (the `publication` frame without its `type`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct ChannelPublication {
-    pub channel: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offset: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<String>,
-    pub data: serde_json::Value,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]

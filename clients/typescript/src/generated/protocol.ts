@@ -157,7 +157,7 @@ type: "publication"
 channel: string
 epoch?: (string | null)
 offset?: (number | null)
-publications?: ChannelPublication[]
+publications?: Publication[]
 recovered: boolean
 type: "subscribed"
 } | {
@@ -182,6 +182,11 @@ user_ids?: UserId[]
  * via the `definition` "PresenceStatus".
  */
 export type PresenceStatus = ("online" | "offline")
+/**
+ * This interface was referenced by `ParleyProtocol`'s JSON-Schema
+ * via the `definition` "PublicationType".
+ */
+export type PublicationType = "publication"
 /**
  * This interface was referenced by `ParleyProtocol`'s JSON-Schema
  * via the `definition` "ErrorCode".
@@ -397,14 +402,26 @@ export interface TypingData {
 state: TypingState
 }
 /**
- * One recovered publication inside `subscribed` (the `publication` frame without its `type`).
+ * One publication as clients receive it: `{"type":"publication","channel","offset"?,"epoch"?,"data"}`.
  * 
  * This interface was referenced by `ParleyProtocol`'s JSON-Schema
- * via the `definition` "ChannelPublication".
+ * via the `definition` "Publication".
  */
-export interface ChannelPublication {
+export interface Publication {
 channel: string
-data: unknown
+/**
+ * Whatever the publisher sent (any JSON value, at most the namespace's `max_data_bytes`).
+ */
+data: {
+[k: string]: unknown | undefined
+}
+/**
+ * Durable channels only: the history `offset` belongs to (resume with both).
+ */
 epoch?: (string | null)
+/**
+ * Durable channels only: gapless and increasing within the channel.
+ */
 offset?: (number | null)
+type: PublicationType
 }
