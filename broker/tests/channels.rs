@@ -69,7 +69,11 @@ impl Channels {
             ("PARLEY_CHANNELS_CONFIG", &config),
         ]);
         let api = ctx.spawn(Binary::Api, [parley_testkit::rest::unlimited_writes(), api_env].concat()).await;
-        let broker_env = common::env(&[("PARLEY_CHANNELS_CONFIG", &config), ("PARLEY_BROKER_ALLOW_ANONYMOUS", "true")]);
+        let broker_env = common::env(&[
+            ("PARLEY_CHANNELS_CONFIG", &config),
+            ("PARLEY_BROKER_ALLOW_ANONYMOUS", "true"),
+            ("PARLEY_BROKER_MAX_SUBSCRIPTIONS", "3"),
+        ]);
         let mut started = Vec::new();
         for _ in 0..brokers {
             started.push(ctx.spawn(Binary::Broker, broker_env.clone()).await);
@@ -223,6 +227,13 @@ async fn a_backend_publishes_and_anonymous_subscribers_of_public_channels_receiv
     ] {
         assert_eq!(refused(&mut durable, frame.clone()).await["code"], code, "{frame}");
     }
+    // At most 3 subscriptions per connection (PARLEY_BROKER_MAX_SUBSCRIPTIONS).
+    for channel in ["public:second", "live:third"] {
+        subscribe(&mut durable, json!({ "type": "subscribe", "channel": channel })).await;
+    }
+    let error = refused(&mut durable, json!({ "type": "subscribe", "channel": "public:fourth" })).await;
+    assert_eq!(error["code"], "too_many_subscriptions");
+    assert_eq!(durable.hello["limits"]["max_subscriptions"], 3);
     durable.send_json(&json!({ "type": "unsubscribe", "channel": "public:bounty.b-42" })).await;
     assert_eq!(durable.next_frame().await.expect("unsubscribed")["type"], "unsubscribed");
     stack.publish("public:bounty.b-42", json!({ "after": "unsubscribe" })).await;
@@ -472,6 +483,8 @@ async fn server_keys_rotate_and_every_wrong_credential_or_input_gets_its_problem
     stack.publish_with(KEY, "nowhere:x", json!(1), None).await.expect_problem(400, "unknown_namespace");
     stack.publish_with(KEY, "public:a*b", json!(1), None).await.expect_problem(400, "validation_failed");
     stack.publish_with(KEY, "user:not-a-uuid", json!(1), None).await.expect_problem(400, "validation_failed");
+    let shouted = format!("user:{}", alice.id.to_string().to_uppercase());
+    stack.publish_with(KEY, &shouted, json!(1), None).await.expect_problem(400, "validation_failed");
     let big = "x".repeat(70 * 1024);
     stack.publish_with(KEY, "public:k", json!(big), None).await.expect_problem(413, "payload_too_large");
     // Nothing of that reached the channel.

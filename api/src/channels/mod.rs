@@ -25,10 +25,10 @@ pub fn resolve<'n>(
             format!("no namespace {:?} is configured", channel.namespace()),
         )
     })?;
-    if channel.namespace() == parley_shared::channels::USER_NAMESPACE
-        && channel.name().parse::<parley_shared::ids::UserId>().is_err()
-    {
-        return Err(ApiError::bad_request(field, "a user channel is user:<user id>"));
+    // One spelling per user (the id as tokens carry it), so no publication misses its user.
+    let canonical = |name: &str| name.parse::<parley_shared::ids::UserId>().is_ok_and(|user| user.to_string() == name);
+    if channel.namespace() == parley_shared::channels::USER_NAMESPACE && !canonical(channel.name()) {
+        return Err(ApiError::bad_request(field, "a user channel is user:<user id>, the id in lowercase"));
     }
     Ok((channel, namespace))
 }
