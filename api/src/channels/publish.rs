@@ -79,6 +79,11 @@ pub async fn publish(state: &AppState, request: PublishRequest<'_>) -> Result<Ve
     let fingerprint = serde_json::json!({ "channels": channels, "data": data });
     let stored = if durable.is_empty() && idempotency_key.is_none() {
         Vec::new()
+    } else if idempotency_key.is_none() {
+        // One statement is its own transaction: one round trip, no BEGIN or COMMIT.
+        let stored = store(&mut *state.db.acquire().await?, &durable, data).await?;
+        state.outbox.committed(Recorded::publications());
+        stored
     } else {
         let mut tx = state.db.begin().await?;
         if let Some(key) = idempotency_key
