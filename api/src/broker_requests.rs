@@ -29,44 +29,60 @@ pub struct MembershipResponder {
 impl MembershipResponder {
     /// Serves until `stop`; requests are answered concurrently (the pool bounds the queries).
     pub async fn run(self, stop: CancellationToken) {
-        let subscribe = |subject: String| self.nats.queue_subscribe(subject, QUEUE_GROUP.into());
-        let (membership, visibility) = match tokio::try_join!(
-            subscribe(self.subjects.membership_request()),
-            subscribe(self.subjects.visibility_request())
-        ) {
-            Ok(subscriptions) => subscriptions,
-            Err(error) => {
-                tracing::error!(%error, "cannot subscribe to broker requests; brokers will refuse connections");
-                return;
+        let subjects = [self.subjects.membership_request(), self.subjects.visibility_request()];
+        let db = self.db;
+        serve(self.nats, subjects, stop, move |membership, payload| {
+            let db = db.clone();
+            async move {
+                let reply = if membership {
+                    serde_json::to_vec(&answer(&db, &payload).await)
+                } else {
+                    serde_json::to_vec(&answer_visibility(&db, &payload).await)
+                };
+                reply.unwrap_or_default()
             }
-        };
-        let mut requests = futures_util::stream::select(membership, visibility);
-        let mut in_flight = tokio::task::JoinSet::new();
-        let membership_subject = self.subjects.membership_request();
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                Some(request) = requests.next() => {
-                    let (db, nats) = (self.db.clone(), self.nats.clone());
-                    let is_membership = request.subject.as_str() == membership_subject;
-                    in_flight.spawn(async move {
-                        let Some(reply_to) = request.reply.clone() else { return };
-                        let reply = if is_membership {
-                            serde_json::to_vec(&answer(&db, &request.payload).await)
-                        } else {
-                            serde_json::to_vec(&answer_visibility(&db, &request.payload).await)
-                        };
-                        if let Err(error) = nats.publish(reply_to, reply.unwrap_or_default().into()).await {
-                            tracing::debug!(%error, "broker request reply not sent");
-                        }
-                    });
-                }
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            }
-        }
-        drop(requests);
-        while in_flight.join_next().await.is_some() {}
+        })
+        .await;
     }
+}
+
+/// Answers the requests on two subjects (queue group `parley-api`: one instance answers each)
+/// until `stop`, each in a task of its own; `answer(first, payload)` makes the reply, `first`
+/// telling which subject the request came on.
+pub async fn serve<A, F>(nats: async_nats::Client, subjects: [String; 2], stop: CancellationToken, answer: A)
+where
+    A: Fn(bool, bytes::Bytes) -> F,
+    F: Future<Output = Vec<u8>> + Send + 'static,
+{
+    let subscribe = |subject: String| nats.queue_subscribe(subject, QUEUE_GROUP.into());
+    let [first_subject, second_subject] = subjects;
+    let (first, second) = match tokio::try_join!(subscribe(first_subject.clone()), subscribe(second_subject.clone())) {
+        Ok(subscriptions) => subscriptions,
+        Err(error) => {
+            tracing::error!(%error, %first_subject, %second_subject, "cannot subscribe to requests; they go unanswered");
+            return;
+        }
+    };
+    let mut requests = futures_util::stream::select(first, second);
+    let mut in_flight = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            Some(request) = requests.next() => {
+                let Some(reply_to) = request.reply.clone() else { continue };
+                let reply = answer(request.subject.as_str() == first_subject, request.payload);
+                let nats = nats.clone();
+                in_flight.spawn(async move {
+                    if let Err(error) = nats.publish(reply_to, reply.await.into()).await {
+                        tracing::debug!(%error, "request reply not sent");
+                    }
+                });
+            }
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+    }
+    drop(requests);
+    while in_flight.join_next().await.is_some() {}
 }
 
 async fn answer(db: &PgPool, payload: &[u8]) -> MembershipReply {

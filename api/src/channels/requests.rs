@@ -4,7 +4,6 @@
 //! - `<prefix>.internal.channel.position`: a broker asks where a durable channel stands and
 //!   for the publications a subscriber missed.
 
-use futures_util::StreamExt;
 use parley_shared::publications::{
     PositionReply, PositionRequest, PublishReply, PublishRequest as NatsPublishRequest, PublishedTo,
 };
@@ -15,8 +14,6 @@ use super::publish::{PublishRequest, publish};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-const QUEUE_GROUP: &str = "parley-api";
-
 pub struct ChannelResponder {
     pub state: AppState,
 }
@@ -24,44 +21,20 @@ pub struct ChannelResponder {
 impl ChannelResponder {
     /// Serves until `stop`; requests are answered concurrently (the pool bounds the queries).
     pub async fn run(self, stop: CancellationToken) {
-        let (nats, subjects) = (&self.state.nats, &self.state.subjects);
-        let subscribe = |subject: String| nats.queue_subscribe(subject, QUEUE_GROUP.into());
-        let (publishes, positions) = match tokio::try_join!(
-            subscribe(subjects.publish_request()),
-            subscribe(subjects.channel_position_request())
-        ) {
-            Ok(subscriptions) => subscriptions,
-            Err(error) => {
-                tracing::error!(%error, "cannot subscribe to channel requests");
-                return;
+        let subjects = [self.state.subjects.publish_request(), self.state.subjects.channel_position_request()];
+        let state = self.state;
+        crate::broker_requests::serve(state.nats.clone(), subjects, stop, move |publish, payload| {
+            let state = state.clone();
+            async move {
+                let reply = if publish {
+                    serde_json::to_vec(&answer_publish(&state, &payload).await)
+                } else {
+                    serde_json::to_vec(&answer_position(&state, &payload).await)
+                };
+                reply.unwrap_or_default()
             }
-        };
-        let mut requests = futures_util::stream::select(publishes, positions);
-        let mut in_flight = tokio::task::JoinSet::new();
-        let publish_subject = subjects.publish_request();
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                Some(request) = requests.next() => {
-                    let state = self.state.clone();
-                    let is_publish = request.subject.as_str() == publish_subject;
-                    in_flight.spawn(async move {
-                        let Some(reply_to) = request.reply.clone() else { return };
-                        let reply = if is_publish {
-                            serde_json::to_vec(&answer_publish(&state, &request.payload).await)
-                        } else {
-                            serde_json::to_vec(&answer_position(&state, &request.payload).await)
-                        };
-                        if let Err(error) = state.nats.publish(reply_to, reply.unwrap_or_default().into()).await {
-                            tracing::debug!(%error, "channel request reply not sent");
-                        }
-                    });
-                }
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            }
-        }
-        drop(requests);
-        while in_flight.join_next().await.is_some() {}
+        })
+        .await;
     }
 }
 
