@@ -38,6 +38,8 @@ pub struct Metrics {
     pub anonymous_connections: Gauge,
     /// Channels with at least one subscriber here.
     pub index_channels: Gauge,
+    /// Typing signals older than the typing timeout when they arrived, dropped.
+    pub stale_signals: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +77,7 @@ impl Default for Metrics {
             subscriptions: Family::default(),
             anonymous_connections: Gauge::default(),
             index_channels: Gauge::default(),
+            stale_signals: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections", metrics.connections.clone());
@@ -147,6 +150,11 @@ impl Default for Metrics {
             "channel_subscriptions",
             "Channel subscriptions open on this broker, by namespace",
             metrics.subscriptions.clone(),
+        );
+        registry.register(
+            "stale_signals",
+            "Typing signals older than the typing timeout on arrival (a frozen broker, a backlog), dropped",
+            metrics.stale_signals.clone(),
         );
         registry.register(
             "index_channels",

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::index::{Delivery, Index};
 use crate::metrics::Metrics;
 use crate::outbound::{Frame, Outbound, Pushed};
+use crate::protocol::TYPING_TIMEOUT;
 use crate::router::{Target, route_publication, target_of};
 use crate::server::Broker;
 use parley_shared::publications::StatsReply;
@@ -90,6 +91,12 @@ fn relay_typing(
         return;
     }
     let Ok(typing) = serde_json::from_slice::<Typing>(&message.payload) else { return };
+    // A signal that waited longer than an indicator shows (a broker frozen, a backlog) would
+    // only flash an indicator for typing that has ended.
+    if (chrono::Utc::now() - typing.occurred_at).to_std().is_ok_and(|age| age > TYPING_TIMEOUT) {
+        metrics.stale_signals.inc();
+        return;
+    }
     // The signal as published is the frame.
     let Ok(text) = Utf8Bytes::try_from(message.payload.clone()) else { return };
     let frame = Frame { text, occurred_at_micros: 0 };

@@ -76,3 +76,43 @@ async fn a_connection_that_never_sends_its_upgrade_request_is_closed_at_the_hand
     let health = reqwest::get(format!("{}/health", stack.broker.url())).await.expect("health");
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn typing_signals_that_waited_out_a_frozen_broker_are_dropped_not_delivered() {
+    const TYPING_TIMEOUT: Duration = Duration::from_secs(6);
+    let stack = Stack::start().await;
+    let (alice, bob) = (stack.user("alice"), stack.user("bob"));
+    let group = alice.group("team", &[&bob]).await;
+    let mut bob_ws = stack.connect(&bob, "bob").await;
+    let typing = format!("/v1/conversations/{group}/typing");
+    alice.post(&typing, serde_json::json!({})).await.expect(202);
+    assert_eq!(bob_ws.next_frame().await.expect("typing")["type"], "typing", "a fresh signal is delivered");
+
+    // Frozen for 9 s while Alice types (one signal per 2 s, the API's limit): the first ones
+    // are older than the typing timeout when the broker gets to them.
+    stack.broker.pause();
+    for _ in 0..5 {
+        alice.post(&typing, serde_json::json!({})).await.expect(202);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+    }
+    stack.broker.resume();
+    let mut delivered = 0;
+    while let Some(frame) = bob_ws.next_frame_within(Duration::from_secs(2)).await {
+        if frame["type"] != "typing" {
+            continue;
+        }
+        let occurred_at: chrono::DateTime<chrono::Utc> =
+            frame["occurred_at"].as_str().and_then(|at| at.parse().ok()).expect("occurred_at");
+        let age = (chrono::Utc::now() - occurred_at).to_std().unwrap_or_default();
+        assert!(age <= TYPING_TIMEOUT + Duration::from_millis(500), "a typing frame {age:?} old: {frame}");
+        delivered += 1;
+    }
+    assert!(delivered >= 1, "the fresh signals still arrive");
+    let metrics =
+        reqwest::get(format!("{}/metrics", stack.broker.url())).await.expect("metrics").text().await.expect("text");
+    let stale: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("parley_broker_stale_signals_total ")?.parse().ok())
+        .expect("the stale signals counter");
+    assert!(stale >= 2.0, "{stale} stale signals dropped");
+}

@@ -158,6 +158,19 @@ impl AppProcess {
         process.stop(Signal::SIGTERM, STOP_TIMEOUT).await
     }
 
+    /// Freezes the process (SIGSTOP), as on a hung host; [`resume`](Self::resume) thaws it.
+    pub fn pause(&self) {
+        if let Some(process) = &self.process {
+            process.signal(Signal::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(process) = &self.process {
+            process.signal(Signal::SIGCONT);
+        }
+    }
+
     /// SIGKILL, as in a crash.
     pub fn kill(&mut self) {
         if let Some(mut process) = self.process.take() {
