@@ -10,6 +10,7 @@ use sqlx::PgPool;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::text::clean_name;
 
 /// Who is calling: the verified `sub` of the bearer JWT.
 #[derive(Clone, Debug)]
@@ -41,11 +42,14 @@ async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller>
     if request.method() != poem::http::Method::GET {
         state.rate_limits.write(identity.user_id)?;
     }
-    let caller = Caller {
-        id: identity.user_id,
-        token_name: identity.display_name.as_deref().map(|name| truncate(name, DISPLAY_NAME_MAX_CHARS).to_owned()),
-        channels: identity.channels,
-    };
+    // A token's name is cleaned like a chosen one; one with nothing visible left stands for
+    // the user's id rather than a blank.
+    let token_name = identity
+        .display_name
+        .as_deref()
+        .map(|name| clean_name(name).unwrap_or_else(|| identity.user_id.to_string()))
+        .map(|name| truncate(&name, DISPLAY_NAME_MAX_CHARS).to_owned());
+    let caller = Caller { id: identity.user_id, token_name, channels: identity.channels };
     state.users.seen(&state.db, &caller).await?;
     // For the access log line of this request (see `request_span`).
     tracing::Span::current().record("user_id", tracing::field::display(caller.id));

@@ -94,3 +94,37 @@ async fn two_authorization_headers_are_refused() {
     let problem: serde_json::Value = two.json().await.expect("problem JSON");
     assert_eq!(problem["code"], "unauthorized", "{problem}");
 }
+
+#[tokio::test]
+async fn names_and_titles_are_stored_as_people_will_see_them() {
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn_api().await;
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    // NFC, bidi overrides removed; message text stays as sent.
+    let patched = alice.patch("/v1/me", json!({ "display_name": "Ame\u{301}lie \u{202e}gnp.exe" })).await.expect(200);
+    assert_eq!(patched["display_name"], "Am\u{e9}lie gnp.exe");
+    for invisible in ["\u{200b}", "\u{feff}\u{2060}\u{200d}", "\u{202e}"] {
+        let refused = alice.patch("/v1/me", json!({ "display_name": invisible })).await;
+        assert_eq!(refused.expect_problem(400, "validation_failed")["field"], "display_name", "{invisible:?}");
+    }
+    let group =
+        alice.post("/v1/conversations", json!({ "kind": "group", "title": "admin\u{202e}gnp.exe" })).await.expect(201);
+    assert_eq!(group["title"], "admingnp.exe");
+    let id = group["id"].as_str().expect("id");
+    alice
+        .post("/v1/conversations", json!({ "kind": "group", "title": "\u{200b}" }))
+        .await
+        .expect_problem(400, "validation_failed");
+    alice
+        .patch(&format!("/v1/conversations/{id}"), json!({ "title": "\u{2066}\u{200b}\u{2069}" }))
+        .await
+        .expect_problem(400, "validation_failed");
+    let renamed = alice.patch(&format!("/v1/conversations/{id}"), json!({ "title": "Cafe\u{301}" })).await.expect(200);
+    assert_eq!(renamed["title"], "Caf\u{e9}");
+    let message = alice.say(Uuid::parse_str(id).expect("uuid"), "e\u{301} \u{202e}x").await;
+    assert_eq!(message["text"], "e\u{301} \u{202e}x", "message text is never rewritten");
+
+    // A token whose name has nothing visible stands for the user's id.
+    let ghost = User::new(&ctx, &api.url(), "\u{200b}\u{200b}");
+    assert_eq!(ghost.get("/v1/me").await.expect(200)["display_name"], ghost.uuid().to_string());
+}

@@ -16,7 +16,7 @@ use crate::auth::BearerAuth;
 use crate::error::{ApiError, ProblemCode};
 use crate::presence::Presence;
 use crate::state::AppState;
-use crate::text::Text;
+use crate::text::{Text, clean_name};
 use crate::{membership, outbox};
 
 /// Members listed in a conversation; `member_count` has the total.
@@ -253,10 +253,8 @@ impl ConversationsApi {
         body: Json<ConversationPatch>,
     ) -> Result<Json<Conversation>, ApiError> {
         let (caller, conversation) = (auth.0.id, ConversationId::from_uuid(id.0));
-        let title = body.0.title.trim().to_owned();
-        if title.is_empty() {
-            return Err(ApiError::bad_request("title", "title must not be blank"));
-        }
+        let title = clean_name(&body.0.title)
+            .ok_or_else(|| ApiError::bad_request("title", "title must have a visible character"))?;
         let mut tx = state.db.begin().await?;
         let seq = outbox::next_seq(&mut tx, conversation, true).await?;
         let member = membership::require(&mut *tx, conversation, caller).await?;
@@ -353,10 +351,8 @@ async fn create_direct(
 }
 
 async fn create_group(state: &AppState, caller: UserId, group: NewGroupConversation) -> Result<Uuid, ApiError> {
-    let title = group.title.trim().to_owned();
-    if title.is_empty() {
-        return Err(ApiError::bad_request("title", "title must not be blank"));
-    }
+    let title = clean_name(&group.title)
+        .ok_or_else(|| ApiError::bad_request("title", "title must have a visible character"))?;
     let mut others: Vec<Uuid> = group.member_ids.into_iter().filter(|id| id != caller.as_uuid()).collect();
     others.sort_unstable();
     others.dedup();

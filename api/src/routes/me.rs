@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::membership;
 use crate::presence::Presence;
 use crate::state::AppState;
-use crate::text::is_https_url;
+use crate::text::{clean_name, is_https_url};
 
 #[derive(Object, Debug)]
 #[oai(skip_serializing_if_is_none, example)]
@@ -137,9 +137,9 @@ async fn load(state: &AppState, user: UserId) -> Result<User, ApiError> {
     })
 }
 
-/// Trimmed, 1 to 200 characters, no control characters.
+/// Cleaned (see [`clean_name`]), 1 to 200 characters, no control characters.
 fn validate_display_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
+    let name = clean_name(name).unwrap_or_default();
     let chars = name.chars().count();
     if chars == 0 || chars > DISPLAY_NAME_MAX_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
@@ -147,7 +147,7 @@ fn validate_display_name(name: &str) -> Result<String, ApiError> {
             format!("the display name must be 1 to {DISPLAY_NAME_MAX_CHARS} characters, without control characters"),
         ));
     }
-    Ok(name.to_owned())
+    Ok(name)
 }
 
 impl poem_openapi::types::Example for User {
