@@ -143,6 +143,8 @@ impl Application {
             allow_anonymous: config.allow_anonymous,
             heartbeat_interval: config.heartbeat_interval,
             idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+            pong_timeout: config.pong_timeout,
             auth_timeout: config.auth_timeout,
             close_timeout: config.close_timeout,
             inbound_quota: inbound_quota(config.max_frames_per_second),

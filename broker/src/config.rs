@@ -39,6 +39,14 @@ pub struct Config {
     /// A connection with no inbound frame (pongs included) for this long is closed (4003).
     #[arg(long, env = "PARLEY_BROKER_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// A write the client's socket does not take for this long (it stopped reading, or its link
+    /// is gone) closes the connection as a slow consumer (4000).
+    #[arg(long, env = "PARLEY_BROKER_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+    /// A client that answers a ping with nothing (no pong, no frame) for this long is dead: its
+    /// connection is closed (4003) and its presence ends.
+    #[arg(long, env = "PARLEY_BROKER_PONG_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub pong_timeout: Duration,
     /// Deadline for the HTTP upgrade request to arrive after the TCP connection opens.
     #[arg(long, env = "PARLEY_BROKER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,

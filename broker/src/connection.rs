@@ -74,7 +74,8 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
         },
     };
     let outbound = Arc::new(Outbound::new(broker.settings.queue_bound));
-    let hello = hello_for(broker, Some(&identity));
+    let id = uuid::Uuid::now_v7();
+    let hello = hello_for(broker, id, Some(&identity));
     let max_conversations = broker.settings.hello_max_conversations;
     let hello = move |positions: &mut dyn Iterator<Item = ConversationPosition>| {
         let (recent, conversations_truncated) =
@@ -87,7 +88,7 @@ async fn open(broker: &Broker, mut ws: Socket, identity: Option<Identity>) -> Op
         Frame { text: ServerFrame::Hello(hello).to_text(), occurred_at_micros: 0 }
     };
     match broker.hub.join(identity.user_id, Arc::clone(&outbound), hello).await {
-        Ok(ticket) => Some((Connection::new(broker, ws, outbound, Some(identity)), Seat::User(ticket))),
+        Ok(ticket) => Some((Connection::new(broker, ws, outbound, Some(identity), id), Seat::User(ticket))),
         Err(error) => {
             close(broker, ws, FrameWriter::default(), error.close_code()).await;
             None
@@ -105,8 +106,9 @@ async fn open_anonymous(broker: &Broker, ws: Socket, first: Message) -> Option<(
             return None;
         }
     };
-    outbound.push(ServerFrame::Hello(hello_for(broker, None)).to_frame());
-    let mut connection = Connection::new(broker, ws, outbound, None);
+    let id = uuid::Uuid::now_v7();
+    outbound.push(ServerFrame::Hello(hello_for(broker, id, None)).to_frame());
+    let mut connection = Connection::new(broker, ws, outbound, None, id);
     match connection.on_inbound(first).await {
         Ok(()) => Some((connection, Seat::Anonymous(ticket))),
         Err(code) => {
@@ -121,9 +123,9 @@ async fn open_anonymous(broker: &Broker, ws: Socket, first: Message) -> Option<(
 }
 
 /// `hello` without conversations (a user's are added once the hub knows them).
-fn hello_for(broker: &Broker, identity: Option<&Identity>) -> Hello {
+fn hello_for(broker: &Broker, id: uuid::Uuid, identity: Option<&Identity>) -> Hello {
     Hello {
-        connection_id: uuid::Uuid::now_v7().to_string(),
+        connection_id: id.to_string(),
         user_id: identity.map(|identity| identity.user_id),
         expires_at: identity.map(|identity| identity.expires_at),
         heartbeat_interval_ms: millis(broker.settings.heartbeat_interval),
@@ -215,6 +217,14 @@ struct Connection<'a> {
     /// tungstenite may hold a frame not yet flushed: it was given a ping, or it read a frame
     /// (a ping or close it then owes an answer to). Only then is its flush needed.
     tungstenite_unflushed: bool,
+    /// `hello`'s `connection_id`, for the logs.
+    id: uuid::Uuid,
+    /// Since when the socket has not taken the rest of a batch (the client reads nothing, or
+    /// its link is gone): closed as a slow consumer after `PARLEY_BROKER_WRITE_TIMEOUT`.
+    write_stalled_since: Option<Instant>,
+    /// The last ping not followed by anything from the client: a peer that answers nothing
+    /// within `PARLEY_BROKER_PONG_TIMEOUT` is dead.
+    ping_sent_at: Option<Instant>,
 }
 
 /// What woke the loop.
@@ -229,7 +239,13 @@ enum Step {
 }
 
 impl<'a> Connection<'a> {
-    fn new(broker: &'a Broker, ws: Socket, outbound: Arc<Outbound>, identity: Option<Identity>) -> Self {
+    fn new(
+        broker: &'a Broker,
+        ws: Socket,
+        outbound: Arc<Outbound>,
+        identity: Option<Identity>,
+        id: uuid::Uuid,
+    ) -> Self {
         let now = Instant::now();
         let next_heartbeat = now + broker.settings.heartbeat_interval;
         // An anonymous connection has no token to expire.
@@ -258,6 +274,9 @@ impl<'a> Connection<'a> {
             writer: FrameWriter::default(),
             ping_due: false,
             tungstenite_unflushed: false,
+            id,
+            write_stalled_since: None,
+            ping_sent_at: None,
         }
     }
 
@@ -278,6 +297,10 @@ impl<'a> Connection<'a> {
                     Ok(())
                 }
                 Step::Timer => self.on_timer(),
+                Step::Ended(Some(CloseCode::SlowConsumer)) => {
+                    tracing::info!(connection_id = %self.id, "outbound queue full; closing a slow consumer");
+                    Err(Some(CloseCode::SlowConsumer))
+                }
                 Step::Ended(code) => Err(code),
             };
             if let Err(code) = outcome {
@@ -292,8 +315,18 @@ impl<'a> Connection<'a> {
         if !self.following.is_empty() && self.outbound.take_presence_recheck() {
             return Poll::Ready(Step::PresenceRecheck);
         }
+        let awaiting_pong = self.ping_sent_at.is_some();
         if let Err(code) = self.poll_write(cx) {
             return Poll::Ready(Step::Ended(code));
+        }
+        // The deadlines move when a write stalls or clears, or a ping went out.
+        let stalled = self.writer.is_mid_frame();
+        let stall_changed = stalled != self.write_stalled_since.is_some();
+        if stall_changed {
+            self.write_stalled_since = stalled.then(Instant::now);
+        }
+        if stall_changed || self.ping_sent_at.is_some() != awaiting_pong {
+            self.reset_timer();
         }
         // Reading may write (tungstenite answers pings), so it waits while a frame is half out;
         // a client that does not read is not read from either, until the queue bound closes it.
@@ -359,6 +392,7 @@ impl<'a> Connection<'a> {
             ws.as_mut().start_send(Message::Ping(Default::default())).map_err(|_| None)?;
             self.ping_due = false;
             self.tungstenite_unflushed = true;
+            self.ping_sent_at.get_or_insert_with(Instant::now);
         }
         // Whatever tungstenite holds (a ping, a pong it owes the client) goes out before the
         // next batch, so its frames and the writer's follow each other whole.
@@ -374,6 +408,7 @@ impl<'a> Connection<'a> {
 
     async fn on_inbound(&mut self, message: Message) -> Result<(), Option<CloseCode>> {
         self.last_inbound = Instant::now();
+        self.ping_sent_at = None;
         self.broker.metrics.frames_in.inc();
         if self.inbound_rate.check().is_err() {
             return Err(Some(CloseCode::RateLimited));
@@ -485,6 +520,17 @@ impl<'a> Connection<'a> {
                 self.outbound.push(frame.to_frame());
             }
         }
+        let settings = &self.broker.settings;
+        if self.write_stalled_since.is_some_and(|since| now >= since + settings.write_timeout) {
+            tracing::info!(connection_id = %self.id, "a write stalled past the write timeout; closing a slow consumer");
+            return Err(Some(CloseCode::SlowConsumer));
+        }
+        // While a write is stalled the client is not read (its pong may be waiting): the
+        // write timeout decides then.
+        if !self.writer.is_mid_frame() && self.ping_sent_at.is_some_and(|sent| now >= sent + settings.pong_timeout) {
+            tracing::info!(connection_id = %self.id, "no answer to a ping within the pong timeout; closing a dead peer");
+            return Err(Some(CloseCode::IdleTimeout));
+        }
         if now >= self.next_heartbeat {
             if now.duration_since(self.last_inbound) >= self.broker.settings.idle_timeout {
                 return Err(Some(CloseCode::IdleTimeout));
@@ -497,9 +543,16 @@ impl<'a> Connection<'a> {
     }
 
     fn reset_timer(&mut self) {
-        let subscription_expiry = self.subscriptions.as_ref().and_then(|subscriptions| subscriptions.next_expiry());
-        let next = self.next_heartbeat.min(self.expires);
-        self.timer.as_mut().reset(subscription_expiry.map_or(next, |expiry| next.min(expiry)));
+        let settings = &self.broker.settings;
+        let pong_deadline =
+            self.ping_sent_at.filter(|_| !self.writer.is_mid_frame()).map(|sent| sent + settings.pong_timeout);
+        let deadlines = [
+            self.subscriptions.as_ref().and_then(|subscriptions| subscriptions.next_expiry()),
+            self.write_stalled_since.map(|since| since + settings.write_timeout),
+            pong_deadline,
+        ];
+        let next = deadlines.into_iter().flatten().fold(self.next_heartbeat.min(self.expires), Instant::min);
+        self.timer.as_mut().reset(next);
     }
 }
 

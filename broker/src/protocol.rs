@@ -22,13 +22,15 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub enum CloseCode {
     /// The broker is shutting down or restarting.
     Shutdown,
-    /// The client read too slowly: its outbound queue hit its bound.
+    /// The client read too slowly: its outbound queue hit its bound, or a write stalled past the
+    /// write timeout.
     SlowConsumer,
     /// The token expired and no `auth` frame refreshed it.
     TokenExpired,
     /// The user already has the maximum number of connections to this broker; this one was refused.
     TooManyConnections,
-    /// Nothing arrived from the client (not even a pong) within the idle timeout.
+    /// Nothing arrived from the client (not even a pong) within the idle timeout, or within the
+    /// pong timeout after a ping (a dead peer).
     IdleTimeout,
     /// The broker could not learn the user's conversations (API or NATS unavailable), or events
     /// it missed are no longer in the NATS stream (it cannot replay them).

@@ -48,6 +48,9 @@ pub struct Settings {
     pub allow_anonymous: bool,
     pub heartbeat_interval: Duration,
     pub idle_timeout: Duration,
+    /// See `PARLEY_BROKER_WRITE_TIMEOUT` and `PARLEY_BROKER_PONG_TIMEOUT`.
+    pub write_timeout: Duration,
+    pub pong_timeout: Duration,
     pub auth_timeout: Duration,
     pub close_timeout: Duration,
     pub inbound_quota: Quota,

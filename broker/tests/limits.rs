@@ -216,3 +216,60 @@ async fn a_client_close_is_answered_with_a_close_frame_echoing_valid_codes_and_1
         }
     }
 }
+
+/// A counter of the broker's `/metrics` (0 while absent).
+async fn broker_counter(stack: &Stack, line_prefix: &str) -> f64 {
+    let metrics = reqwest::get(format!("{}/metrics", stack.broker.url())).await.expect("metrics");
+    let text = metrics.text().await.expect("text");
+    text.lines().find_map(|line| line.strip_prefix(line_prefix)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Polls until `check` holds; how long that took (panics after `limit`).
+async fn took_until<F: std::future::Future<Output = bool>>(limit: Duration, mut check: impl FnMut() -> F) -> Duration {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_peer_that_answers_no_ping_is_closed_at_the_pong_timeout_and_goes_offline() {
+    let stack =
+        Stack::start_with(env(&[("PARLEY_BROKER_HEARTBEAT_INTERVAL", "1s"), ("PARLEY_BROKER_PONG_TIMEOUT", "2s")]))
+            .await;
+    let (alice, bob) = (stack.user("alice"), stack.user("bob"));
+    alice.group("pair", &[&bob]).await;
+    // Bob's app hangs right after `hello`: nothing reads the socket, so no ping is answered.
+    let mut hung =
+        ws::open(ws::request_with_token(&stack.ws_url(), &stack.ctx.token(bob.id, "bob"))).await.expect("handshake");
+    assert_eq!(hung.next().await.and_then(Result::ok).map(|m| m.is_text()), Some(true), "hello");
+    let presence = format!("/v1/users/{}/presence", bob.uuid());
+    let status = || async { alice.get(&presence).await.expect(200)["status"].clone() };
+    took_until(Duration::from_secs(5), || async { status().await == "online" }).await;
+    // The next ping comes within 1 s; 2 s later the peer is dead (the idle timeout is 60 s).
+    let offline = took_until(Duration::from_secs(8), || async { status().await == "offline" }).await;
+    assert!(offline <= Duration::from_secs(5), "offline after {offline:?}");
+    assert!(broker_counter(&stack, "parley_broker_closes_total{reason=\"idle_timeout\"}").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_when_a_write_stalls_past_the_write_timeout() {
+    let stack =
+        Stack::start_with(env(&[("PARLEY_BROKER_WRITE_TIMEOUT", "2s"), ("PARLEY_BROKER_SOCKET_SEND_BUFFER", "4096")]))
+            .await;
+    let (alice, bob) = (stack.user("alice"), stack.user("bob"));
+    let group = alice.group("pair", &[&bob]).await;
+    let _stopped_reading = stack.connect_with_receive_buffer(&bob, "bob", 4096).await;
+    // About 120 KB: far past both socket buffers, far below the queue's bound (1 MiB).
+    let text = "x".repeat(3000);
+    for _ in 0..40 {
+        alice.say(group, &text).await;
+    }
+    let closed = took_until(Duration::from_secs(10), || async {
+        broker_counter(&stack, "parley_broker_closes_total{reason=\"slow_consumer\"}").await >= 1.0
+    })
+    .await;
+    assert!(closed <= Duration::from_secs(5), "closed {closed:?} after the last message");
+}
