@@ -179,9 +179,9 @@ pub enum ApiError {
     /// The per-user rate limit is exhausted; retry after `Retry-After` seconds.
     #[oai(status = 429)]
     TooManyRequests(ProblemJson, #[oai(header = "Retry-After")] u64),
-    /// A dependency (PostgreSQL) is unavailable; retry later.
+    /// A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds.
     #[oai(status = 503)]
-    Unavailable(ProblemJson),
+    Unavailable(ProblemJson, #[oai(header = "Retry-After")] u64),
     /// An unexpected failure; details are in the server log.
     #[oai(status = 500)]
     Internal(ProblemJson),
@@ -200,7 +200,7 @@ impl ApiError {
             | Self::UnsupportedMediaType(problem)
             | Self::Unprocessable(problem)
             | Self::TooManyRequests(problem, _)
-            | Self::Unavailable(problem)
+            | Self::Unavailable(problem, _)
             | Self::Internal(problem) => &problem.0,
         }
     }
@@ -259,11 +259,8 @@ impl ApiError {
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::Unavailable(ProblemJson::new(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ProblemCode::Unavailable,
-            detail,
-        )))
+        let problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, ProblemCode::Unavailable, detail);
+        Self::Unavailable(ProblemJson::new(problem), UNAVAILABLE_RETRY_AFTER_SECONDS)
     }
 
     pub fn internal() -> Self {
@@ -275,10 +272,25 @@ impl ApiError {
     }
 }
 
+/// What a 503 asks clients to wait before retrying.
+const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 1;
+
+/// SQLSTATEs that mean the database cannot serve now, whatever the request.
+fn server_unavailable(code: &str) -> bool {
+    matches!(code, "57P01" | "57P02" | "57P03") || code.starts_with("08") || code.starts_with("53")
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(%error, "database unavailable");
+                Self::unavailable("the database is unavailable; retry shortly")
+            }
+            // The server going away (57P01 on pooled connections at a shutdown), lost
+            // connections (class 08), a full disk or exhausted resources (class 53): the
+            // database's state, not a bug.
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| server_unavailable(&code)) => {
                 tracing::warn!(%error, "database unavailable");
                 Self::unavailable("the database is unavailable; retry shortly")
             }

@@ -125,3 +125,33 @@ async fn in_process_application_binds_port_zero_and_stops_on_signal() {
     stop.send(()).expect("server still running");
     tokio::time::timeout(RECOVERY, server).await.expect("stops").expect("joins").expect("clean exit");
 }
+
+#[tokio::test]
+async fn while_postgres_is_stopped_requests_answer_503_with_retry_after_never_500() {
+    let mut ctx = TestContext::with_own_services().await;
+    // Requests that find no connection wait this long for one.
+    let api = ctx.spawn(Binary::Api, vec![("PARLEY_DB_ACQUIRE_TIMEOUT".into(), "1s".into())]).await;
+    let alice = parley_testkit::rest::User::new(&ctx, &api.url(), "alice");
+    let group = alice.group("outage", &[]).await;
+    // Several pooled connections, each of which the shutdown will terminate (57P01).
+    for n in 0..8 {
+        alice.say(group, &format!("before {n}")).await;
+    }
+    ctx.postgres().stop().await;
+    let messages = format!("/v1/conversations/{group}/messages");
+    for n in 0..12 {
+        let reply = if n % 2 == 0 {
+            alice.get(&messages).await
+        } else {
+            alice.post(&messages, serde_json::json!({ "text": format!("during {n}") })).await
+        };
+        let retry_after = reply.headers.get("retry-after").and_then(|value| value.to_str().ok()).map(str::to_owned);
+        reply.expect_problem(503, "unavailable");
+        assert_eq!(retry_after.as_deref(), Some("1"), "request {n}");
+    }
+    ctx.postgres().start_again().await.expect("restart postgres");
+    until_status(format!("{}/ready", api.url()), 200).await;
+    let page = alice.get(&messages).await.expect(200);
+    let texts: Vec<&str> = page["items"].as_array().expect("items").iter().filter_map(|m| m["text"].as_str()).collect();
+    assert!(texts.iter().all(|text| text.starts_with("before")), "nothing answered 503 was stored: {texts:?}");
+}

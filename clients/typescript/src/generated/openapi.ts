@@ -1548,9 +1548,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1725,9 +1726,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1941,9 +1943,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2094,9 +2097,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2292,9 +2296,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2442,9 +2447,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2650,9 +2656,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2840,9 +2847,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3016,9 +3024,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3225,9 +3234,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3393,9 +3403,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3548,9 +3559,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3760,9 +3772,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3911,9 +3924,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4061,9 +4075,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4270,9 +4285,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4439,9 +4455,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4608,9 +4625,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4798,9 +4816,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4947,9 +4966,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5095,9 +5115,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5283,9 +5304,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5493,9 +5515,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5648,9 +5671,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5798,9 +5822,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5948,9 +5973,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A dependency (PostgreSQL) is unavailable; retry later. */
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
             503: {
                 headers: {
+                    "RETRY-AFTER": number;
                     [name: string]: unknown;
                 };
                 content: {
