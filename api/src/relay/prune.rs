@@ -17,8 +17,8 @@ const CHUNK: i64 = 10_000;
 pub async fn publications(db: &PgPool, namespaces: &Namespaces) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     for (name, namespace) in namespaces.iter().filter(|(_, namespace)| namespace.is_durable()) {
-        loop {
-            let chunk = sqlx::query(
+        let query = || {
+            sqlx::query(
                 r#"delete from channel_publications where id in (
                      select p.id from channel_publications p join channels c on c.name = p.channel
                       where c.name like $1 || ':%' and p.published_at is not null
@@ -29,14 +29,8 @@ pub async fn publications(db: &PgPool, namespaces: &Namespaces) -> Result<u64, s
             .bind(namespace.history_ttl.as_secs_f64())
             .bind(i64::from(namespace.history_size))
             .bind(CHUNK)
-            .execute(db)
-            .await?
-            .rows_affected();
-            deleted += chunk;
-            if chunk < u64::try_from(CHUNK).unwrap_or(u64::MAX) {
-                break;
-            }
-        }
+        };
+        deleted += in_chunks(db, query).await?;
     }
     sqlx::query("delete from publish_idempotency_keys where created_at < now() - interval '1 day'").execute(db).await?;
     Ok(deleted)
@@ -45,9 +39,8 @@ pub async fn publications(db: &PgPool, namespaces: &Namespaces) -> Result<u64, s
 /// Deletes events published longer than `retention` ago; returns how many.
 pub async fn published_before(db: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     let seconds = retention.as_secs_f64();
-    let mut deleted = 0;
-    loop {
-        let chunk = sqlx::query(
+    let query = || {
+        sqlx::query(
             "delete from events where id in (
                  select id from events
                   where published_at < now() - make_interval(secs => $1)
@@ -55,9 +48,18 @@ pub async fn published_before(db: &PgPool, retention: Duration) -> Result<u64, s
         )
         .bind(seconds)
         .bind(CHUNK)
-        .execute(db)
-        .await?
-        .rows_affected();
+    };
+    in_chunks(db, query).await
+}
+
+/// Runs a `delete … limit CHUNK` until it deletes fewer than [`CHUNK`] rows; how many in all.
+async fn in_chunks<'q>(
+    db: &PgPool,
+    query: impl Fn() -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let chunk = query().execute(db).await?.rows_affected();
         deleted += chunk;
         if chunk < u64::try_from(CHUNK).unwrap_or(u64::MAX) {
             return Ok(deleted);
