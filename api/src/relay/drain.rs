@@ -114,13 +114,7 @@ pub async fn publish_pending(
                 None => {}
             }
         }
-        metrics.published.inc_by(published.len() as u64);
-        if !published.is_empty() {
-            sqlx::query("update events set published_at = now() where id = any($1)")
-                .bind(&published)
-                .execute(db)
-                .await?;
-        }
+        mark_published(db, Outbox::Events, &published, metrics).await?;
         if let Some(unpublished) = failure {
             return Err(unpublished.into());
         }
@@ -129,6 +123,31 @@ pub async fn publish_pending(
             return Ok(());
         }
     }
+}
+
+/// The outbox tables the relay publishes from.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Outbox {
+    Events,
+    ChannelPublications,
+}
+
+/// Marks the rows JetStream acknowledged (or that were skipped for good) as published.
+pub(super) async fn mark_published(
+    db: &PgPool,
+    outbox: Outbox,
+    ids: &[Uuid],
+    metrics: &OutboxMetrics,
+) -> Result<(), sqlx::Error> {
+    metrics.published.inc_by(ids.len() as u64);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let statement = match outbox {
+        Outbox::Events => "update events set published_at = now() where id = any($1)",
+        Outbox::ChannelPublications => "update channel_publications set published_at = now() where id = any($1)",
+    };
+    sqlx::query(statement).bind(ids).execute(db).await.map(drop)
 }
 
 pub(super) struct Publisher<'a> {

@@ -15,7 +15,7 @@ use parley_shared::subjects::Subjects;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::drain::{Failure, Publisher};
+use super::drain::{Failure, Outbox, Publisher, mark_published};
 use crate::metrics::OutboxMetrics;
 
 #[derive(sqlx::FromRow)]
@@ -83,13 +83,7 @@ pub async fn publish_pending(
                 None => {}
             }
         }
-        metrics.published.inc_by(published.len() as u64);
-        if !published.is_empty() {
-            sqlx::query("update channel_publications set published_at = now() where id = any($1)")
-                .bind(&published)
-                .execute(db)
-                .await?;
-        }
+        mark_published(db, Outbox::ChannelPublications, &published, metrics).await?;
         if let Some(failure) = failure {
             return Err(failure);
         }
