@@ -200,6 +200,7 @@ impl Hub {
             PENDING => entry.joining -= 1,
             _ => {}
         });
+        self.index.connections_changed(user);
         if let Some((entry, audience)) = self.index.remove_user_if_idle(user, self.limits.auto_max_members) {
             // At shutdown the sessions stay: clients reconnect elsewhere, and the lease expires.
             if entry.arrived && !self.shutting_down.load(Ordering::Acquire) {

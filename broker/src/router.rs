@@ -442,25 +442,23 @@ impl Router {
         if let Some((user, member)) = addressed.and_then(|user| Some((user, membership_change(&envelope, user)?))) {
             self.index.set_membership(user, conversation, member, envelope.seq);
         }
-        match self.index.members_for(conversation, Some(envelope.seq), &mut self.members) {
-            Delivery::Delivered => {
-                let _span = delivery_span(message.headers.as_ref());
-                let mut overflowed = 0;
-                let removal = matches!(envelope.event, Event::MemberRemoved(_));
-                for &user in self.members.iter().filter(|user| Some(**user) != addressed) {
-                    overflowed += self.index.push_to_user(user, &frame);
-                    // Someone this member follows may no longer share a conversation with them.
-                    if removal {
-                        self.index.ask_presence_recheck(user);
-                    }
-                }
-                self.metrics.events_routed.inc();
-                self.metrics.slow_consumers.inc_by(overflowed as u64);
-            }
-            Delivery::NoInterest => {
-                self.metrics.events_dropped.inc();
+        let span = delivery_span(message.headers.as_ref());
+        let Some(pushes) = self.index.deliver(conversation, Some(envelope.seq), addressed, &frame, &mut self.members)
+        else {
+            self.metrics.events_dropped.inc();
+            return;
+        };
+        drop(span);
+        if matches!(envelope.event, Event::MemberRemoved(_))
+            && self.index.members_for(conversation, None, &mut self.members) == Delivery::Delivered
+        {
+            // Someone these members follow may no longer share a conversation with them.
+            for &user in &self.members {
+                self.index.ask_presence_recheck(user);
             }
         }
+        self.metrics.events_routed.inc();
+        self.metrics.slow_consumers.inc_by(pushes.overflowed as u64);
     }
 
     /// An event on `<prefix>.user.<user>.…`: updates the user's memberships and goes to every
@@ -525,6 +523,7 @@ impl Router {
                 entry.connections.push(outbound);
             }
         });
+        self.index.connections_changed(user);
         let _ = done.send(true);
     }
 

@@ -87,7 +87,7 @@ fn relay_typing(
     members: &mut Vec<UserId>,
 ) {
     let Some(Target::Conversation(conversation)) = target_of(subjects, &message.subject) else { return };
-    if index.members_for(conversation, None, members) != Delivery::Delivered {
+    if !index.has_conversation(conversation) {
         return;
     }
     let Ok(typing) = serde_json::from_slice::<Typing>(&message.payload) else { return };
@@ -100,11 +100,9 @@ fn relay_typing(
     // The signal as published is the frame.
     let Ok(text) = Utf8Bytes::try_from(message.payload.clone()) else { return };
     let frame = Frame { text, occurred_at_micros: 0 };
-    let mut overflowed = 0;
-    for &user in members.iter().filter(|user| **user != typing.actor) {
-        overflowed += index.push_to_user(user, &frame);
+    if let Some(pushes) = index.deliver(conversation, None, Some(typing.actor), &frame, members) {
+        metrics.slow_consumers.inc_by(pushes.overflowed as u64);
     }
-    metrics.slow_consumers.inc_by(overflowed as u64);
 }
 
 /// Buffers reused from one presence message to the next.
