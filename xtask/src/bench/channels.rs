@@ -1,7 +1,7 @@
 //! `cargo xtask bench channels`: application channels.
 //!
 //! 1. Fan-out: [`MEMBERS`] anonymous connections subscribe to one public channel; a backend
-//!    publishes [`MESSAGES`] publications through the publish API (4 concurrent publishers, a
+//!    publishes [`MESSAGES`] publications through the publish API ([`POSTERS`] concurrent publishers, a
 //!    server API key), each delivered to every subscriber. Once on a durable channel (`public`:
 //!    stored, offset, outbox relay, JetStream) and once on an ephemeral one (`live`: core
 //!    NATS). Baseline in the same invocation: the bare tokio broadcast relay of `bench fanout`,

@@ -1,5 +1,6 @@
 //! `cargo xtask bench fanout`: one group of 10,000 members, every member connected; messages
-//! posted as fast as 4 concurrent posters can, each delivered to every member. Reports
+//! posted as fast as [`POSTERS`] concurrent posters can (a burst, as the baseline's sender
+//! writes all of its frames at once), each delivered to every member. Reports
 //! deliveries per second (frames received by all members ÷ time from the first POST to the
 //! last frame), latency percentiles and how many deliveries are missing.
 //!
@@ -34,7 +35,7 @@ use super::{Stack, http};
 
 pub(super) const MEMBERS: usize = 10_000;
 pub(super) const MESSAGES: usize = 100;
-pub(super) const POSTERS: usize = 4;
+pub(super) const POSTERS: usize = 32;
 const IN_FLIGHT: usize = 128;
 
 pub async fn run() -> anyhow::Result<()> {
