@@ -442,13 +442,12 @@ impl Router {
         if let Some((user, member)) = addressed.and_then(|user| Some((user, membership_change(&envelope, user)?))) {
             self.index.set_membership(user, conversation, member, envelope.seq);
         }
-        let span = delivery_span(message.headers.as_ref());
+        let _span = delivery_span(message.headers.as_ref());
         let Some(pushes) = self.index.deliver(conversation, Some(envelope.seq), addressed, &frame, &mut self.members)
         else {
             self.metrics.events_dropped.inc();
             return;
         };
-        drop(span);
         if matches!(envelope.event, Event::MemberRemoved(_))
             && self.index.members_for(conversation, None, &mut self.members) == Delivery::Delivered
         {
