@@ -139,6 +139,7 @@ impl Application {
         };
         let presence = tokio::spawn(presence.run(stop_relay.clone()));
         let served = Server::new_with_acceptor(acceptor)
+            .idle_timeout(config.http_idle_timeout)
             .run_with_graceful_shutdown(app, shutdown, Some(config.service.shutdown_timeout))
             .await;
         // The server has finished its requests: let the relay publish what they committed.

@@ -75,6 +75,29 @@ async fn sigterm_stops_the_api_cleanly() {
 }
 
 #[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn(Binary::Api, vec![("PARLEY_HTTP_IDLE_TIMEOUT".into(), "1s".into())]).await;
+    let request = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", api.port());
+    let mut connection = tokio::net::TcpStream::connect(("127.0.0.1", api.port())).await.expect("connect");
+    let mut buffer = vec![0; 4096];
+    // Requests every 400 ms keep it open past the timeout.
+    for _ in 0..5 {
+        connection.write_all(request.as_bytes()).await.expect("send");
+        let read = connection.read(&mut buffer).await.expect("read");
+        assert!(buffer[..read].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buffer[..read]));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // Then silence: the API closes it (end of stream) soon after one idle second.
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(10), connection.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the idle connection stayed open: {read:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(500) && waited < Duration::from_secs(5), "closed after {waited:?}");
+}
+
+#[tokio::test]
 async fn migrate_subcommand_creates_the_schema_in_an_empty_database() {
     let ctx = TestContext::start().await;
     let database_url = ctx.empty_database().await;
