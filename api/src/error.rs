@@ -275,22 +275,23 @@ impl ApiError {
 /// What a 503 asks clients to wait before retrying.
 const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 1;
 
-/// SQLSTATEs that mean the database cannot serve now, whatever the request.
-fn server_unavailable(code: &str) -> bool {
-    matches!(code, "57P01" | "57P02" | "57P03") || code.starts_with("08") || code.starts_with("53")
+/// Whether the database cannot serve now, whatever the request: no connection to be had, the
+/// server going away (57P01 on pooled connections at a shutdown), lost connections (class 08),
+/// a full disk or exhausted resources (class 53). The database's state, not a bug.
+fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            matches!(&*code, "57P01" | "57P02" | "57P03") || code.starts_with("08") || code.starts_with("53")
+        }),
+        _ => false,
+    }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::warn!(%error, "database unavailable");
-                Self::unavailable("the database is unavailable; retry shortly")
-            }
-            // The server going away (57P01 on pooled connections at a shutdown), lost
-            // connections (class 08), a full disk or exhausted resources (class 53): the
-            // database's state, not a bug.
-            sqlx::Error::Database(db) if db.code().is_some_and(|code| server_unavailable(&code)) => {
+            error if database_unavailable(error) => {
                 tracing::warn!(%error, "database unavailable");
                 Self::unavailable("the database is unavailable; retry shortly")
             }
