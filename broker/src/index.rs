@@ -421,20 +421,16 @@ impl Index {
         }
     }
 
-    /// Copies the conversation's local members into `members` (cleared first) and records
-    /// `seq`; `None` for signals, which carry no `seq`.
-    pub fn members_for(&self, conversation: ConversationId, seq: Option<i64>, members: &mut Vec<UserId>) -> Delivery {
+    /// Copies the conversation's local members into `members` (cleared first).
+    pub fn members_for(&self, conversation: ConversationId, members: &mut Vec<UserId>) -> Delivery {
         members.clear();
-        let mut conversations = self.conversations.lock(&conversation);
-        let Some(entry) = conversations.get_mut(&conversation) else { return Delivery::NoInterest };
-        // No event is dropped for being at or below `last_seq`: that may come from a snapshot the
-        // router has not caught up with yet, and the members installed before it still need the
-        // event (the stream holds each event once; clients drop what `hello` covered).
-        if let Some(seq) = seq {
-            entry.last_seq = entry.last_seq.max(seq);
+        match self.conversations.lock(&conversation).get(&conversation) {
+            Some(entry) => {
+                entry.members.copy_into(members);
+                Delivery::Delivered
+            }
+            None => Delivery::NoInterest,
         }
-        entry.members.copy_into(members);
-        Delivery::Delivered
     }
 
     /// Pushes `frame` to every connection of every local member of `conversation` except
@@ -468,11 +464,15 @@ impl Index {
         Some(pushes)
     }
 
-    /// Like [`Self::members_for`], but a crowd's list of connections when it has one.
+    /// The conversation's local members (copied into `members`), or a crowd's list of
+    /// connections when it has one; records `seq`.
     fn recipients(&self, conversation: ConversationId, seq: Option<i64>, members: &mut Vec<UserId>) -> Recipients {
         members.clear();
         let mut conversations = self.conversations.lock(&conversation);
         let Some(entry) = conversations.get_mut(&conversation) else { return Recipients::NoInterest };
+        // No event is dropped for being at or below `last_seq`: that may come from a snapshot the
+        // router has not caught up with yet, and the members installed before it still need the
+        // event (the stream holds each event once; clients drop what `hello` covered).
         if let Some(seq) = seq {
             entry.last_seq = entry.last_seq.max(seq);
         }
@@ -681,7 +681,7 @@ mod tests {
         }
         assert!(!index.install(alice, &[]), "a second install changes nothing");
         let mut members = Vec::new();
-        assert_eq!(index.members_for(group, Some(6), &mut members), Delivery::Delivered);
+        assert_eq!(index.members_for(group, &mut members), Delivery::Delivered);
         members.sort();
         let mut both = vec![alice, bob];
         both.sort();
@@ -689,7 +689,7 @@ mod tests {
 
         index.set_membership(bob, group, false, 7);
         assert!(!index.with_known_user(bob, |entry| entry.is_member(group)).expect("bob"));
-        index.members_for(group, Some(8), &mut members);
+        index.members_for(group, &mut members);
         assert_eq!(members, [alice]);
 
         assert_eq!(index.audience(alice, 2), [group]);
@@ -701,6 +701,6 @@ mod tests {
         let (entry, audience) = index.remove_user_if_idle(alice, 100).expect("alice was idle");
         assert_eq!((entry.conversations(), audience.as_slice()), ([group].as_slice(), [group].as_slice()));
         assert!(!index.has_conversation(group), "the last local member took the entry with them");
-        assert_eq!(index.members_for(group, Some(9), &mut members), Delivery::NoInterest);
+        assert_eq!(index.members_for(group, &mut members), Delivery::NoInterest);
     }
 }

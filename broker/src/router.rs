@@ -449,7 +449,7 @@ impl Router {
             return;
         };
         if matches!(envelope.event, Event::MemberRemoved(_))
-            && self.index.members_for(conversation, None, &mut self.members) == Delivery::Delivered
+            && self.index.members_for(conversation, &mut self.members) == Delivery::Delivered
         {
             // Someone these members follow may no longer share a conversation with them.
             for &user in &self.members {

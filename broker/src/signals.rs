@@ -118,7 +118,7 @@ fn relay_presence(index: &Index, metrics: &Metrics, payload: &[u8], scratch: &mu
     let user = announcement.signal.user_id;
     scratch.audience.clear();
     for &conversation in &announcement.audience {
-        if index.members_for(conversation, None, &mut scratch.members) == Delivery::Delivered {
+        if index.members_for(conversation, &mut scratch.members) == Delivery::Delivered {
             scratch.audience.extend(scratch.members.iter().copied());
         }
     }
