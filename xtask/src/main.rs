@@ -50,7 +50,7 @@ enum Task {
     AsyncapiCheck,
     /// Check the live API against its contract: schemathesis, and Swagger UI in headless Chromium.
     ApiCheck,
-    /// Run a benchmark scenario (`rest`, `events`, `connections`, `e2e`, `fanout`); reports go to target/bench/.
+    /// Run a benchmark scenario (`rest`, `events`, `connections`, `e2e`, `fanout`, `channels`, `hot`); reports go to target/bench/.
     Bench(bench::BenchArgs),
     /// (internal) `bench connections`: one process of WebSocket clients.
     #[command(hide = true)]

@@ -450,9 +450,30 @@ fn foreign_envelope(conversation: parley_shared::ids::ConversationId) -> Vec<u8>
 
 /// The process's CPU time so far (user + system), in seconds.
 pub(super) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').context("stat")?.1.split_whitespace().collect();
+    let fields = stat_fields(pid)?;
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     Ok(ticks / 100.0)
+}
+
+/// CPU time of `pid` and of its children, live and exited (a PostgreSQL server: the
+/// postmaster, its backends and background workers).
+pub(super) fn tree_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let mut ticks = 0.0;
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(process) = entry?.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        // A process may exit between listing and reading.
+        let Ok(fields) = stat_fields(process) else { continue };
+        if process == pid || fields[1] == pid.to_string() {
+            // utime, stime, and the children's cutime, cstime.
+            ticks += fields[11..15].iter().map(|field| field.parse::<f64>()).sum::<Result<f64, _>>()?;
+        }
+    }
+    Ok(ticks / 100.0)
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may contain spaces): state
+/// is field 0, ppid 1, utime 11.
+fn stat_fields(pid: u32) -> anyhow::Result<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    Ok(stat.rsplit_once(')').context("stat")?.1.split_whitespace().map(str::to_owned).collect())
 }

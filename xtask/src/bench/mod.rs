@@ -14,6 +14,7 @@ pub mod connections;
 pub mod e2e;
 mod events;
 pub mod fanout;
+mod hot;
 mod http;
 mod lean_ws;
 mod plot;
@@ -41,7 +42,7 @@ const CONCURRENCY: [usize; 2] = [8, 32];
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenario: `rest`, `events`, `connections`, `e2e`, `fanout` or `channels`.
+    /// Scenario: `rest`, `events`, `connections`, `e2e`, `fanout`, `channels` or `hot`.
     scenario: String,
     /// Seconds each measurement runs.
     #[arg(long, default_value_t = 8)]
@@ -63,8 +64,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "e2e" => e2e::run(args.seconds).await,
         "fanout" => fanout::run().await,
         "channels" => channels::run(args.seconds).await,
+        "hot" => hot::run(args.seconds).await,
         other => {
-            anyhow::bail!("unknown scenario {other:?}; available: rest, events, connections, e2e, fanout, channels")
+            anyhow::bail!("unknown scenario {other:?}; available: rest, events, connections, e2e, fanout, channels, hot")
         }
     }
 }
