@@ -28,7 +28,7 @@ use crate::relay::{Outbox, Relay};
 use crate::request_span::RequestSpan;
 use crate::route_templates::RouteTemplates;
 use crate::state::AppState;
-use crate::{db, routes};
+use crate::{db, routes, sending};
 
 /// A bound, ready-to-serve API: tests build it on port 0 and read [`Application::local_addr`].
 pub struct Application {
@@ -53,6 +53,9 @@ impl Application {
         db::migrate(&db).await.context("applying migrations")?;
         let nats = parley_shared::serve::connect_nats(&config.service.nats_url, "parley-api", |_| {}).await?;
         let (acceptor, local_addr) = parley_shared::serve::bind(config.listen).await?;
+        let outbox = Outbox::default();
+        let metrics = Arc::new(Metrics::default());
+        let sending = sending::sending(db.clone(), outbox.clone(), metrics.messages_per_commit.clone());
         Ok(Self {
             acceptor,
             local_addr,
@@ -60,8 +63,9 @@ impl Application {
                 db,
                 nats,
                 subjects: config.service.nats_prefix.clone(),
-                outbox: Outbox::default(),
-                metrics: Arc::new(Metrics::default()),
+                sending,
+                outbox,
+                metrics,
                 verifier,
                 users: Arc::new(SeenUsers::default()),
                 limits: config.limits.clone(),

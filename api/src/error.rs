@@ -278,7 +278,7 @@ const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 1;
 /// Whether the database cannot serve now, whatever the request: no connection to be had, the
 /// server going away (57P01 on pooled connections at a shutdown), lost connections (class 08),
 /// a full disk or exhausted resources (class 53). The database's state, not a bug.
-fn database_unavailable(error: &sqlx::Error) -> bool {
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {

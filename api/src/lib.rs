@@ -10,6 +10,8 @@
 //! - `error`: `ApiError`, the one RFC 7807 problem+json error type.
 //! - `membership`, `outbox`: what every conversation write does — lock the conversation's next
 //!   `seq`, check membership, append the domain event in the same transaction.
+//! - `group_commit`, `sending`: sent messages queued for one conversation are committed
+//!   together — one seq range, one statement, one commit — each answered on its own.
 //! - `relay`: publishes the committed events to JetStream, in order per conversation, one
 //!   publishing instance at a time (PostgreSQL advisory lock).
 //! - `channels`: application channels — publishing (HTTP and NATS), history, stats, server API keys.
@@ -27,6 +29,7 @@ pub mod config;
 mod cors;
 pub mod db;
 mod error;
+mod group_commit;
 mod membership;
 mod metrics;
 mod outbox;
@@ -36,6 +39,7 @@ pub mod relay;
 mod request_span;
 mod route_templates;
 mod routes;
+mod sending;
 mod state;
 mod text;
 

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub http: HttpMetrics,
     /// Publications accepted into channels, by namespace and delivery.
     pub publications: Family<PublicationLabels, Counter>,
+    /// Messages stored per transaction (see `group_commit`).
+    pub messages_per_commit: Histogram,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -124,7 +126,13 @@ impl Default for Metrics {
             "Publications accepted into channels (API and NATS publish), by namespace and delivery",
             publications.clone(),
         );
-        Self { registry, outbox, http, publications }
+        let messages_per_commit = Histogram::new(exponential_buckets(1.0, 2.0, 8));
+        registry.register(
+            "messages_per_commit",
+            "Messages stored per transaction: sends into one conversation that queue behind a commit share the next",
+            messages_per_commit.clone(),
+        );
+        Self { registry, outbox, http, publications, messages_per_commit }
     }
 }
 

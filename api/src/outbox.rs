@@ -21,6 +21,11 @@ impl Recorded {
     pub fn publications() -> Self {
         Self(())
     }
+
+    /// Messages were stored with their events by [`crate::sending`].
+    pub fn messages() -> Self {
+        Self(())
+    }
 }
 
 /// The column values of one `events` row, for writers that insert it themselves (in the same

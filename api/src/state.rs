@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::presence::PresenceView;
 use crate::rate_limit::RateLimits;
 use crate::relay::Outbox;
+use crate::sending::Sending;
 use parley_shared::channels::Namespaces;
 
 #[derive(Clone, Debug)]
@@ -21,6 +22,8 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub subjects: Subjects,
     pub outbox: Outbox,
+    /// Where sent messages queue to be committed together.
+    pub sending: Sending,
     pub metrics: Arc<Metrics>,
     pub verifier: Arc<Verifier>,
     pub users: Arc<SeenUsers>,

@@ -30,6 +30,64 @@ async fn fifty_concurrent_posts_get_fifty_consecutive_seqs() {
 }
 
 #[tokio::test]
+async fn concurrent_posts_committed_together_each_get_their_own_answer_and_one_refused_fails_alone() {
+    // Posts into one conversation that queue behind a commit are stored by the next one, all
+    // together. One the database refuses (a NUL character in its client_message_id), a non-member's and a reply to no
+    // message of the conversation must fail on their own; the others keep consecutive seqs.
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn(Binary::Api, parley_testkit::rest::unlimited_writes()).await;
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    let mallory = User::new(&ctx, &api.url(), "Mallory");
+    let group = alice.group("busy", &[]).await;
+    mallory.group("elsewhere", &[]).await;
+    let path = format!("/v1/conversations/{group}/messages");
+    let mut sent = tokio::task::JoinSet::new();
+    for round in 0..5 {
+        for i in 0..20 {
+            let (alice, path) = (alice.clone(), path.clone());
+            sent.spawn(async move { ("good", alice.post(&path, json!({ "text": format!("{round}/{i}") })).await) });
+        }
+        let (alice, mallory, path) = (alice.clone(), mallory.clone(), path.clone());
+        sent.spawn({
+            let (alice, path) = (alice.clone(), path.clone());
+            async move { ("nul", alice.post(&path, json!({ "text": "hi", "client_message_id": "a\u{0}b" })).await) }
+        });
+        sent.spawn({
+            let path = path.clone();
+            async move { ("stranger", mallory.post(&path, json!({ "text": "let me in" })).await) }
+        });
+        sent.spawn(async move {
+            ("reply", alice.post(&path, json!({ "text": "re", "reply_to": Uuid::now_v7() })).await)
+        });
+    }
+    let mut seqs = Vec::new();
+    while let Some(answered) = sent.join_next().await {
+        let (kind, reply) = answered.expect("task");
+        match kind {
+            "good" => seqs.push(reply.expect(201)["seq"].as_i64().expect("seq")),
+            "nul" => assert_eq!(reply.expect_problem(400, "validation_failed")["status"], 400),
+            "stranger" => assert_eq!(reply.expect_problem(404, "not_found")["status"], 404),
+            _ => assert_eq!(reply.expect_problem(400, "validation_failed")["field"], "reply_to"),
+        }
+    }
+    seqs.sort_unstable();
+    // Seq 1 is conversation.created; the 100 stored messages take 2..=101, no gap, no repeat.
+    assert_eq!(seqs, (2..=101).collect::<Vec<i64>>());
+    let events: Vec<i64> = sqlx::query_scalar("select seq from events where conversation_id = $1 order by position")
+        .bind(group)
+        .fetch_all(&ctx.pool().await)
+        .await
+        .expect("events");
+    assert_eq!(events, (1..=101).collect::<Vec<i64>>(), "one event per stored message, in seq order");
+    let metrics = reqwest::get(format!("{}/metrics", api.url())).await.expect("metrics").text().await.expect("text");
+    let commits: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("parley_messages_per_commit_count ")?.parse().ok())
+        .expect("parley_messages_per_commit_count");
+    assert!(commits < 100.0, "concurrent posts shared commits ({commits} commits for 100 messages)");
+}
+
+#[tokio::test]
 async fn one_idempotency_key_retried_concurrently_creates_one_message() {
     let ctx = TestContext::start().await;
     let api = ctx.spawn_api().await;

@@ -16,6 +16,7 @@ use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::{ApiError, ProblemCode};
 use crate::state::AppState;
+use crate::sending::{NewMessageWrite, Sent};
 use crate::text::{Text, is_https_url};
 use crate::{membership, outbox};
 
@@ -142,42 +143,8 @@ impl MessagesApi {
             validate_attachment(attachment)?;
         }
         let message_id = MessageId::from_uuid(Uuid::now_v7());
-        let mut tx = state.db.begin().await?;
-        if let Some(key) = &idempotency_key.0 {
-            let request = serde_json::json!({ "conversation_id": id.0, "message": &body.0 });
-            // A concurrent request with the same key waits here for this one to commit, then
-            // finds the key taken and answers with this message.
-            let claimed: Option<Uuid> = sqlx::query_scalar(
-                "insert into idempotency_keys (user_id, key, request, message_id) values ($1, $2, $3, $4)
-                 on conflict (user_id, key) do nothing returning message_id",
-            )
-            .bind(caller.as_uuid())
-            .bind(key)
-            .bind(&request)
-            .bind(message_id.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if claimed.is_none() {
-                tx.rollback().await?;
-                return replay(&state.db, caller, key, &request).await;
-            }
-        }
-        let seq = outbox::next_seq(&mut tx, conversation, true).await?;
-        if let Some(reply_to) = body.0.reply_to {
-            let member = membership::require(&mut *tx, conversation, caller).await?;
-            let visible: bool = sqlx::query_scalar(
-                "select exists (select 1 from messages where id = $1 and conversation_id = $2 and seq >= $3)",
-            )
-            .bind(reply_to)
-            .bind(id.0)
-            .bind(member.visible_from_seq)
-            .fetch_one(&mut *tx)
-            .await?;
-            if !visible {
-                return Err(ApiError::bad_request("reply_to", "not a message of this conversation"));
-            }
-        }
         let attachment = body.0.attachment.clone();
+        let client_message_id = body.0.client_message_id.clone().map(String::from);
         let event = Event::MessageCreated(MessageCreated {
             message_id,
             author_id: caller,
@@ -189,42 +156,36 @@ impl MessagesApi {
                 size_bytes: a.size_bytes,
                 name: a.name.map(Into::into),
             }),
-            client_message_id: body.0.client_message_id.clone().map(String::from),
+            client_message_id: client_message_id.clone(),
         });
         outbox::ensure_publishable(&state.nats, &event, "text")?;
-        let event = outbox::EventRow::new(conversation, seq, caller, &event);
-        // One statement for the message, its membership check and its event: the hottest path
-        // saves two round trips. The check runs after next_seq's lock (a statement of its own),
-        // so it sees a removal that committed meanwhile.
-        let created_at: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "with message as (
-                 insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment)
-                 select $1, $2, $3, $4, $5, $6, $7, $8
-                  where exists (select 1 from conversation_members where conversation_id = $2 and user_id = $4)
-                 returning created_at
-             ), event as (
-                 insert into events (id, conversation_id, seq, type, actor_id, data, trace_context)
-                 select $9, $2, $3, $10, $4, $11, $12 from message
-             )
-             select created_at from message",
-        )
-        .bind(message_id.as_uuid())
-        .bind(id.0)
-        .bind(seq)
-        .bind(caller.as_uuid())
-        .bind(&body.0.client_message_id)
-        .bind(&text)
-        .bind(body.0.reply_to)
-        .bind(attachment.as_ref().map(sqlx::types::Json))
-        .bind(event.id.as_uuid())
-        .bind(event.kind)
-        .bind(&event.data)
-        .bind(&event.trace_context)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let created_at = created_at.ok_or_else(|| ApiError::not_found("conversation"))?;
+        let event = outbox::EventRow::new(conversation, 0, caller, &event);
+        let idempotency = idempotency_key
+            .0
+            .map(|key| (key, serde_json::json!({ "conversation_id": id.0, "message": &body.0 })));
+        let write = NewMessageWrite {
+            id: message_id,
+            author: caller,
+            client_message_id: client_message_id.clone(),
+            body: text.clone(),
+            reply_to: body.0.reply_to,
+            attachment: attachment.as_ref().map(serde_json::to_value).transpose().map_err(|_| ApiError::internal())?,
+            event_id: event.id,
+            event_kind: event.kind,
+            event_data: event.data,
+            trace_context: event.trace_context,
+            idempotency: idempotency.clone(),
+        };
+        let sent = state.sending.submit(conversation, write).await.map_err(|_| ApiError::internal())??;
+        let (seq, created_at) = match sent {
+            Sent::Stored { seq, created_at } => (seq, created_at),
+            Sent::KeyTaken => {
+                let (key, request) = idempotency.ok_or_else(ApiError::internal)?;
+                return replay(&state.db, caller, &key, &request).await;
+            }
+        };
         // A new message has no reactions and no readers: answer without reading it back.
-        let message = Message {
+        Ok(SendResponse::Created(Json(Message {
             id: *message_id.as_uuid(),
             conversation_id: id.0,
             seq,
@@ -232,7 +193,7 @@ impl MessagesApi {
             text,
             reply_to: body.0.reply_to,
             attachment,
-            client_message_id: body.0.client_message_id.clone().map(String::from),
+            client_message_id,
             created_at,
             edited_at: None,
             deleted: false,
@@ -240,10 +201,7 @@ impl MessagesApi {
             reactions: Vec::new(),
             read_count: 0,
             read_by: Vec::new(),
-        };
-        tx.commit().await?;
-        state.outbox.committed(event.recorded());
-        Ok(SendResponse::Created(Json(message)))
+        })))
     }
 
     /// Page through messages

@@ -1,0 +1,213 @@
+//! Committing sent messages, many per transaction (see [`crate::group_commit`]): the messages
+//! queued for one conversation get one seq range, one statement and one commit, and each
+//! request is answered with its own seq or its own error.
+//!
+//! The guarantees of one message per transaction hold: the conversation's row is locked first,
+//! so the statement's snapshot sees every membership change committed before; seqs follow
+//! arrival order without gaps; each message's event row is written with it (the outbox); a
+//! 2xx is sent only after the commit.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use parley_shared::ids::{ConversationId, EventId, MessageId, UserId};
+use prometheus_client::metrics::histogram::Histogram;
+use sqlx::PgPool;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::error::{ApiError, database_unavailable};
+use crate::group_commit::{Committer, GroupCommit};
+use crate::relay::Outbox;
+
+/// Most messages one transaction commits.
+const MAX_BATCH: usize = 128;
+
+/// One message to store, with its `message.created` event.
+#[derive(Debug)]
+pub struct NewMessageWrite {
+    pub id: MessageId,
+    pub author: UserId,
+    pub client_message_id: Option<String>,
+    pub body: Option<String>,
+    pub reply_to: Option<Uuid>,
+    pub attachment: Option<serde_json::Value>,
+    pub event_id: EventId,
+    pub event_kind: &'static str,
+    pub event_data: serde_json::Value,
+    pub trace_context: Option<String>,
+    /// The request's `Idempotency-Key` and what it must match when repeated.
+    pub idempotency: Option<(String, serde_json::Value)>,
+}
+
+/// What became of one message.
+#[derive(Debug)]
+pub enum Sent {
+    Stored { seq: i64, created_at: DateTime<Utc> },
+    /// Its `Idempotency-Key` was already taken: answer with what that request created.
+    KeyTaken,
+}
+
+pub type Sending = Arc<GroupCommit<MessageCommitter>>;
+
+pub fn sending(db: PgPool, outbox: Outbox, per_commit: Histogram) -> Sending {
+    GroupCommit::new(MessageCommitter { db, outbox, per_commit }, MAX_BATCH)
+}
+
+#[derive(Debug)]
+pub struct MessageCommitter {
+    db: PgPool,
+    outbox: Outbox,
+    per_commit: Histogram,
+}
+
+impl Committer for MessageCommitter {
+    type Key = ConversationId;
+    type Write = NewMessageWrite;
+    type Outcome = Result<Sent, ApiError>;
+
+    async fn commit(&self, conversation: &ConversationId, writes: Vec<NewMessageWrite>) -> Vec<Self::Outcome> {
+        let span = tracing::debug_span!("messages.commit", conversation_id = %conversation, messages = writes.len());
+        self.commit_all(*conversation, &writes).instrument(span).await
+    }
+}
+
+impl MessageCommitter {
+    /// Stores `writes` in one transaction; when the database refuses it for one of them (a
+    /// value it cannot store), halves it and tries again, so that only that write gets the
+    /// error and the others queued beside it are stored (still in arrival order).
+    fn commit_all<'a>(
+        &'a self,
+        conversation: ConversationId,
+        writes: &'a [NewMessageWrite],
+    ) -> BoxFuture<'a, Vec<Result<Sent, ApiError>>> {
+        Box::pin(async move {
+            match self.store(conversation, writes).await {
+                Ok(outcomes) => outcomes,
+                Err(error) if database_unavailable(&error) => {
+                    tracing::warn!(%error, "database unavailable");
+                    writes.iter().map(|_| Err(ApiError::unavailable("the database is unavailable; retry shortly"))).collect()
+                }
+                Err(error) if writes.len() > 1 => {
+                    tracing::debug!(%error, messages = writes.len(), "a batch of messages failed; halving it");
+                    let (first, second) = writes.split_at(writes.len() / 2);
+                    let mut outcomes = self.commit_all(conversation, first).await;
+                    outcomes.extend(self.commit_all(conversation, second).await);
+                    outcomes
+                }
+                Err(error) => vec![Err(error.into())],
+            }
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    is_member: bool,
+    reply_ok: bool,
+    seq: Option<i64>,
+    created_at: Option<DateTime<Utc>>,
+}
+
+impl MessageCommitter {
+    /// One transaction for `writes`; one outcome each, in order.
+    async fn store(
+        &self,
+        conversation: ConversationId,
+        writes: &[NewMessageWrite],
+    ) -> Result<Vec<Result<Sent, ApiError>>, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        // The lock comes first and alone: the next statement's snapshot is then taken after
+        // it, so the membership checks see any removal committed while this waited.
+        let exists: Option<i32> =
+            sqlx::query_scalar("select 1 from conversations where id = $1 for no key update")
+                .bind(conversation.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Ok(writes.iter().map(|_| Err(ApiError::not_found("conversation"))).collect());
+        }
+        let column = |field: fn(&NewMessageWrite) -> Option<String>| writes.iter().map(field).collect::<Vec<_>>();
+        let rows: Vec<Row> = sqlx::query_as(STORE)
+            .bind(conversation.as_uuid())
+            .bind(writes.iter().map(|write| *write.id.as_uuid()).collect::<Vec<_>>())
+            .bind(writes.iter().map(|write| *write.author.as_uuid()).collect::<Vec<_>>())
+            .bind(column(|write| write.client_message_id.clone()))
+            .bind(column(|write| write.body.clone()))
+            .bind(writes.iter().map(|write| write.reply_to).collect::<Vec<_>>())
+            .bind(writes.iter().map(|write| write.attachment.clone()).collect::<Vec<_>>())
+            .bind(writes.iter().map(|write| *write.event_id.as_uuid()).collect::<Vec<_>>())
+            .bind(writes.iter().map(|write| write.event_kind).collect::<Vec<_>>())
+            .bind(writes.iter().map(|write| write.event_data.clone()).collect::<Vec<_>>())
+            .bind(column(|write| write.trace_context.clone()))
+            .bind(column(|write| write.idempotency.as_ref().map(|(key, _)| key.clone())))
+            .bind(writes.iter().map(|write| write.idempotency.as_ref().map(|(_, request)| request.clone())).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let stored = rows.iter().filter(|row| row.seq.is_some()).count();
+        if stored > 0 {
+            self.outbox.committed(crate::outbox::Recorded::messages());
+            self.per_commit.observe(stored as f64);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| match row {
+                Row { is_member: false, .. } => Err(ApiError::not_found("conversation")),
+                Row { reply_ok: false, .. } => Err(ApiError::bad_request("reply_to", "not a message of this conversation")),
+                Row { seq: Some(seq), created_at: Some(created_at), .. } => Ok(Sent::Stored { seq, created_at }),
+                Row { .. } => Ok(Sent::KeyTaken),
+            })
+            .collect())
+    }
+}
+
+/// Stores the accepted messages of a batch and their events; one row per write, in order.
+/// A write is accepted when its author is a member, its `reply_to` (if any) is a message of
+/// the conversation the author may see, and its idempotency key (if any) was free. Accepted
+/// writes take consecutive seqs in arrival order; rows are inserted in seq order, so the
+/// events' `position` follows seq (see the `position` migration).
+const STORE: &str = "
+with input as (
+    select * from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[],
+                         $8::uuid[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::jsonb[])
+        with ordinality as input(message_id, author_id, client_message_id, body, reply_to, attachment,
+                                 event_id, event_kind, event_data, trace_context, idempotency_key, idempotency_request, ord)
+), checked as (
+    select input.*, member.user_id is not null as is_member,
+           input.reply_to is null or exists (
+               select 1 from messages replied
+                where replied.id = input.reply_to and replied.conversation_id = $1
+                  and replied.seq >= member.visible_from_seq) as reply_ok
+      from input
+      left join conversation_members member on member.conversation_id = $1 and member.user_id = input.author_id
+), claimed as (
+    -- In key order, so two batches claiming the same keys cannot wait for each other.
+    insert into idempotency_keys (user_id, key, request, message_id)
+    select author_id, idempotency_key, idempotency_request, message_id from checked
+     where is_member and reply_ok and idempotency_key is not null
+     order by author_id, idempotency_key
+        on conflict (user_id, key) do nothing
+ returning message_id
+), accepted as (
+    select checked.*, row_number() over (order by ord) as n, count(*) over () as total
+      from checked
+     where is_member and reply_ok and (idempotency_key is null or message_id in (select message_id from claimed))
+), bumped as (
+    update conversations set last_seq = last_seq + (select count(*) from accepted), last_activity_at = now()
+     where id = $1 and exists (select 1 from accepted)
+ returning last_seq
+), numbered as (
+    select accepted.*, bumped.last_seq - accepted.total + accepted.n as seq from accepted, bumped
+), stored as (
+    insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment)
+    select message_id, $1, seq, author_id, client_message_id, body, reply_to, attachment from numbered order by seq
+ returning id, seq, created_at
+), recorded as (
+    insert into events (id, conversation_id, seq, type, actor_id, data, trace_context)
+    select event_id, $1, seq, event_kind, author_id, event_data, trace_context from numbered order by seq
+)
+select checked.is_member, checked.reply_ok, stored.seq, stored.created_at
+  from checked left join stored on stored.id = checked.message_id
+ order by checked.ord";
