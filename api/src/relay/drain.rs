@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -14,6 +13,7 @@ use parley_shared::ids::{ConversationId, EventId, UserId};
 use parley_shared::subjects::Subjects;
 use sqlx::PgPool;
 
+use super::publisher::{Failure, Publisher, Step};
 use crate::metrics::OutboxMetrics;
 use uuid::Uuid;
 
@@ -35,24 +35,6 @@ struct Pending {
     occurred_at: DateTime<Utc>,
     data: serde_json::Value,
     trace_context: Option<String>,
-}
-
-/// Why one event was not published.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// No acknowledgement (or no permit to publish) within the publish timeout.
-    #[error("no acknowledgement within {0:?}")]
-    Stalled(Duration),
-    /// Larger than the server's `max_payload`: no retry can publish it.
-    #[error("larger than the NATS server's max_payload")]
-    TooLarge,
-    #[error(transparent)]
-    Publish(#[from] jetstream::context::PublishError),
-    /// A stored channel name that no longer parses: no subject can carry it.
-    #[error("the stored channel name is not valid")]
-    Unroutable,
-    #[error("cannot decode or encode the stored event: {0}")]
-    Encode(#[from] serde_json::Error),
 }
 
 /// An event the round could not publish; the round stops at it (see [`publish_pending`]).
@@ -93,7 +75,7 @@ pub async fn publish_pending(
         // Conversations in parallel, each conversation's events strictly one after another.
         let chains = sorted.chunk_by(|a, b| a.conversation_id == b.conversation_id);
         let publisher = Publisher { jetstream, subjects, timeout };
-        let outcomes = join_all(chains.map(|events| publisher.publish_in_order(events))).await;
+        let outcomes = join_all(chains.map(|events| publish_in_order(&publisher, events))).await;
         let acknowledged_at = Utc::now();
         let mut published = Vec::with_capacity(pending.len());
         let mut failure = None;
@@ -150,78 +132,62 @@ pub(super) async fn mark_published(
     sqlx::query(statement).bind(ids).execute(db).await.map(drop)
 }
 
-pub(super) struct Publisher<'a> {
-    pub(super) jetstream: &'a jetstream::Context,
-    pub(super) subjects: &'a Subjects,
-    /// Bounds every wait of one copy: for a permit, for the send, for the acknowledgement.
-    pub(super) timeout: Duration,
+/// Publishes `events` (one conversation's, in seq order) until the first failure; returns
+/// the events JetStream acknowledged and the one that failed.
+async fn publish_in_order<'e>(
+    publisher: &Publisher<'_>,
+    events: &'e [&'e Pending],
+) -> (&'e [&'e Pending], Option<Unpublished>) {
+    let (acknowledged, failure) = publisher.publish_chain(events, |event| step(publisher, event)).await;
+    let unpublished = failure.map(|failure| {
+        let event = events[acknowledged];
+        Unpublished { event: event.id, conversation: event.conversation_id, failure }
+    });
+    (&events[..acknowledged], unpublished)
 }
 
-impl Publisher<'_> {
-    /// Publishes `events` (one conversation's, in seq order) until the first failure; returns
-    /// the events JetStream acknowledged and the one that failed.
-    async fn publish_in_order<'e>(&self, events: &'e [&'e Pending]) -> (&'e [&'e Pending], Option<Unpublished>) {
-        for (sent, event) in events.iter().enumerate() {
-            if let Err(failure) = self.publish_one(event).await {
-                let unpublished = Unpublished { event: event.id, conversation: event.conversation_id, failure };
-                return (&events[..sent], Some(unpublished));
-            }
-        }
-        (events, None)
+/// The conversation subject, then (for an event with user recipients: membership changes)
+/// the subject of each user who must hear it, at most [`USER_COPIES_IN_FLIGHT`] at a time; in
+/// a span of the writing request's trace, whose context the NATS headers carry on.
+fn step<'a>(publisher: &'a Publisher<'a>, pending: &'a Pending) -> Result<Step<'a>, Failure> {
+    let (span, traceparent) = parley_shared::telemetry::child_span("outbox.publish", pending.trace_context.as_deref());
+    let event = Event::from_parts(&pending.kind, pending.data.clone())?;
+    let conversation = ConversationId::from_uuid(pending.conversation_id);
+    let envelope = Envelope {
+        id: EventId::from_uuid(pending.id),
+        conversation_id: conversation,
+        seq: pending.seq,
+        actor: UserId::from_uuid(pending.actor_id),
+        occurred_at: pending.occurred_at,
+        event,
+    };
+    let payload = Bytes::from(serde_json::to_vec(&envelope)?);
+    let kind = envelope.event.kind();
+    let mut headers = HeaderMap::new();
+    headers.insert("traceparent", traceparent.as_str());
+    // `headers` replaces the whole map, so it goes before `message_id`.
+    let message =
+        move |id: String, payload: Bytes| PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload);
+    let subject = publisher.subjects.conversation_event(conversation, kind);
+    let recipients = envelope.event.user_recipients();
+    if recipients.is_empty() {
+        return Ok(Step::Pipelined { subject, message: message(pending.id.to_string(), payload), span });
     }
-
-    /// The conversation subject, then the subject of each user who must hear it, at most
-    /// [`USER_COPIES_IN_FLIGHT`] at a time; in a span of the writing request's trace, whose
-    /// context the NATS headers carry on.
-    async fn publish_one(&self, pending: &Pending) -> Result<(), Failure> {
-        let (_span, traceparent) =
-            parley_shared::telemetry::child_span("outbox.publish", pending.trace_context.as_deref());
-        let event = Event::from_parts(&pending.kind, pending.data.clone())?;
-        let conversation = ConversationId::from_uuid(pending.conversation_id);
-        let envelope = Envelope {
-            id: EventId::from_uuid(pending.id),
-            conversation_id: conversation,
-            seq: pending.seq,
-            actor: UserId::from_uuid(pending.actor_id),
-            occurred_at: pending.occurred_at,
-            event,
-        };
-        let payload = Bytes::from(serde_json::to_vec(&envelope)?);
-        let kind = envelope.event.kind();
-        let mut headers = HeaderMap::new();
-        headers.insert("traceparent", traceparent.as_str());
-        // `headers` replaces the whole map, so it goes before `message_id`.
-        let message = |id: String, payload: Bytes| {
-            PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload)
-        };
-        let subject = self.subjects.conversation_event(conversation, kind);
-        self.publish(subject, message(pending.id.to_string(), payload.clone())).await?;
+    Ok(Step::Alone(Box::pin(async move {
+        let _span = span;
+        publisher.publish(subject, message(pending.id.to_string(), payload.clone())).await?;
         // The users' copies are independent of each other.
-        stream::iter(envelope.event.user_recipients().into_iter().map(Ok))
+        stream::iter(recipients.into_iter().map(Ok))
             .try_for_each_concurrent(USER_COPIES_IN_FLIGHT, |user| {
                 let copy = match envelope.event.for_recipient(user) {
                     Some(event) => serde_json::to_vec(&Envelope { event, ..envelope.clone() }).map(Bytes::from),
                     None => Ok(payload.clone()),
                 };
                 let id = format!("{}/{user}", pending.id);
-                let subject = self.subjects.user_event(user, kind);
+                let subject = publisher.subjects.user_event(user, kind);
                 let message = copy.map(|copy| message(id, copy));
-                async move { self.publish(subject, message?).await }
+                async move { publisher.publish(subject, message?).await }
             })
             .await
-    }
-
-    /// One publish, awaited until JetStream acknowledged it.
-    pub(super) async fn publish(&self, subject: String, message: PublishMessage) -> Result<(), Failure> {
-        let publish = async { self.jetstream.send_publish(subject, message).await?.await };
-        match tokio::time::timeout(self.timeout, publish).await {
-            Ok(Ok(_ack)) => Ok(()),
-            Ok(Err(error)) => Err(match error.kind() {
-                PublishErrorKind::MaxPayloadExceeded => Failure::TooLarge,
-                PublishErrorKind::TimedOut => Failure::Stalled(self.timeout),
-                _ => Failure::Publish(error),
-            }),
-            Err(_elapsed) => Err(Failure::Stalled(self.timeout)),
-        }
-    }
+    })))
 }

@@ -5,11 +5,12 @@
 //! process that dies between commit and publish leaves the row for whichever relay runs next.
 //!
 //! Why nothing is reordered or duplicated within a conversation: a conversation's events are
-//! published one after another, each only after JetStream acknowledged the one before (so a
-//! lost publish can never be overtaken by its successor), and a batch is always a seq-prefix
-//! of every conversation's unpublished events (see the `position` migration). Republishing an
-//! event, after a lost acknowledgement or by two relays at once, carries the same
-//! `Nats-Msg-Id` (the event id), which JetStream drops within its duplicate window.
+//! sent in seq order on one NATS connection (up to 64 ahead of their acknowledgements, see
+//! `publisher`), a round marks published only the prefix JetStream acknowledged, and a batch
+//! is always a seq-prefix of every conversation's unpublished events (see the `position`
+//! migration). Republishing an event, after a lost acknowledgement or by two relays at once,
+//! carries the same `Nats-Msg-Id` (the event id), which JetStream drops within its duplicate
+//! window.
 //!
 //! One relay at a time: every API instance runs this task, but only the holder of a PostgreSQL
 //! advisory lock publishes; the others wait on the lock and take over the moment the holder's
@@ -21,6 +22,7 @@
 mod drain;
 mod prune;
 mod publications;
+mod publisher;
 mod stream;
 
 use std::sync::Arc;
@@ -156,8 +158,15 @@ impl Relay {
 
     /// Publishes while it holds `lease`; returns when the lease is lost or on stop.
     async fn lead(&self, mut lease: PgConnection, stop: &CancellationToken) {
-        let jetstream =
-            async_nats::jetstream::ContextBuilder::new().timeout(self.config.publish_timeout).build(self.nats.clone());
+        // Pipelined publishes hold their ack permits until the chain awaits them (see
+        // `publisher`); a round has at most `outbox_batch` of them for events and as many for
+        // channel publications. The default 5,000 stay for user copies, each awaited as sent,
+        // so a permit is never waited for by the chain that holds the ones it needs.
+        let pipelined = usize::try_from(self.config.outbox_batch).unwrap_or(0).saturating_mul(2);
+        let jetstream = async_nats::jetstream::ContextBuilder::new()
+            .timeout(self.config.publish_timeout)
+            .max_ack_inflight(pipelined + 5_000)
+            .build(self.nats.clone());
         let mut wakes = match self.nats.subscribe(self.subjects.outbox_wake()).await {
             Ok(wakes) => Some(wakes),
             Err(error) => {
@@ -192,7 +201,7 @@ impl Relay {
                     self.metrics.failures.inc();
                     let lag = self.measure_lag().await;
                     match error.downcast_ref::<drain::Unpublished>() {
-                        Some(stuck @ drain::Unpublished { failure: drain::Failure::Stalled(timeout), .. }) => {
+                        Some(stuck @ drain::Unpublished { failure: publisher::Failure::Stalled(timeout), .. }) => {
                             self.metrics.stalls.inc();
                             tracing::warn!(event_id = %stuck.event, conversation_id = %stuck.conversation, ?timeout, ?delay,
                                 lag_seconds = lag, "outbox relay made no progress within the publish timeout; retrying");

@@ -1,5 +1,5 @@
 //! The relay's round for channel publications: like events, oldest first, each channel's in
-//! offset order (one after another, each after JetStream acknowledged the one before), with
+//! offset order (pipelined, see [`super::publisher::CHAIN_IN_FLIGHT`]), with
 //! the publication id as `Nats-Msg-Id` so a republish is dropped as a duplicate.
 
 use std::time::Duration;
@@ -15,7 +15,8 @@ use parley_shared::subjects::Subjects;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::drain::{Failure, Outbox, Publisher, mark_published};
+use super::drain::{Outbox, mark_published};
+use super::publisher::{Failure, Publisher, Step};
 use crate::metrics::OutboxMetrics;
 
 #[derive(sqlx::FromRow)]
@@ -96,18 +97,14 @@ pub async fn publish_pending(
 /// Publishes one channel's publications in offset order until the first failure.
 async fn publish_in_order<'p>(
     publisher: &Publisher<'_>,
-    chain: &[&'p Pending],
-) -> (Vec<&'p Pending>, Option<(&'p Pending, Failure)>) {
-    for (sent, publication) in chain.iter().enumerate() {
-        if let Err(failure) = publish_one(publisher, publication).await {
-            return (chain[..sent].to_vec(), Some((publication, failure)));
-        }
-    }
-    (chain.to_vec(), None)
+    chain: &'p [&'p Pending],
+) -> (&'p [&'p Pending], Option<(&'p Pending, Failure)>) {
+    let (acknowledged, failure) = publisher.publish_chain(chain, |publication| step(publisher, publication)).await;
+    (&chain[..acknowledged], failure.map(|failure| (chain[acknowledged], failure)))
 }
 
-async fn publish_one(publisher: &Publisher<'_>, pending: &Pending) -> Result<(), Failure> {
-    let (_span, traceparent) = parley_shared::telemetry::child_span("outbox.publish", pending.trace_context.as_deref());
+fn step<'a>(publisher: &Publisher<'_>, pending: &Pending) -> Result<Step<'a>, Failure> {
+    let (span, traceparent) = parley_shared::telemetry::child_span("outbox.publish", pending.trace_context.as_deref());
     let channel = Channel::parse(&pending.channel).map_err(|_| Failure::Unroutable)?;
     let frame = Publication::durable(&pending.channel, pending.offset, &pending.epoch, pending.data.clone());
     let mut headers = HeaderMap::new();
@@ -117,5 +114,5 @@ async fn publish_one(publisher: &Publisher<'_>, pending: &Pending) -> Result<(),
         .headers(headers)
         .message_id(pending.id.to_string())
         .payload(Bytes::from(serde_json::to_vec(&frame)?));
-    publisher.publish(publisher.subjects.channel(&channel), message).await
+    Ok(Step::Pipelined { subject: publisher.subjects.channel(&channel), message, span })
 }
