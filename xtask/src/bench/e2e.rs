@@ -113,7 +113,7 @@ async fn measure_parley(stack: &Stack, ws_url: &str, duration: Duration) -> anyh
     let conversations: Arc<Vec<String>> =
         Arc::new(recipients.iter().map(|(_, id)| format!("/v1/conversations/{id}/messages")).collect());
     let next = Arc::new(AtomicUsize::new(0));
-    let (feed, pacer) = ticket_feed(duration);
+    let (feed, pacer) = ticket_feed(RATE_PER_SECOND, duration);
     let mut posters = Vec::new();
     for _ in 0..POSTERS {
         let mut connection = http::Connection::open(stack.api_addr(), &sender_token).await?;
@@ -143,7 +143,7 @@ async fn measure_parley(stack: &Stack, ws_url: &str, duration: Duration) -> anyh
 
 /// p50, p90, p99 of a Prometheus histogram at `base`/metrics, in ms: the upper bound of the
 /// bucket each quantile falls in.
-async fn histogram_quantiles(base: &str, name: &str) -> anyhow::Result<[f64; 3]> {
+pub(super) async fn histogram_quantiles(base: &str, name: &str) -> anyhow::Result<[f64; 3]> {
     let text = reqwest::get(format!("{base}/metrics")).await?.text().await?;
     let buckets: Vec<(f64, f64)> = text
         .lines()

@@ -103,13 +103,14 @@ impl Sample {
 
 /// Ticks at the target rate; each tick is one send by whichever worker is free.
 pub(super) fn ticket_feed(
+    rate_per_second: u64,
     duration: Duration,
 ) -> (Arc<Mutex<tokio::sync::mpsc::Receiver<()>>>, tokio::task::JoinHandle<()>) {
     let (tickets, feed) = tokio::sync::mpsc::channel(10_000);
     let pacer = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SECOND));
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate_per_second));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let total = RATE_PER_SECOND * duration.as_secs();
+        let total = rate_per_second * duration.as_secs();
         for _ in 0..total {
             tick.tick().await;
             if tickets.send(()).await.is_err() {
@@ -145,7 +146,7 @@ async fn measure_relay(
         }
         anyhow::Ok(latencies)
     });
-    let (feed, pacer) = ticket_feed(duration);
+    let (feed, pacer) = ticket_feed(RATE_PER_SECOND, duration);
     let mut workers = Vec::new();
     for user in users {
         let mut connection = http::Connection::open(user.api, &user.token).await?;
