@@ -143,7 +143,7 @@ mod tests {
         async fn commit(&self, key: &u8, writes: Vec<u32>) -> Vec<u32> {
             tokio::time::sleep(Duration::from_millis(5)).await;
             assert!(!(self.panic_on_13.load(Ordering::Relaxed) && writes.contains(&13)), "write 13");
-            self.batches.lock().unwrap().push((*key, writes.clone()));
+            self.batches.lock().expect("batches").push((*key, writes.clone()));
             writes.into_iter().map(|write| write * 2).collect()
         }
     }
@@ -155,13 +155,14 @@ mod tests {
         let mut submitted = tokio::task::JoinSet::new();
         for write in 0..40u32 {
             let group = group.clone();
-            submitted.spawn(async move { (write, group.submit(u8::from(write % 2 == 0), write).await.unwrap()) });
+            submitted
+                .spawn(async move { (write, group.submit(u8::from(write % 2 == 0), write).await.expect("answered")) });
         }
         while let Some(answered) = submitted.join_next().await {
-            let (write, outcome) = answered.unwrap();
+            let (write, outcome) = answered.expect("task");
             assert_eq!(outcome, write * 2);
         }
-        let batches = recorder.batches.lock().unwrap().clone();
+        let batches = recorder.batches.lock().expect("batches").clone();
         assert!(batches.len() < 40, "writes were committed together: {batches:?}");
         assert!(batches.iter().all(|(_, writes)| writes.len() <= 16), "at most max_batch per commit: {batches:?}");
         for key in [0, 1] {
@@ -184,6 +185,6 @@ mod tests {
         assert!(group.submit(7, 13).await.is_err());
         assert_eq!(group.busy_keys(), 0);
         recorder.panic_on_13.store(false, Ordering::Relaxed);
-        assert_eq!(group.submit(7, 14).await.unwrap(), 28);
+        assert_eq!(group.submit(7, 14).await.expect("answered"), 28);
     }
 }

@@ -44,7 +44,10 @@ pub struct NewMessageWrite {
 /// What became of one message.
 #[derive(Debug)]
 pub enum Sent {
-    Stored { seq: i64, created_at: DateTime<Utc> },
+    Stored {
+        seq: i64,
+        created_at: DateTime<Utc>,
+    },
     /// Its `Idempotency-Key` was already taken: answer with what that request created.
     KeyTaken,
 }
@@ -87,7 +90,10 @@ impl MessageCommitter {
                 Ok(outcomes) => outcomes,
                 Err(error) if database_unavailable(&error) => {
                     tracing::warn!(%error, "database unavailable");
-                    writes.iter().map(|_| Err(ApiError::unavailable("the database is unavailable; retry shortly"))).collect()
+                    writes
+                        .iter()
+                        .map(|_| Err(ApiError::unavailable("the database is unavailable; retry shortly")))
+                        .collect()
                 }
                 Err(error) if writes.len() > 1 => {
                     tracing::debug!(%error, messages = writes.len(), "a batch of messages failed; halving it");
@@ -120,11 +126,10 @@ impl MessageCommitter {
         let mut tx = self.db.begin().await?;
         // The lock comes first and alone: the next statement's snapshot is then taken after
         // it, so the membership checks see any removal committed while this waited.
-        let exists: Option<i32> =
-            sqlx::query_scalar("select 1 from conversations where id = $1 for no key update")
-                .bind(conversation.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let exists: Option<i32> = sqlx::query_scalar("select 1 from conversations where id = $1 for no key update")
+            .bind(conversation.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
         if exists.is_none() {
             return Ok(writes.iter().map(|_| Err(ApiError::not_found("conversation"))).collect());
         }
@@ -142,7 +147,12 @@ impl MessageCommitter {
             .bind(writes.iter().map(|write| write.event_data.clone()).collect::<Vec<_>>())
             .bind(column(|write| write.trace_context.clone()))
             .bind(column(|write| write.idempotency.as_ref().map(|(key, _)| key.clone())))
-            .bind(writes.iter().map(|write| write.idempotency.as_ref().map(|(_, request)| request.clone())).collect::<Vec<_>>())
+            .bind(
+                writes
+                    .iter()
+                    .map(|write| write.idempotency.as_ref().map(|(_, request)| request.clone()))
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -155,7 +165,9 @@ impl MessageCommitter {
             .into_iter()
             .map(|row| match row {
                 Row { is_member: false, .. } => Err(ApiError::not_found("conversation")),
-                Row { reply_ok: false, .. } => Err(ApiError::bad_request("reply_to", "not a message of this conversation")),
+                Row { reply_ok: false, .. } => {
+                    Err(ApiError::bad_request("reply_to", "not a message of this conversation"))
+                }
                 Row { seq: Some(seq), created_at: Some(created_at), .. } => Ok(Sent::Stored { seq, created_at }),
                 Row { .. } => Ok(Sent::KeyTaken),
             })

@@ -56,9 +56,9 @@ async fn concurrent_posts_committed_together_each_get_their_own_answer_and_one_r
             let path = path.clone();
             async move { ("stranger", mallory.post(&path, json!({ "text": "let me in" })).await) }
         });
-        sent.spawn(async move {
-            ("reply", alice.post(&path, json!({ "text": "re", "reply_to": Uuid::now_v7() })).await)
-        });
+        sent.spawn(
+            async move { ("reply", alice.post(&path, json!({ "text": "re", "reply_to": Uuid::now_v7() })).await) },
+        );
     }
     let mut seqs = Vec::new();
     while let Some(answered) = sent.join_next().await {

@@ -166,8 +166,9 @@ fn step<'a>(publisher: &'a Publisher<'a>, pending: &'a Pending) -> Result<Step<'
     let mut headers = HeaderMap::new();
     headers.insert("traceparent", traceparent.as_str());
     // `headers` replaces the whole map, so it goes before `message_id`.
-    let message =
-        move |id: String, payload: Bytes| PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload);
+    let message = move |id: String, payload: Bytes| {
+        PublishMessage::build().headers(headers.clone()).message_id(id).payload(payload)
+    };
     let subject = publisher.subjects.conversation_event(conversation, kind);
     let recipients = envelope.event.user_recipients();
     if recipients.is_empty() {

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::{ApiError, ProblemCode};
-use crate::state::AppState;
 use crate::sending::{NewMessageWrite, Sent};
+use crate::state::AppState;
 use crate::text::{Text, is_https_url};
 use crate::{membership, outbox};
 
@@ -160,9 +160,8 @@ impl MessagesApi {
         });
         outbox::ensure_publishable(&state.nats, &event, "text")?;
         let event = outbox::EventRow::new(conversation, 0, caller, &event);
-        let idempotency = idempotency_key
-            .0
-            .map(|key| (key, serde_json::json!({ "conversation_id": id.0, "message": &body.0 })));
+        let idempotency =
+            idempotency_key.0.map(|key| (key, serde_json::json!({ "conversation_id": id.0, "message": &body.0 })));
         let write = NewMessageWrite {
             id: message_id,
             author: caller,

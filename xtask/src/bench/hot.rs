@@ -282,7 +282,7 @@ mod tests {
     fn a_check_counts_what_a_watcher_missed_repeated_or_saw_out_of_order() {
         let clean: Vec<(usize, i64, i64)> = (0..WATCHERS).flat_map(|w| (5..8).map(move |seq| (w, seq, 0))).collect();
         assert!(Check::of(&clean, 3).is_clean());
-        let mut faulty = clean.clone();
+        let mut faulty = clean;
         faulty.retain(|frame| *frame != (0, 6, 0));
         faulty.push((1, 5, 0));
         assert_eq!(Check::of(&faulty, 3), Check { missing: 1, duplicated: 1, out_of_order: 1 });

@@ -66,7 +66,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "channels" => channels::run(args.seconds).await,
         "hot" => hot::run(args.seconds).await,
         other => {
-            anyhow::bail!("unknown scenario {other:?}; available: rest, events, connections, e2e, fanout, channels, hot")
+            anyhow::bail!(
+                "unknown scenario {other:?}; available: rest, events, connections, e2e, fanout, channels, hot"
+            )
         }
     }
 }
