@@ -1,4 +1,4 @@
-//! `cargo xtask bench e2e`: 1,000 two-member conversations, 1,000 messages/s posted over REST
+//! `cargo xtask bench e2e`: 1,000 two-member conversations, 2,000 messages/s posted over REST
 //! (spread round-robin over the conversations), latency from just before the POST to the
 //! `event` frame's arrival at the other member's WebSocket (PostgreSQL commit, outbox relay,
 //! JetStream, broker and NATS hops included).
@@ -24,17 +24,20 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
-use super::events::{RATE_PER_SECOND, Sample, ticket_feed};
+use super::events::{Sample, ticket_feed};
 use super::{Stack, http};
 
 const CONVERSATIONS: usize = 1_000;
 const POSTERS: usize = 32;
+/// Messages per second, spread round-robin over the conversations.
+const RATE_PER_SECOND: u64 = 2_000;
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let mut broker = stack.spawn_release_broker().await?;
     let duration = Duration::from_secs(seconds);
-    let (parley, post) = measure_parley(&stack, &format!("ws://127.0.0.1:{}/ws", broker.port()), duration).await?;
+    let (parley, post, postgres_cpu_us_per_message) =
+        measure_parley(&stack, &format!("ws://127.0.0.1:{}/ws", broker.port()), duration).await?;
     // Where the time goes, from the processes' own histograms (bucket upper bounds: coarse).
     let relay = histogram_quantiles(&stack.api_url(), "parley_outbox_publish_latency_seconds").await?;
     let delivery = histogram_quantiles(&broker.url(), "parley_broker_delivery_latency_seconds").await?;
@@ -48,7 +51,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
         "scenario": "e2e", "rate_per_second": RATE_PER_SECOND, "conversations": CONVERSATIONS, "seconds": seconds,
         "post_to_frame": parley.summary(), "bare_relay_frame_to_frame": bare.summary(),
         "ratio_p50": p50 / b50, "ratio_p99": p99 / b99,
-        "post_response": post.summary(),
+        "post_response": post.summary(), "postgres_cpu_us_per_message": postgres_cpu_us_per_message,
         "api_commit_to_jetstream_ack_ms_le": relay, "broker_commit_to_frame_written_ms_le": delivery,
     });
     let table = format!(
@@ -60,7 +63,8 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
          Breakdown (same run):\n\n| part (ms) | p50 | p90 | p99 |\n|---|---:|---:|---:|\n\
          | POST → 201 response, at the client | {:.2} | {:.2} | {:.2} |\n\
          | occurred_at → JetStream ack (API histogram, ≤ bucket bound) | {} | {} | {} |\n\
-         | occurred_at → frame written (broker histogram, ≤ bucket bound) | {} | {} | {} |\n",
+         | occurred_at → frame written (broker histogram, ≤ bucket bound) | {} | {} | {} |\n\n\
+         PostgreSQL CPU per message (all of its processes, relay reads and marks included): {postgres_cpu_us_per_message:.0} µs.\n",
         parley.0.len(),
         bare.0.len(),
         p50 / b50,
@@ -85,8 +89,8 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     )
 }
 
-/// Arrival latencies and POST response times.
-async fn measure_parley(stack: &Stack, ws_url: &str, duration: Duration) -> anyhow::Result<(Sample, Sample)> {
+/// Arrival latencies, POST response times and PostgreSQL's CPU µs per message.
+async fn measure_parley(stack: &Stack, ws_url: &str, duration: Duration) -> anyhow::Result<(Sample, Sample, f64)> {
     let sender = UserId::from_uuid(Uuid::now_v7());
     let sender_token = super::token(sender);
     let recipients: Vec<(String, Uuid)> = direct_conversations(stack, &sender_token, CONVERSATIONS).await?;
@@ -113,6 +117,8 @@ async fn measure_parley(stack: &Stack, ws_url: &str, duration: Duration) -> anyh
     let conversations: Arc<Vec<String>> =
         Arc::new(recipients.iter().map(|(_, id)| format!("/v1/conversations/{id}/messages")).collect());
     let next = Arc::new(AtomicUsize::new(0));
+    let postgres_pid = stack.postgres.pid().context("postgres pid")?;
+    let postgres_cpu_before = super::fanout::tree_cpu_seconds(postgres_pid)?;
     let (feed, pacer) = ticket_feed(RATE_PER_SECOND, duration);
     let mut posters = Vec::new();
     for _ in 0..POSTERS {
@@ -137,8 +143,11 @@ async fn measure_parley(stack: &Stack, ws_url: &str, duration: Duration) -> anyh
         response_times.extend(poster.await??);
     }
     let sample = collect(&mut arrivals, response_times.len()).await;
+    // Everything PostgreSQL did meanwhile (the relay's reads and marks included) counts.
+    let postgres_cpu = super::fanout::tree_cpu_seconds(postgres_pid)? - postgres_cpu_before;
     readers.iter().for_each(tokio::task::JoinHandle::abort);
-    Ok((sample?, Sample(response_times)))
+    let cpu_per_message = postgres_cpu * 1e6 / response_times.len().max(1) as f64;
+    Ok((sample?, Sample(response_times), cpu_per_message))
 }
 
 /// p50, p90, p99 of a Prometheus histogram at `base`/metrics, in ms: the upper bound of the
