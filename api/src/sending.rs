@@ -86,7 +86,11 @@ impl MessageCommitter {
         writes: &'a [NewMessageWrite],
     ) -> BoxFuture<'a, Vec<Result<Sent, ApiError>>> {
         Box::pin(async move {
-            match self.store(conversation, writes).await {
+            let stored = match writes {
+                [write] => self.store_one(conversation, write).await.map(|outcome| vec![outcome]),
+                _ => self.store(conversation, writes).await,
+            };
+            match stored {
                 Ok(outcomes) => outcomes,
                 Err(error) if database_unavailable(&error) => {
                     tracing::warn!(%error, "database unavailable");
@@ -117,13 +121,108 @@ struct Row {
 }
 
 impl MessageCommitter {
+    /// One message alone (no other was queued): the statements one message has always taken,
+    /// which cost PostgreSQL about 30% less CPU than the batch statement does for one row
+    /// (`bench e2e`: 1,122 against 1,586 µs per message).
+    async fn store_one(
+        &self,
+        conversation: ConversationId,
+        write: &NewMessageWrite,
+    ) -> Result<Result<Sent, ApiError>, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        if let Some((key, request)) = &write.idempotency {
+            // A concurrent request with the same key waits here for the other to commit, then
+            // finds the key taken.
+            let claimed: Option<Uuid> = sqlx::query_scalar(
+                "insert into idempotency_keys (user_id, key, request, message_id) values ($1, $2, $3, $4)
+                 on conflict (user_id, key) do nothing returning message_id",
+            )
+            .bind(write.author.as_uuid())
+            .bind(key)
+            .bind(request)
+            .bind(write.id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if claimed.is_none() {
+                return Ok(Ok(Sent::KeyTaken));
+            }
+        }
+        // The seq's update locks the conversation first; the next statements' snapshots are
+        // taken after it, so the membership checks see any removal committed meanwhile.
+        let seq: Option<i64> = sqlx::query_scalar(
+            "update conversations set last_seq = last_seq + 1, last_activity_at = now() where id = $1 returning last_seq",
+        )
+        .bind(conversation.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(seq) = seq else { return Ok(Err(ApiError::not_found("conversation"))) };
+        if let Some(reply_to) = write.reply_to {
+            let visible: Option<bool> = sqlx::query_scalar(
+                "select exists (select 1 from messages where id = $1 and conversation_id = $2 and seq >= m.visible_from_seq)
+                   from conversation_members m where m.conversation_id = $2 and m.user_id = $3",
+            )
+            .bind(reply_to)
+            .bind(conversation.as_uuid())
+            .bind(write.author.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
+            match visible {
+                None => return Ok(Err(ApiError::not_found("conversation"))),
+                Some(false) => return Ok(Err(ApiError::bad_request("reply_to", "not a message of this conversation"))),
+                Some(true) => {}
+            }
+        }
+        // The message, its membership check and its event in one statement.
+        let created_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "with message as (
+                 insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment)
+                 select $1, $2, $3, $4, $5, $6, $7, $8
+                  where exists (select 1 from conversation_members where conversation_id = $2 and user_id = $4)
+                 returning created_at
+             ), event as (
+                 insert into events (id, conversation_id, seq, type, actor_id, data, trace_context)
+                 select $9, $2, $3, $10, $4, $11, $12 from message
+             )
+             select created_at from message",
+        )
+        .bind(write.id.as_uuid())
+        .bind(conversation.as_uuid())
+        .bind(seq)
+        .bind(write.author.as_uuid())
+        .bind(&write.client_message_id)
+        .bind(&write.body)
+        .bind(write.reply_to)
+        .bind(&write.attachment)
+        .bind(write.event_id.as_uuid())
+        .bind(write.event_kind)
+        .bind(&write.event_data)
+        .bind(&write.trace_context)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(created_at) = created_at else { return Ok(Err(ApiError::not_found("conversation"))) };
+        tx.commit().await?;
+        self.committed(1);
+        Ok(Ok(Sent::Stored { seq, created_at }))
+    }
+
+    /// Wakes the relay and counts the commit.
+    fn committed(&self, stored: usize) {
+        if stored > 0 {
+            self.outbox.committed(crate::outbox::Recorded::messages());
+            self.per_commit.observe(stored as f64);
+        }
+    }
+
     /// One transaction for `writes`; one outcome each, in order.
     async fn store(
         &self,
         conversation: ConversationId,
         writes: &[NewMessageWrite],
     ) -> Result<Vec<Result<Sent, ApiError>>, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
+        // PostgreSQL would plan the statement below afresh for every execution (its custom
+        // plans, knowing the arrays' lengths, look cheaper than the generic one), about 1 ms of
+        // CPU each time, more than running it; the generic plan serves every batch size.
+        let mut tx = self.db.begin_with("begin; set local plan_cache_mode = force_generic_plan").await?;
         // The lock comes first and alone: the next statement's snapshot is then taken after
         // it, so the membership checks see any removal committed while this waited.
         let exists: Option<i32> = sqlx::query_scalar("select 1 from conversations where id = $1 for no key update")
@@ -156,11 +255,7 @@ impl MessageCommitter {
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        let stored = rows.iter().filter(|row| row.seq.is_some()).count();
-        if stored > 0 {
-            self.outbox.committed(crate::outbox::Recorded::messages());
-            self.per_commit.observe(stored as f64);
-        }
+        self.committed(rows.iter().filter(|row| row.seq.is_some()).count());
         Ok(rows
             .into_iter()
             .map(|row| match row {
@@ -186,14 +281,19 @@ with input as (
                          $8::uuid[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::jsonb[])
         with ordinality as input(message_id, author_id, client_message_id, body, reply_to, attachment,
                                  event_id, event_kind, event_data, trace_context, idempotency_key, idempotency_request, ord)
-), checked as (
-    select input.*, member.user_id is not null as is_member,
-           input.reply_to is null or exists (
-               select 1 from messages replied
-                where replied.id = input.reply_to and replied.conversation_id = $1
-                  and replied.seq >= member.visible_from_seq) as reply_ok
+), membership as materialized (
+    -- A subquery per write, not a join: a join's generic plan reads every member of the
+    -- conversation (10,000 rows for a big group) where this reads one row per author.
+    select input.*, (select member.visible_from_seq from conversation_members member
+                      where member.conversation_id = $1 and member.user_id = input.author_id) as visible_from_seq
       from input
-      left join conversation_members member on member.conversation_id = $1 and member.user_id = input.author_id
+), checked as (
+    select membership.*, visible_from_seq is not null as is_member,
+           reply_to is null or exists (
+               select 1 from messages replied
+                where replied.id = membership.reply_to and replied.conversation_id = $1
+                  and replied.seq >= membership.visible_from_seq) as reply_ok
+      from membership
 ), claimed as (
     -- In key order, so two batches claiming the same keys cannot wait for each other.
     insert into idempotency_keys (user_id, key, request, message_id)
