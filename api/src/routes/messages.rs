@@ -159,6 +159,7 @@ impl MessagesApi {
             client_message_id: client_message_id.clone(),
         });
         outbox::ensure_publishable(&state.nats, &event, "text")?;
+        // Seq 0 for now: the message's seq is taken when its group is stored.
         let event = outbox::EventRow::new(conversation, 0, caller, &event);
         let idempotency =
             idempotency_key.0.map(|key| (key, serde_json::json!({ "conversation_id": id.0, "message": &body.0 })));
