@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use parley_shared::ids::{ConversationId, EventId, MessageId, UserId};
+use parley_shared::ids::{ConversationId, MessageId, UserId};
 use prometheus_client::metrics::histogram::Histogram;
 use sqlx::PgPool;
 use tracing::Instrument;
@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, database_unavailable};
 use crate::group_commit::{Committer, GroupCommit};
+use crate::outbox::EventRow;
 use crate::relay::Outbox;
 
 /// Most messages one transaction commits.
@@ -34,10 +35,8 @@ pub struct NewMessageWrite {
     pub body: Option<String>,
     pub reply_to: Option<Uuid>,
     pub attachment: Option<serde_json::Value>,
-    pub event_id: EventId,
-    pub event_kind: &'static str,
-    pub event_data: serde_json::Value,
-    pub trace_context: Option<String>,
+    /// Its `message.created` event; the seq in it is not used (the group's commit assigns it).
+    pub event: EventRow,
     /// The request's `Idempotency-Key` and what it must match when repeated.
     pub idempotency: Option<(String, serde_json::Value)>,
 }
@@ -184,10 +183,10 @@ impl MessageCommitter {
         .bind(&write.body)
         .bind(write.reply_to)
         .bind(&write.attachment)
-        .bind(write.event_id.as_uuid())
-        .bind(write.event_kind)
-        .bind(&write.event_data)
-        .bind(&write.trace_context)
+        .bind(write.event.id.as_uuid())
+        .bind(write.event.kind)
+        .bind(&write.event.data)
+        .bind(&write.event.trace_context)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(created_at) = created_at else { return Ok(Err(ApiError::not_found("conversation"))) };
@@ -232,10 +231,10 @@ impl MessageCommitter {
             .bind(column(|write| write.body.clone()))
             .bind(writes.iter().map(|write| write.reply_to).collect::<Vec<_>>())
             .bind(writes.iter().map(|write| write.attachment.clone()).collect::<Vec<_>>())
-            .bind(writes.iter().map(|write| *write.event_id.as_uuid()).collect::<Vec<_>>())
-            .bind(writes.iter().map(|write| write.event_kind).collect::<Vec<_>>())
-            .bind(writes.iter().map(|write| write.event_data.clone()).collect::<Vec<_>>())
-            .bind(column(|write| write.trace_context.clone()))
+            .bind(writes.iter().map(|write| *write.event.id.as_uuid()).collect::<Vec<_>>())
+            .bind(writes.iter().map(|write| write.event.kind).collect::<Vec<_>>())
+            .bind(writes.iter().map(|write| write.event.data.clone()).collect::<Vec<_>>())
+            .bind(column(|write| write.event.trace_context.clone()))
             .bind(column(|write| write.idempotency.as_ref().map(|(key, _)| key.clone())))
             .bind(
                 writes

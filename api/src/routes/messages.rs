@@ -170,10 +170,7 @@ impl MessagesApi {
             body: text.clone(),
             reply_to: body.0.reply_to,
             attachment: attachment.as_ref().map(serde_json::to_value).transpose().map_err(|_| ApiError::internal())?,
-            event_id: event.id,
-            event_kind: event.kind,
-            event_data: event.data,
-            trace_context: event.trace_context,
+            event,
             idempotency: idempotency.clone(),
         };
         let sent = state.sending.submit(conversation, write).await.map_err(|_| ApiError::internal())??;
