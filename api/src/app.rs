@@ -10,6 +10,7 @@ use poem::listener::TcpAcceptor;
 use poem::middleware::CatchPanic;
 use poem::web::{Html, Json};
 use poem::{EndpointExt, Route, Server, get};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::SeenUsers;
@@ -36,6 +37,8 @@ pub struct Application {
     local_addr: SocketAddr,
     state: AppState,
     config: Config,
+    /// Counts the NATS client's connections (for the relay).
+    nats_connections: watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for Application {
@@ -51,7 +54,13 @@ impl Application {
         let verifier = Arc::new(config.service.auth.build()?);
         let db = db::connect(&config).await.context("connecting to PostgreSQL (DATABASE_URL)")?;
         db::migrate(&db).await.context("applying migrations")?;
-        let nats = parley_shared::serve::connect_nats(&config.service.nats_url, "parley-api", |_| {}).await?;
+        let (connected, nats_connections) = watch::channel(0);
+        let nats = parley_shared::nats::connect(&config.service.nats, "parley-api", move |event| {
+            if matches!(event, async_nats::Event::Connected) {
+                connected.send_modify(|connections| *connections += 1);
+            }
+        })
+        .await?;
         let (acceptor, local_addr) = parley_shared::serve::bind(config.listen).await?;
         let outbox = Outbox::default();
         let metrics = Arc::new(Metrics::default());
@@ -75,6 +84,7 @@ impl Application {
                 server_keys: Arc::new(ServerKeys::new(&config.server_api_keys)?),
             },
             config,
+            nats_connections,
         })
     }
 
@@ -85,7 +95,7 @@ impl Application {
     /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to the configured
     /// timeout) and flushes NATS.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let Self { acceptor, local_addr, state, config } = self;
+        let Self { acceptor, local_addr, state, config, nats_connections } = self;
         tracing::info!(%local_addr, "parley-api listening");
         let api = routes::api_service();
         let spec = routes::spec_json();
@@ -127,6 +137,7 @@ impl Application {
             outbox: state.outbox.clone(),
             metrics: state.metrics.outbox.clone(),
             namespaces: Arc::clone(&state.namespaces),
+            nats_connections,
         };
         let relay = tokio::spawn(relay.run(stop_relay.clone()));
         let responder =

@@ -135,7 +135,7 @@ async fn in_process_application_binds_port_zero_and_stops_on_signal() {
     let mut config = Config::from_env();
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.database_url = ctx.database_url().into();
-    config.service.nats_url = ctx.nats_url();
+    config.service.nats.url = ctx.nats_url();
     let app = Application::build(config).await.expect("build");
     let addr = app.local_addr();
     assert_ne!(addr.port(), 0);

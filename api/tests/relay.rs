@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::User;
+use futures_util::StreamExt;
 use parley_testkit::nats::NatsServer;
 use parley_testkit::process::Output;
 use parley_testkit::{Binary, TestContext, wait};
@@ -112,4 +113,64 @@ async fn a_stalled_nats_is_logged_with_the_event_counted_and_in_the_lag_until_it
         .await
         .expect("read the event");
     assert!(published, "the stuck event was published after NATS resumed");
+}
+
+/// Which member of the cluster leads the events stream, asked of `server`.
+async fn stream_leader(server: &str, stream: &str) -> Option<String> {
+    let client = async_nats::connect(server).await.ok()?;
+    let mut stream = async_nats::jetstream::new(client).get_stream(stream).await.ok()?;
+    stream.info().await.ok()?.cluster.as_ref()?.leader.clone()
+}
+
+#[tokio::test]
+async fn publishing_resumes_within_ten_seconds_when_the_relays_nats_node_freezes() {
+    let ctx = TestContext::start().await;
+    let logs = ctx.dir().to_path_buf();
+    let cluster = parley_testkit::nats::NatsCluster::start(&ctx.dir().join("cluster"), 3, |n| {
+        Output::File(logs.join(format!("nats-cluster-{n}.log")))
+    })
+    .await
+    .expect("3-node NATS cluster");
+    // The API knows only node 0 and learns the others from it, so node 0 is the one it uses.
+    let frozen = &cluster.servers[0];
+    let env = vec![("NATS_URL".into(), frozen.url()), ("PARLEY_STREAM_REPLICAS".into(), "3".into())];
+    let api = ctx.spawn(Binary::Api, [common::unlimited_writes(), env].concat()).await;
+    let alice = User::new(&ctx, &api.url(), "Alice");
+    let bob = User::new(&ctx, &api.url(), "Bob");
+    let group = alice.group("freeze", &[&bob]).await;
+    let reader = async_nats::connect(cluster.servers[1].url()).await.expect("a reader on node 1");
+    let subject = format!("{}.conv.{group}.>", ctx.subjects().prefix());
+    let mut events = reader.subscribe(subject).await.expect("subscribe");
+    reader.flush().await.expect("flush");
+    // Waits for the message event with `text`, skipping others (the group's creation).
+    let mut published = async |text: &str, within: Duration| {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(until, events.next()).await;
+            let message = next.unwrap_or_else(|_| panic!("{text:?} not published within {within:?}")).expect("event");
+            let event: serde_json::Value = serde_json::from_slice(&message.payload).expect("event JSON");
+            if event["data"]["body"] == text {
+                return;
+            }
+        }
+    };
+    alice.say(group, "before").await;
+    published("before", Duration::from_secs(10)).await;
+    let leader = stream_leader(&cluster.servers[1].url(), &ctx.subjects().stream_name()).await;
+
+    frozen.pause();
+    let frozen_at = std::time::Instant::now();
+    alice.say(group, "while node 0 is frozen").await;
+    published("while node 0 is frozen", Duration::from_secs(30)).await;
+    let took = frozen_at.elapsed();
+    frozen.resume();
+    assert!(
+        took <= Duration::from_secs(10),
+        "published {took:?} after the relay's node froze (stream leader before: {leader:?}, frozen: parley-{})",
+        frozen.port()
+    );
+    eprintln!(
+        "published {took:?} after the freeze; stream leader was {leader:?}, frozen node parley-{}",
+        frozen.port()
+    );
 }

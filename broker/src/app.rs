@@ -94,7 +94,7 @@ impl Application {
                 _ => {}
             }
         };
-        let nats = parley_shared::serve::connect_nats(&config.service.nats_url, "parley-broker", on_nats_event).await?;
+        let nats = parley_shared::nats::connect(&config.service.nats, "parley-broker", on_nats_event).await?;
         let relay = Relay::new(nats, config.service.nats_prefix.clone(), config.membership_timeout);
         let (presence, presence_worker) =
             presence::channel(relay.nats().clone(), config.service.nats_prefix.clone(), config.presence_ttl);

@@ -55,7 +55,7 @@ async fn in_process_broker_binds_port_zero() {
     let ctx = TestContext::start().await;
     let mut config = Config::from_env();
     config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.service.nats_url = ctx.nats_url();
+    config.service.nats.url = ctx.nats_url();
     let app = Application::build(config).await.expect("build");
     let addr = app.local_addr();
     assert_ne!(addr.port(), 0);

@@ -6,14 +6,14 @@ use clap::Args;
 
 use crate::auth::AuthArgs;
 use crate::channels::Namespaces;
+use crate::nats::NatsArgs;
 use crate::subjects::{InvalidPrefix, Subjects};
 use crate::telemetry::LogArgs;
 
 #[derive(Args, Clone, Debug)]
 pub struct ServiceArgs {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// First token of every NATS subject (and of the stream name), so several deployments can
     /// share one NATS: a-z, 0-9, '_' or '-'.
     #[arg(long, env = "PARLEY_NATS_PREFIX", default_value = crate::subjects::DEFAULT_PREFIX, value_parser = parse_prefix)]

@@ -7,11 +7,12 @@
 //! - [`events`]: the domain-event envelope and payloads (the contract with the broker and clients).
 //! - [`ids`]: validated id newtypes; NATS subjects are only ever built from these.
 //! - [`membership`]: the broker's request for a user's conversations, answered by the API.
+//! - [`nats`]: connecting to NATS (servers, authentication, TLS, dead-link deadline).
 //! - [`presence`]: the presence bucket's layout and the presence signal.
 //! - [`publications`]: channel publications on NATS and the broker's position request.
 //! - [`subjects`]: the NATS subject scheme and the events stream's name.
 //! - [`telemetry`]: log set-up (text or JSON) shared by both binaries.
-//! - [`serve`]: binding the listener and connecting NATS, as both servers start.
+//! - [`serve`]: binding the listener and best-effort NATS publishes, as both servers need them.
 //! - [`shutdown`]: the SIGTERM / SIGINT future both servers stop on.
 
 pub mod asyncapi;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod events;
 pub mod ids;
 pub mod membership;
+pub mod nats;
 pub mod presence;
 pub mod publications;
 pub mod serve;

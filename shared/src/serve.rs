@@ -40,32 +40,3 @@ pub async fn publish_if_connected(nats: &async_nats::Client, subject: String, pa
         }
     }
 }
-
-/// A NATS client that keeps (re)connecting in the background, forever: a server started before
-/// NATS, or one that loses it, reports not-ready on `/ready` instead of exiting. `on_event`
-/// hears every connection event (connected, disconnected, slow consumer, …).
-pub async fn connect_nats(
-    url: &str,
-    name: &str,
-    on_event: impl Fn(async_nats::Event) + Send + Sync + 'static,
-) -> anyhow::Result<async_nats::Client> {
-    let on_event = std::sync::Arc::new(on_event);
-    // async-nats parses a string as one URL; NATS_URL may list a cluster's members.
-    let servers = url
-        .split(',')
-        .map(|server| server.trim().parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("NATS_URL {url:?} is not a comma-separated list of NATS URLs"))?;
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .event_callback(move |event| {
-            let on_event = std::sync::Arc::clone(&on_event);
-            async move {
-                on_event(event);
-            }
-        })
-        .connect(servers)
-        .await
-        .context("connecting to NATS (NATS_URL)")
-}

@@ -1,16 +1,13 @@
 //! One relay round: read unpublished events oldest first, publish them, mark them published.
 
-use std::time::Duration;
-
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use futures_util::{TryStreamExt, stream};
 use parley_shared::events::{Envelope, Event};
 use parley_shared::ids::{ConversationId, EventId, UserId};
-use parley_shared::subjects::Subjects;
 use sqlx::PgPool;
 
 use super::publisher::{Failure, Publisher, Step};
@@ -52,10 +49,8 @@ pub struct Unpublished {
 /// so it cannot hold back its conversation's later events for ever.
 pub async fn publish_pending(
     db: &PgPool,
-    jetstream: &jetstream::Context,
-    subjects: &Subjects,
+    publisher: &Publisher<'_>,
     batch: i64,
-    timeout: Duration,
     metrics: &OutboxMetrics,
 ) -> anyhow::Result<()> {
     loop {
@@ -74,8 +69,7 @@ pub async fn publish_pending(
         sorted.sort_by_key(|event| event.conversation_id);
         // Conversations in parallel, each conversation's events strictly one after another.
         let chains = sorted.chunk_by(|a, b| a.conversation_id == b.conversation_id);
-        let publisher = Publisher { jetstream, subjects, timeout };
-        let outcomes = join_all(chains.map(|events| publish_in_order(&publisher, events))).await;
+        let outcomes = join_all(chains.map(|events| publish_in_order(publisher, events))).await;
         let acknowledged_at = Utc::now();
         let mut published = Vec::with_capacity(pending.len());
         let mut failure = None;

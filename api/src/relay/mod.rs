@@ -33,11 +33,12 @@ use futures_util::{FutureExt, StreamExt};
 use parley_shared::channels::Namespaces;
 use parley_shared::subjects::Subjects;
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::OutboxMetrics;
 use crate::outbox::Recorded;
+use publisher::Publisher;
 
 /// How often the publishing relay deletes events past `PARLEY_EVENT_RETENTION`.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -97,6 +98,10 @@ pub struct Relay {
     pub metrics: OutboxMetrics,
     /// Durable namespaces' history limits, for pruning publications.
     pub namespaces: Arc<Namespaces>,
+    /// Counts the NATS client's connections: a round waiting on a link that has since been
+    /// replaced (a frozen server, say) stops and starts again at once, rather than waiting out
+    /// the publish timeout for answers that cannot come.
+    pub nats_connections: watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -180,13 +185,23 @@ impl Relay {
             tokio::time::interval(retention.map_or(PRUNE_EVERY, |r| PRUNE_EVERY.min(r)).max(Duration::from_secs(1)));
         let mut backoff = Backoff::default();
         let mut stream_ready = false;
+        let mut connections = self.nats_connections.clone();
         loop {
+            connections.mark_unchanged();
             let round = async {
                 if !stream_ready {
                     stream::ensure(&jetstream, &self.subjects, &self.config).await?;
                     stream_ready = true;
                 }
                 self.publish_pending(&jetstream).await
+            };
+            // Stopping a round anywhere is safe: what was published but not marked yet is
+            // published again, and JetStream drops the duplicate by its `Nats-Msg-Id`.
+            let round = async {
+                tokio::select! {
+                    outcome = round => outcome,
+                    Ok(()) = connections.changed() => Err(anyhow::anyhow!("the NATS connection was replaced during the round")),
+                }
             };
             let retry = match round.await {
                 Ok(()) => {
@@ -253,11 +268,10 @@ impl Relay {
     }
 
     async fn publish_pending(&self, jetstream: &async_nats::jetstream::Context) -> anyhow::Result<()> {
-        let config = &self.config;
-        let (batch, timeout) = (config.outbox_batch, config.publish_timeout);
-        let events = drain::publish_pending(&self.db, jetstream, &self.subjects, batch, timeout, &self.metrics);
-        let publications =
-            publications::publish_pending(&self.db, jetstream, &self.subjects, batch, timeout, &self.metrics);
+        let publisher = Publisher::new(jetstream, &self.subjects, self.config.publish_timeout);
+        let batch = self.config.outbox_batch;
+        let events = drain::publish_pending(&self.db, &publisher, batch, &self.metrics);
+        let publications = publications::publish_pending(&self.db, &publisher, batch, &self.metrics);
         let (events, publications) = tokio::join!(events, publications);
         events.and(publications)
     }

@@ -2,16 +2,13 @@
 //! offset order (pipelined, see [`super::publisher::CHAIN_IN_FLIGHT`]), with
 //! the publication id as `Nats-Msg-Id` so a republish is dropped as a duplicate.
 
-use std::time::Duration;
-
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use parley_shared::channels::Channel;
 use parley_shared::publications::{OFFSET_HEADER, Publication};
-use parley_shared::subjects::Subjects;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -34,13 +31,10 @@ struct Pending {
 /// publish fails. One larger than NATS admits is skipped like an event (readable over REST).
 pub async fn publish_pending(
     db: &PgPool,
-    jetstream: &jetstream::Context,
-    subjects: &Subjects,
+    publisher: &Publisher<'_>,
     batch: i64,
-    timeout: Duration,
     metrics: &OutboxMetrics,
 ) -> anyhow::Result<()> {
-    let publisher = Publisher { jetstream, subjects, timeout };
     loop {
         let pending: Vec<Pending> = sqlx::query_as(
             r#"select p.id, p.channel, p."offset", c.epoch, p.data, p.occurred_at, p.trace_context
@@ -57,7 +51,7 @@ pub async fn publish_pending(
         // Stable: each channel keeps its position (= offset) order.
         sorted.sort_by(|a, b| a.channel.cmp(&b.channel));
         let chains = sorted.chunk_by(|a, b| a.channel == b.channel);
-        let outcomes = join_all(chains.map(|chain| publish_in_order(&publisher, chain))).await;
+        let outcomes = join_all(chains.map(|chain| publish_in_order(publisher, chain))).await;
         let acknowledged_at = Utc::now();
         let mut published = Vec::with_capacity(pending.len());
         let mut failure = None;

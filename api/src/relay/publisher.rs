@@ -47,16 +47,20 @@ pub(super) enum Step<'a> {
 }
 
 pub(super) struct Publisher<'a> {
-    pub(super) jetstream: &'a jetstream::Context,
+    jetstream: &'a jetstream::Context,
     pub(super) subjects: &'a Subjects,
     /// Bounds every wait of one message: for a permit, for the send, for the acknowledgement.
-    pub(super) timeout: Duration,
+    timeout: Duration,
 }
 
 /// The in-flight part of a chain: sent, awaiting acknowledgement, oldest first.
 type InFlight = VecDeque<(PublishAckFuture, BoxedSpan)>;
 
-impl Publisher<'_> {
+impl<'p> Publisher<'p> {
+    pub(super) fn new(jetstream: &'p jetstream::Context, subjects: &'p Subjects, timeout: Duration) -> Self {
+        Self { jetstream, subjects, timeout }
+    }
+
     /// Publishes `items` in order, [`CHAIN_IN_FLIGHT`] at most awaiting acknowledgement, until
     /// the first failure. Returns how many were acknowledged (a prefix of `items`) and the
     /// failure of the next one.
@@ -121,15 +125,16 @@ impl Publisher<'_> {
     }
 
     async fn send(&self, subject: String, message: PublishMessage) -> Result<PublishAckFuture, Failure> {
-        match tokio::time::timeout(self.timeout, self.jetstream.send_publish(subject, message)).await {
-            Ok(sent) => sent.map_err(|error| self.failure(error)),
-            Err(_elapsed) => Err(Failure::Stalled(self.timeout)),
-        }
+        self.bounded(self.jetstream.send_publish(subject, message)).await
     }
 
     async fn acknowledgement(&self, ack: PublishAckFuture) -> Result<(), Failure> {
-        match tokio::time::timeout(self.timeout, ack).await {
-            Ok(acknowledged) => acknowledged.map(drop).map_err(|error| self.failure(error)),
+        self.bounded(ack).await.map(drop)
+    }
+
+    async fn bounded<T>(&self, wait: impl IntoFuture<Output = Result<T, PublishError>>) -> Result<T, Failure> {
+        match tokio::time::timeout(self.timeout, wait).await {
+            Ok(outcome) => outcome.map_err(|error| self.failure(error)),
             Err(_elapsed) => Err(Failure::Stalled(self.timeout)),
         }
     }
