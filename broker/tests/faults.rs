@@ -116,3 +116,35 @@ async fn typing_signals_that_waited_out_a_frozen_broker_are_dropped_not_delivere
         .expect("the stale signals counter");
     assert!(stale >= 2.0, "{stale} stale signals dropped");
 }
+
+/// Polls the broker's `/ready` until it answers `status`; returns how long that took.
+async fn ready_becomes(stack: &Stack, status: u16, within: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let answer = reqwest::get(format!("{}/ready", stack.broker.url())).await.expect("/ready answers").status();
+        if answer == status {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "/ready stayed {answer} for {within:?}, expected {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_nats_is_noticed_by_unanswered_pings_and_ready_says_so_until_it_answers_again() {
+    let mut stack = Stack::with_own_nats(Vec::new()).await;
+    let (alice, bob) = (stack.user("alice"), stack.user("bob"));
+    let group = alice.group("team", &[&bob]).await;
+    let mut bob_ws = stack.connect(&bob, "bob").await;
+    ready_becomes(&stack, 200, Duration::from_secs(10)).await;
+
+    // Three unanswered pings 2 s apart: the link is dropped ~6 s into the freeze (it was kept,
+    // and /ready said 200, for as long as the server stayed frozen).
+    stack.ctx.nats().pause();
+    let noticed = ready_becomes(&stack, 503, Duration::from_secs(10)).await;
+    stack.ctx.nats().resume();
+    ready_becomes(&stack, 200, Duration::from_secs(10)).await;
+    assert!(noticed >= Duration::from_secs(3), "not ready {noticed:?} into the freeze: too soon for three pings");
+    alice.say(group, "after the freeze").await;
+    assert_eq!(bob_ws.next_event().await["data"]["body"], "after the freeze");
+}
