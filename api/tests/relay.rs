@@ -174,3 +174,44 @@ async fn publishing_resumes_within_ten_seconds_when_the_relays_nats_node_freezes
         frozen.port()
     );
 }
+
+#[tokio::test]
+async fn when_the_relay_holder_freezes_another_instance_publishes_within_ten_seconds_and_the_holder_steps_down() {
+    let ctx = TestContext::start().await;
+    let first = ctx.spawn_api().await;
+    metric_until(&first.url(), "parley_outbox_leader", "the first instance to lead", |leader| leader == 1.0).await;
+    let second = ctx.spawn_api().await;
+    metric_until(&second.url(), "parley_outbox_leader", "the second instance to wait", |leader| leader == 0.0).await;
+    let alice = User::new(&ctx, &second.url(), "Alice");
+    let bob = User::new(&ctx, &second.url(), "Bob");
+    let group = alice.group("lease", &[&bob]).await;
+    let nats = async_nats::connect(ctx.nats_url()).await.expect("NATS");
+    let mut events = nats.subscribe(format!("{}.conv.{group}.>", ctx.subjects().prefix())).await.expect("subscribe");
+    nats.flush().await.expect("flush");
+    let mut published = async |text: &str, within: Duration| {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(until, events.next()).await;
+            let message = next.unwrap_or_else(|_| panic!("{text:?} not published within {within:?}")).expect("event");
+            let event: serde_json::Value = serde_json::from_slice(&message.payload).expect("event JSON");
+            if event["data"]["body"] == text {
+                return;
+            }
+        }
+    };
+
+    first.pause();
+    let frozen_at = std::time::Instant::now();
+    alice.say(group, "while the holder is frozen").await;
+    published("while the holder is frozen", Duration::from_secs(30)).await;
+    let took = frozen_at.elapsed();
+    assert!(took <= Duration::from_secs(10), "published {took:?} after the holder froze");
+    eprintln!("published {took:?} after the relay holder froze");
+
+    // Woken up, the old holder finds its lease gone and waits; the new one keeps publishing.
+    first.resume();
+    metric_until(&first.url(), "parley_outbox_leader", "the old holder to step down", |leader| leader == 0.0).await;
+    metric_until(&second.url(), "parley_outbox_leader", "the new holder to lead", |leader| leader == 1.0).await;
+    alice.say(group, "after").await;
+    published("after", Duration::from_secs(10)).await;
+}

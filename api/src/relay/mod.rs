@@ -14,12 +14,14 @@
 //!
 //! One relay at a time: every API instance runs this task, but only the holder of a PostgreSQL
 //! advisory lock publishes; the others wait on the lock and take over the moment the holder's
-//! session ends (crash, SIGKILL, network loss). Correctness does not depend on the lock, it
-//! only saves duplicate work. Writers wake the relay at once after commit: in process when
+//! session ends: at once on a crash, one `PARLEY_RELAY_LEASE_TTL` after its last renewal when
+//! it is frozen or cut off (see `lease`). Correctness does not depend on the lock, it only
+//! saves duplicate work. Writers wake the relay at once after commit: in process when
 //! this instance holds the lock, else through a core-NATS wake-up message; a poll every
 //! `PARLEY_OUTBOX_POLL_INTERVAL` catches anything a lost wake-up missed.
 
 mod drain;
+mod lease;
 mod prune;
 mod publications;
 mod publisher;
@@ -32,12 +34,13 @@ use clap::Args;
 use futures_util::{FutureExt, StreamExt};
 use parley_shared::channels::Namespaces;
 use parley_shared::subjects::Subjects;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgPool};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::OutboxMetrics;
 use crate::outbox::Recorded;
+use lease::Lease;
 use publisher::Publisher;
 
 /// How often the publishing relay deletes events past `PARLEY_EVENT_RETENTION`.
@@ -72,6 +75,10 @@ pub struct RelayConfig {
     /// round is logged as stalled and retried.
     #[arg(long, env = "PARLEY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub publish_timeout: Duration,
+    /// How long the relay lease outlives its holder's last renewal (renewed every third of it):
+    /// a frozen or cut-off holder is replaced this long after it stopped.
+    #[arg(long, env = "PARLEY_RELAY_LEASE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub relay_lease_ttl: Duration,
 }
 
 /// What request handlers hold: tells the relay that events were committed.
@@ -137,10 +144,11 @@ impl Relay {
         }
     }
 
-    /// Waits for the advisory lock on a connection of its own, meanwhile forwarding this
+    /// Waits for the advisory lock on a session of its own, meanwhile forwarding this
     /// instance's wake-ups to the relay that holds it. `None` when stopped first.
-    async fn acquire_lease(&self, stop: &CancellationToken) -> Result<Option<PgConnection>, sqlx::Error> {
-        let mut connection = PgConnection::connect(&self.database_url).await?;
+    async fn acquire_lease(&self, stop: &CancellationToken) -> Result<Option<Lease>, sqlx::Error> {
+        let ttl = self.config.relay_lease_ttl;
+        let mut connection = lease::session(&self.database_url, ttl).await?;
         {
             let lock = sqlx::query("select pg_advisory_lock($1)").bind(LEADER_LOCK).execute(&mut connection);
             tokio::pin!(lock);
@@ -152,8 +160,11 @@ impl Relay {
                 }
             }
         }
+        // The lease counts from a statement sent after the lock was granted.
+        let renewed = tokio::time::Instant::now();
+        connection.ping().await?;
         tracing::info!("this instance now publishes the outbox");
-        Ok(Some(connection))
+        Ok(Some(Lease::keep(connection, ttl, renewed)))
     }
 
     async fn forward_wake(&self) {
@@ -162,7 +173,7 @@ impl Relay {
     }
 
     /// Publishes while it holds `lease`; returns when the lease is lost or on stop.
-    async fn lead(&self, mut lease: PgConnection, stop: &CancellationToken) {
+    async fn lead(&self, lease: Lease, stop: &CancellationToken) {
         // Pipelined publishes hold their ack permits until the chain awaits them (see
         // `publisher`); a round has at most `outbox_batch` of them for events and as many for
         // channel publications. The default 5,000 stay for user copies, each awaited as sent,
@@ -187,6 +198,11 @@ impl Relay {
         let mut stream_ready = false;
         let mut connections = self.nats_connections.clone();
         loop {
+            if !lease.fresh() {
+                // A holder that was frozen past its lease may already have been replaced.
+                tracing::warn!("outbox relay lease is stale; waiting to take it again");
+                return;
+            }
             connections.mark_unchanged();
             let round = async {
                 if !stream_ready {
@@ -201,6 +217,7 @@ impl Relay {
                 tokio::select! {
                     outcome = round => outcome,
                     Ok(()) = connections.changed() => Err(anyhow::anyhow!("the NATS connection was replaced during the round")),
+                    () = lease.lost() => Err(anyhow::anyhow!("the relay lease was lost during the round")),
                 }
             };
             let retry = match round.await {
@@ -234,11 +251,8 @@ impl Relay {
                 () = self.outbox.wake.notified(), if retry.is_none() => {}
                 Some(_) = next_wake(&mut wakes), if retry.is_none() => {}
                 () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
+                () = lease.lost() => return,
                 _ = poll.tick() => {
-                    if let Err(error) = lease.ping().await {
-                        tracing::warn!(%error, "outbox relay lost its lease; waiting to take it again");
-                        return;
-                    }
                     self.measure_lag().await;
                 }
                 _ = prune.tick() => {
