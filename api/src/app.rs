@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use parley_shared::address_limit::AddressLimit;
 use poem::endpoint::make_sync;
 use poem::listener::TcpAcceptor;
 use poem::middleware::CatchPanic;
 use poem::web::{Html, Json};
-use poem::{EndpointExt, Route, Server, get};
+use poem::{EndpointExt, Request, Route, Server, get};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +22,7 @@ use crate::channels::requests::ChannelResponder;
 use crate::channels::server_keys::ServerKeys;
 use crate::config::Config;
 use crate::cors::Cors;
-use crate::error::{problem_for_panic, problem_for_unhandled};
+use crate::error::{ApiError, problem_for_panic, problem_for_unhandled};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceKeeper, PresenceView};
 use crate::rate_limit::RateLimits;
@@ -125,6 +126,9 @@ impl Application {
             // A bug must cost one request a 500, never the connection or the process.
             .with(CatchPanic::new().with_handler(problem_for_panic))
             .data(state.clone())
+            .with(AddressLimit::new(&config.service.address_limit, without_credentials, |seconds| {
+                poem::Error::from(ApiError::too_many_requests(seconds)).into_response()
+            }))
             .with(Cors::new(&config.allowed_origins))
             .with(RequestSpan::new(state.metrics.http.clone(), templates));
         let stop_relay = CancellationToken::new();
@@ -173,4 +177,11 @@ impl Application {
         tracing::info!("parley-api stopped");
         Ok(())
     }
+}
+
+/// A `/v1` request with neither a bearer token nor a server key (public channel reads).
+fn without_credentials(request: &Request) -> bool {
+    request.uri().path().starts_with("/v1")
+        && !request.headers().contains_key(poem::http::header::AUTHORIZATION)
+        && !request.headers().contains_key("x-api-key")
 }

@@ -151,3 +151,59 @@ async fn the_served_document_is_the_committed_one_and_every_request_example_is_a
     }
     assert!(sent.len() >= 8, "{sent:?}");
 }
+
+/// Statuses of `count` requests for `/v1/me` with a bad token, as if forwarded for `client`.
+async fn bad_token_statuses(http: &reqwest::Client, api: &str, client: &str, count: usize) -> Vec<u16> {
+    let mut statuses = Vec::with_capacity(count);
+    for _ in 0..count {
+        let response = http
+            .get(format!("{api}/v1/me"))
+            .bearer_auth("not.a.token")
+            .header("x-forwarded-for", format!("6.6.6.6, {client}"))
+            .send()
+            .await
+            .expect("request");
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().contains_key("retry-after"), "{:?}", response.headers());
+            let problem: serde_json::Value = response.json().await.expect("problem");
+            assert_eq!(problem["code"], "rate_limited", "{problem}");
+            statuses.push(429);
+        } else {
+            statuses.push(response.status().as_u16());
+        }
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn one_address_failing_authentication_is_slowed_to_its_rate_and_others_are_not() {
+    let ctx = TestContext::start().await;
+    let limits = [("PARLEY_UNAUTHENTICATED_RATE_PER_SECOND", "1"), ("PARLEY_UNAUTHENTICATED_BURST", "5")];
+    let env = |trusted: &str| {
+        let mut env: Vec<(String, String)> = limits.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        env.push(("PARLEY_TRUSTED_PROXIES".into(), trusted.into()));
+        env
+    };
+    // Behind a trusted proxy (the test itself, on 127.0.0.1): the forwarded client counts.
+    let api = ctx.spawn(Binary::Api, env("127.0.0.1, ::1")).await;
+    let http = reqwest::Client::new();
+    let statuses = bad_token_statuses(&http, &api.url(), "203.0.113.9", 20).await;
+    assert_eq!(&statuses[..5], [401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().filter(|&&status| status == 429).count() >= 13, "{statuses:?}");
+    // Another client behind the same proxy is not affected, and neither is a valid token's
+    // request once the address's bucket refilled.
+    assert_eq!(bad_token_statuses(&http, &api.url(), "198.51.100.1", 3).await, [401; 3]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let token = ctx.token(UserId::from_uuid(uuid::Uuid::now_v7()), "alice");
+    let me = http.get(format!("{}/v1/me", api.url())).bearer_auth(&token).header("x-forwarded-for", "203.0.113.9");
+    assert_eq!(me.send().await.expect("GET").status(), StatusCode::OK);
+
+    // Without trusted proxies the header is the client's to forge, so it is ignored: changing
+    // it does not escape the limit.
+    let direct = ctx.spawn(Binary::Api, env("")).await;
+    let mut statuses = Vec::new();
+    for n in 0..12 {
+        statuses.extend(bad_token_statuses(&http, &direct.url(), &format!("198.51.100.{n}"), 1).await);
+    }
+    assert!(statuses.iter().filter(|&&status| status == 429).count() >= 5, "{statuses:?}");
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use governor::Quota;
+use parley_shared::address_limit::AddressLimit;
 use poem::listener::TcpAcceptor;
 use poem::{EndpointExt, Route, Server, get};
 use tokio::sync::Notify;
@@ -183,8 +184,13 @@ impl Application {
         let Self { acceptor, local_addr, broker, relay, workers, config } = self;
         tracing::info!(%local_addr, ws_path = %config.ws_path, "parley-broker listening");
         let tasks = workers.spawn(&broker, &relay, config.resync_spread);
+        let handshakes = AddressLimit::new(
+            &config.service.address_limit,
+            crate::server::without_credentials,
+            crate::server::too_many_handshakes,
+        );
         let app = Route::new()
-            .at(&config.ws_path, get(crate::server::upgrade))
+            .at(&config.ws_path, get(crate::server::upgrade).with(handshakes))
             .nest("/", routes::health::routes())
             .data(Arc::clone(&broker));
         let stop = async {

@@ -226,6 +226,24 @@ fn credentials(
     }
 }
 
+/// A handshake that carries no token (an anonymous connection, or one that will send an `auth`
+/// frame): counted by the per-address limit like a refused one.
+pub fn without_credentials(request: &Request) -> bool {
+    let offered = offered_subprotocols(request.headers());
+    !request.headers().contains_key(header::AUTHORIZATION)
+        && !offered.iter().any(|protocol| protocol.starts_with(BEARER_SUBPROTOCOL_PREFIX))
+        && !request.uri().query().is_some_and(|query| query.split('&').any(|pair| pair.starts_with("access_token=")))
+}
+
+/// 429 from the per-address limit.
+pub fn too_many_handshakes(retry_after_seconds: u64) -> Response {
+    let detail =
+        format!("too many handshakes without valid credentials from this address; retry in {retry_after_seconds} s");
+    let mut response = problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited", &detail);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+    response
+}
+
 /// An RFC 7807 problem response.
 fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
     let body = serde_json::json!({

@@ -177,3 +177,31 @@ impl WsClientRaw {
         self.0.send(tungstenite::Message::text(text)).await.expect("send");
     }
 }
+
+#[tokio::test]
+async fn an_address_sending_bad_tokens_gets_429_once_its_burst_is_spent_and_good_tokens_still_connect_later() {
+    let limits = [("PARLEY_UNAUTHENTICATED_RATE_PER_SECOND", "1"), ("PARLEY_UNAUTHENTICATED_BURST", "4")];
+    let stack = Stack::start_with(env(&limits)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        match ws::open(ws::request_with_token(&stack.ws_url(), "not-a-jwt")).await {
+            Err(WsError::Http(response)) => {
+                if response.status() == 429 {
+                    assert!(response.headers().contains_key("retry-after"), "{:?}", response.headers());
+                    let problem: serde_json::Value =
+                        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).expect("problem");
+                    assert_eq!(problem["code"], "rate_limited", "{problem}");
+                }
+                statuses.push(response.status().as_u16());
+            }
+            other => panic!("a bad token was not refused: {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(&statuses[..4], [401; 4], "{statuses:?}");
+    assert!(statuses[4..].iter().filter(|&&status| status == 429).count() >= 7, "{statuses:?}");
+    // Once a token has refilled, a valid one connects.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let bob = stack.user("bob");
+    let client = stack.connect(&bob, "bob").await;
+    assert_eq!(client.hello["user_id"], bob.uuid().to_string());
+}

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::address_limit::AddressLimitArgs;
 use crate::auth::AuthArgs;
 use crate::channels::Namespaces;
 use crate::nats::NatsArgs;
@@ -32,6 +33,8 @@ pub struct ServiceArgs {
     pub channels: Namespaces,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub address_limit: AddressLimitArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }

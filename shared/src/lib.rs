@@ -1,5 +1,6 @@
 //! What both Parley processes (`parley-api` and `parley-broker`) need, and nothing else.
 //!
+//! - [`address_limit`]: 429 for an address sending too many requests without credentials or with bad ones.
 //! - [`asyncapi`]: the AsyncAPI document of the NATS contract, generated from [`events`].
 //! - [`auth`]: verification of bearer JWTs (HS256 secret, PEM public key or JWKS URL) into an [`auth::Identity`].
 //! - [`channels`]: channel names, namespace rules and their subjects.
@@ -15,6 +16,7 @@
 //! - [`serve`]: binding the listener and best-effort NATS publishes, as both servers need them.
 //! - [`shutdown`]: the SIGTERM / SIGINT future both servers stop on.
 
+pub mod address_limit;
 pub mod asyncapi;
 pub mod auth;
 pub mod channels;

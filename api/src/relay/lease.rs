@@ -22,7 +22,14 @@ pub(super) async fn session(database_url: &str, ttl: Duration) -> Result<PgConne
     let mut connection = PgConnection::connect(database_url).await?;
     // Whole milliseconds, at least one: 0 would mean "never".
     let millis = ttl.as_millis().clamp(1, i32::MAX as u128);
-    sqlx::query(&format!("set idle_session_timeout = {millis}")).execute(&mut connection).await?;
+    match sqlx::query(&format!("set idle_session_timeout = {millis}")).execute(&mut connection).await {
+        Ok(_) => {}
+        // 42704 undefined_object: PostgreSQL before 14. The lock still works, without expiry.
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42704") => {
+            tracing::warn!("PostgreSQL < 14 has no idle_session_timeout: a frozen relay holder keeps its lease");
+        }
+        Err(error) => return Err(error),
+    }
     Ok(connection)
 }
 

@@ -28,7 +28,11 @@ const KEY: &str = "bench-server-key-0123456789abcdef";
 
 pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let stack = Stack::start_with(vec![("PARLEY_SERVER_API_KEYS".into(), KEY.into())]).await?;
-    let anonymous = vec![("PARLEY_BROKER_ALLOW_ANONYMOUS".into(), "true".into())];
+    // Every subscriber connects anonymously from 127.0.0.1: lift the per-address limit.
+    let anonymous = vec![
+        ("PARLEY_BROKER_ALLOW_ANONYMOUS".into(), "true".into()),
+        ("PARLEY_UNAUTHENTICATED_BURST".into(), "1000000".into()),
+    ];
     let mut fanout = Vec::new();
     for channel in ["public:fanout", "live:fanout"] {
         let mut broker = stack.spawn_release_broker_with(anonymous.clone()).await?;
