@@ -115,6 +115,20 @@ async fn a_stalled_nats_is_logged_with_the_event_counted_and_in_the_lag_until_it
     assert!(published, "the stuck event was published after NATS resumed");
 }
 
+/// Waits until the message event with `text` is published, skipping other events (the
+/// group's creation).
+async fn published(events: &mut async_nats::Subscriber, text: &str, within: Duration) {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout_at(until, events.next()).await;
+        let message = next.unwrap_or_else(|_| panic!("{text:?} not published within {within:?}")).expect("event");
+        let event: serde_json::Value = serde_json::from_slice(&message.payload).expect("event JSON");
+        if event["data"]["body"] == text {
+            return;
+        }
+    }
+}
+
 /// Which member of the cluster leads the events stream, asked of `server`.
 async fn stream_leader(server: &str, stream: &str) -> Option<String> {
     let client = async_nats::connect(server).await.ok()?;
@@ -142,26 +156,14 @@ async fn publishing_resumes_within_ten_seconds_when_the_relays_nats_node_freezes
     let subject = format!("{}.conv.{group}.>", ctx.subjects().prefix());
     let mut events = reader.subscribe(subject).await.expect("subscribe");
     reader.flush().await.expect("flush");
-    // Waits for the message event with `text`, skipping others (the group's creation).
-    let mut published = async |text: &str, within: Duration| {
-        let until = tokio::time::Instant::now() + within;
-        loop {
-            let next = tokio::time::timeout_at(until, events.next()).await;
-            let message = next.unwrap_or_else(|_| panic!("{text:?} not published within {within:?}")).expect("event");
-            let event: serde_json::Value = serde_json::from_slice(&message.payload).expect("event JSON");
-            if event["data"]["body"] == text {
-                return;
-            }
-        }
-    };
     alice.say(group, "before").await;
-    published("before", Duration::from_secs(10)).await;
+    published(&mut events, "before", Duration::from_secs(10)).await;
     let leader = stream_leader(&cluster.servers[1].url(), &ctx.subjects().stream_name()).await;
 
     frozen.pause();
     let frozen_at = std::time::Instant::now();
     alice.say(group, "while node 0 is frozen").await;
-    published("while node 0 is frozen", Duration::from_secs(30)).await;
+    published(&mut events, "while node 0 is frozen", Duration::from_secs(30)).await;
     let took = frozen_at.elapsed();
     frozen.resume();
     assert!(
@@ -188,22 +190,11 @@ async fn when_the_relay_holder_freezes_another_instance_publishes_within_ten_sec
     let nats = async_nats::connect(ctx.nats_url()).await.expect("NATS");
     let mut events = nats.subscribe(format!("{}.conv.{group}.>", ctx.subjects().prefix())).await.expect("subscribe");
     nats.flush().await.expect("flush");
-    let mut published = async |text: &str, within: Duration| {
-        let until = tokio::time::Instant::now() + within;
-        loop {
-            let next = tokio::time::timeout_at(until, events.next()).await;
-            let message = next.unwrap_or_else(|_| panic!("{text:?} not published within {within:?}")).expect("event");
-            let event: serde_json::Value = serde_json::from_slice(&message.payload).expect("event JSON");
-            if event["data"]["body"] == text {
-                return;
-            }
-        }
-    };
 
     first.pause();
     let frozen_at = std::time::Instant::now();
     alice.say(group, "while the holder is frozen").await;
-    published("while the holder is frozen", Duration::from_secs(30)).await;
+    published(&mut events, "while the holder is frozen", Duration::from_secs(30)).await;
     let took = frozen_at.elapsed();
     assert!(took <= Duration::from_secs(10), "published {took:?} after the holder froze");
     eprintln!("published {took:?} after the relay holder froze");
@@ -213,5 +204,5 @@ async fn when_the_relay_holder_freezes_another_instance_publishes_within_ten_sec
     metric_until(&first.url(), "parley_outbox_leader", "the old holder to step down", |leader| leader == 0.0).await;
     metric_until(&second.url(), "parley_outbox_leader", "the new holder to lead", |leader| leader == 1.0).await;
     alice.say(group, "after").await;
-    published("after", Duration::from_secs(10)).await;
+    published(&mut events, "after", Duration::from_secs(10)).await;
 }
