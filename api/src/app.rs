@@ -179,9 +179,11 @@ impl Application {
     }
 }
 
-/// A `/v1` request with neither a bearer token nor a server key (public channel reads).
+/// A `/v1` request with neither a bearer token nor a server key (public channel reads), other
+/// than a CORS preflight (which never carries credentials).
 fn without_credentials(request: &Request) -> bool {
-    request.uri().path().starts_with("/v1")
+    request.method() != poem::http::Method::OPTIONS
+        && request.uri().path().starts_with("/v1")
         && !request.headers().contains_key(poem::http::header::AUTHORIZATION)
         && !request.headers().contains_key("x-api-key")
 }
