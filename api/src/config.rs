@@ -85,6 +85,12 @@ pub struct Limits {
     /// Largest request body, in bytes; larger bodies get 413.
     #[arg(long, env = "PARLEY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Group conversations one user may create per hour; more get 429.
+    #[arg(long, env = "PARLEY_NEW_CONVERSATIONS_PER_HOUR", default_value_t = 30)]
+    pub new_conversations_per_hour: i64,
+    /// Direct conversations with new partners one user may start per hour; more get 429.
+    #[arg(long, env = "PARLEY_NEW_DIRECT_PARTNERS_PER_HOUR", default_value_t = 100)]
+    pub new_direct_partners_per_hour: i64,
 }
 
 impl Config {

@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::User;
-use parley_testkit::TestContext;
+use parley_testkit::{Binary, TestContext};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -261,4 +261,40 @@ async fn a_member_removed_while_posting_never_gets_a_message_in() {
         let status = status.expect("task");
         assert!(status == 201 || status == 404, "{status}");
     }
+}
+
+#[tokio::test]
+async fn new_groups_and_new_direct_partners_are_limited_per_user_and_hour() {
+    let ctx = TestContext::start().await;
+    let quotas = [("PARLEY_NEW_CONVERSATIONS_PER_HOUR", "3"), ("PARLEY_NEW_DIRECT_PARTNERS_PER_HOUR", "2")];
+    let api = ctx.spawn(Binary::Api, quotas.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()).await;
+    let [alice, bob, carol, dan, erin] =
+        ["Alice", "Bob", "Carol", "Dan", "Erin"].map(|name| User::new(&ctx, &api.url(), name));
+    for n in 0..3 {
+        alice
+            .post("/v1/conversations", json!({ "kind": "group", "title": format!("g{n}"), "member_ids": [] }))
+            .await
+            .expect(201);
+    }
+    let refused = alice.post("/v1/conversations", json!({ "kind": "group", "title": "g3", "member_ids": [] })).await;
+    let retry_after: u64 =
+        refused.headers["retry-after"].to_str().ok().and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((3500..=3600).contains(&retry_after), "Retry-After {retry_after}");
+    refused.expect_problem(429, "rate_limited");
+    let db = ctx.pool().await;
+    let groups: i64 = sqlx::query_scalar("select count(*) from conversations where created_by = $1 and kind = 'group'")
+        .bind(alice.uuid())
+        .fetch_one(&db)
+        .await
+        .expect("count");
+    assert_eq!(groups, 3, "the refused group was not stored");
+    // Someone else's quota is their own.
+    bob.post("/v1/conversations", json!({ "kind": "group", "title": "b", "member_ids": [] })).await.expect(201);
+
+    let direct = |other: &User| json!({ "kind": "direct", "user_id": other.uuid() });
+    alice.post("/v1/conversations", direct(&carol)).await.expect(201);
+    alice.post("/v1/conversations", direct(&dan)).await.expect(201);
+    alice.post("/v1/conversations", direct(&erin)).await.expect_problem(429, "rate_limited");
+    // An existing partner is not a new one.
+    alice.post("/v1/conversations", direct(&carol)).await.expect(200);
 }

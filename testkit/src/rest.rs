@@ -43,9 +43,18 @@ impl Reply {
     }
 }
 
-/// Environment for an API that must take more writes per user than the default rate limit.
+/// Environment for an API that must take more writes per user than the default rate limit
+/// and conversation quotas allow.
 pub fn unlimited_writes() -> Vec<(String, String)> {
-    vec![("PARLEY_WRITE_RATE_PER_SECOND".into(), "100000".into()), ("PARLEY_WRITE_BURST".into(), "100000".into())]
+    [
+        ("PARLEY_WRITE_RATE_PER_SECOND", "100000"),
+        ("PARLEY_WRITE_BURST", "100000"),
+        ("PARLEY_NEW_CONVERSATIONS_PER_HOUR", "100000"),
+        ("PARLEY_NEW_DIRECT_PARTNERS_PER_HOUR", "100000"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect()
 }
 
 impl User {

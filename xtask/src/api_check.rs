@@ -26,10 +26,8 @@ pub async fn run() -> anyhow::Result<()> {
     let chromium = crate::install::ensure_chromium()?;
     crate::stack::build_binaries()?;
     let ctx = TestContext::with_own_services().await;
-    // Generated requests come fast; the rate limit is not what is being checked here.
-    let unlimited =
-        vec![("PARLEY_WRITE_RATE_PER_SECOND".into(), "100000".into()), ("PARLEY_WRITE_BURST".into(), "100000".into())];
-    let api = ctx.spawn(parley_testkit::Binary::Api, unlimited).await;
+    // Generated requests come fast; the rate limit and quotas are not what is being checked here.
+    let api = ctx.spawn(parley_testkit::Binary::Api, parley_testkit::rest::unlimited_writes()).await;
     let token = ctx.token(UserId::from_uuid(uuid::Uuid::now_v7()), "API Check");
     eprintln!("xtask: private stack up at {}", api.url());
 

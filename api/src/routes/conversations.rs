@@ -297,6 +297,27 @@ pub async fn ensure_users(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), sql
     Ok(())
 }
 
+/// Refuses (429) a conversation of `kind` just inserted by `caller` when it makes more than
+/// `per_hour` in the last hour; the transaction is then dropped, so nothing is stored. Counted
+/// in PostgreSQL, so the quota holds across API instances (two creations at the same moment may
+/// both pass at the boundary).
+async fn within_quota(tx: &mut sqlx::PgConnection, caller: UserId, kind: &str, per_hour: i64) -> Result<(), ApiError> {
+    let (count, free_in): (i64, Option<f64>) = sqlx::query_as(
+        "select count(*), extract(epoch from min(created_at) + interval '1 hour' - now())::float8
+           from conversations
+          where created_by = $1 and kind = $2 and created_at > now() - interval '1 hour'",
+    )
+    .bind(caller.as_uuid())
+    .bind(kind)
+    .fetch_one(&mut *tx)
+    .await?;
+    if count <= per_hour {
+        return Ok(());
+    }
+    let retry_after = free_in.unwrap_or(1.0).ceil().max(1.0) as u64;
+    Err(ApiError::too_many_requests(retry_after))
+}
+
 /// Returns the conversation's id and whether this call created it.
 async fn create_direct(
     state: &AppState,
@@ -339,6 +360,7 @@ async fn create_direct(
             .await?;
         return Ok((existing, false));
     }
+    within_quota(&mut tx, caller, "direct", state.limits.new_direct_partners_per_hour).await?;
     add_initial_members(&mut tx, id, &[(*caller.as_uuid(), Role::Member), (other, Role::Member)]).await?;
     let context =
         context.map(|c| events::Context { kind: c.kind.into(), id: c.id.into(), title: c.title.map(Into::into) });
@@ -376,6 +398,7 @@ async fn create_group(state: &AppState, caller: UserId, group: NewGroupConversat
         .bind(caller.as_uuid())
         .execute(&mut *tx)
         .await?;
+    within_quota(&mut tx, caller, "group", state.limits.new_conversations_per_hour).await?;
     add_initial_members(&mut tx, id, &members).await?;
     let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
     tx.commit().await?;

@@ -110,6 +110,8 @@ impl Stack {
             ("PARLEY_LOG".into(), "warn".into()),
             ("PARLEY_WRITE_RATE_PER_SECOND".into(), "1000000".into()),
             ("PARLEY_WRITE_BURST".into(), "1000000".into()),
+            ("PARLEY_NEW_CONVERSATIONS_PER_HOUR".into(), "1000000".into()),
+            ("PARLEY_NEW_DIRECT_PARTNERS_PER_HOUR".into(), "1000000".into()),
             // The fan-out group is created with its 10,000 members in one request.
             ("PARLEY_MAX_BODY_BYTES".into(), "1048576".into()),
         ]
