@@ -145,7 +145,8 @@ impl<E: Endpoint> Endpoint for AddressLimitEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, request: Request) -> poem::Result<Response> {
-        let Some(peer) = request.remote_addr().as_socket_addr().map(|address| address.ip()) else {
+        // Canonical: an IPv4 peer of a dual-stack listener arrives as `::ffff:a.b.c.d`.
+        let Some(peer) = request.remote_addr().as_socket_addr().map(|address| address.ip().to_canonical()) else {
             return self.inner.call(request).await.map(IntoResponse::into_response);
         };
         let forwarded_for = request
@@ -154,7 +155,7 @@ impl<E: Endpoint> Endpoint for AddressLimitEndpoint<E> {
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
-            .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+            .filter_map(|hop| hop.trim().parse::<IpAddr>().ok().map(|hop| hop.to_canonical()))
             .collect::<Vec<_>>();
         let address = self.limit.trusted.client_address(peer, forwarded_for.into_iter());
         if let Some(wait) = self.limit.refused_for(address) {
