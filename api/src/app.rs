@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use parley_shared::address_limit::AddressLimit;
+use parley_shared::http_server;
 use poem::endpoint::make_sync;
 use poem::listener::TcpAcceptor;
 use poem::middleware::CatchPanic;
 use poem::web::{Html, Json};
-use poem::{EndpointExt, Request, Route, Server, get};
+use poem::{EndpointExt, Request, Route, get};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -157,10 +158,7 @@ impl Application {
             auto_max_members: config.service.presence_auto_max_members,
         };
         let presence = tokio::spawn(presence.run(stop_relay.clone()));
-        let served = Server::new_with_acceptor(acceptor)
-            .idle_timeout(config.http_idle_timeout)
-            .run_with_graceful_shutdown(app, shutdown, Some(config.service.shutdown_timeout))
-            .await;
+        http_server::serve(acceptor, app, &config.service.http, shutdown, config.service.shutdown_timeout).await;
         // The server has finished its requests: let the relay publish what they committed.
         stop_relay.cancel();
         if tokio::time::timeout(config.service.shutdown_timeout, relay).await.is_err() {
@@ -169,7 +167,6 @@ impl Application {
         let _ = responder.await;
         let _ = channel_responder.await;
         let _ = presence.await;
-        served?;
         if let Err(error) = state.nats.flush().await {
             tracing::warn!(%error, "NATS flush at shutdown failed");
         }

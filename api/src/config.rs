@@ -52,10 +52,6 @@ pub struct Config {
     /// None by default: those routes answer 401.
     #[arg(long, env = "PARLEY_SERVER_API_KEYS", value_delimiter = ',', default_value = "", hide_env_values = true)]
     pub server_api_keys: Vec<String>,
-    /// How long a kept-alive HTTP connection may go without a byte read or written before the
-    /// API closes it (idle connections cost a socket and a task each).
-    #[arg(long, env = "PARLEY_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub http_idle_timeout: Duration,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]

@@ -75,6 +75,50 @@ async fn sigterm_stops_the_api_cleanly() {
 }
 
 #[tokio::test]
+async fn sigterm_with_100_requests_in_flight_on_kept_alive_connections_answers_all_100() {
+    use parley_testkit::raw_http::{closed_within, read_response};
+    use tokio::io::AsyncWriteExt;
+    let ctx = TestContext::start().await;
+    let mut api = ctx.spawn_api().await;
+    // `/ready` asks PostgreSQL and NATS: a request with real work behind it.
+    let request = format!("GET /ready HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", api.port());
+    let mut connections = Vec::new();
+    for _ in 0..100 {
+        let mut connection = tokio::net::TcpStream::connect(("127.0.0.1", api.port())).await.expect("connect");
+        connection.write_all(request.as_bytes()).await.expect("send");
+        read_response(&mut connection).await.expect("warm-up request answered");
+        connections.push(connection);
+    }
+    // Frozen, the API receives all 100 requests (in its sockets) and then SIGTERM, and
+    // meets them all at once when it thaws.
+    api.pause();
+    for connection in &mut connections {
+        connection.write_all(request.as_bytes()).await.expect("send");
+    }
+    let pid = api.pid().expect("running").to_string();
+    let thaw = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let resumed = std::process::Command::new("kill").args(["-CONT", &pid]).status().expect("run kill");
+        assert!(resumed.success(), "SIGCONT failed");
+    };
+    let stopped = api.terminate();
+    let answers = futures_util::future::join_all(connections.iter_mut().map(|connection| async move {
+        let answer = read_response(connection).await;
+        let closed = closed_within(connection, Duration::from_secs(10)).await.is_some();
+        (answer, closed)
+    }));
+    let (status, answers, ()) = tokio::join!(stopped, answers, thaw);
+    let status = status.expect("exits within the shutdown deadline");
+    assert!(status.success(), "exit status {status}; log:\n{}", api.log_tail(20));
+    let answered = answers
+        .iter()
+        .filter(|(answer, _)| matches!(answer, Some((head, _)) if head.starts_with("http/1.1 200")))
+        .count();
+    assert_eq!(answered, 100, "answered {answered} of the 100 requests in flight at SIGTERM");
+    assert!(answers.iter().all(|(_, closed)| *closed), "a connection stayed open after shutdown");
+}
+
+#[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ctx = TestContext::start().await;

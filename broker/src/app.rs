@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use governor::Quota;
 use parley_shared::address_limit::AddressLimit;
+use parley_shared::http_server;
 use poem::listener::TcpAcceptor;
-use poem::{EndpointExt, Route, Server, get};
+use poem::{EndpointExt, Route, get};
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
@@ -19,7 +20,6 @@ use crate::channels::Channels;
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::feed::FeedItem;
-use crate::head_deadline::HeadDeadlineAcceptor;
 use crate::hub::{Hub, HubLimits};
 use crate::index::Index;
 use crate::metrics::Metrics;
@@ -198,9 +198,7 @@ impl Application {
             broker.hub.close_all(CloseCode::Shutdown);
             broker.connections.close();
         };
-        Server::new_with_acceptor(HeadDeadlineAcceptor::new(acceptor, config.handshake_timeout))
-            .run_with_graceful_shutdown(app, stop, Some(config.service.shutdown_timeout))
-            .await?;
+        http_server::serve(acceptor, app, &config.service.http, stop, config.service.shutdown_timeout).await;
         if tokio::time::timeout(config.service.shutdown_timeout, broker.connections.wait()).await.is_err() {
             tracing::warn!(open = broker.connections.len(), "connections still open at the shutdown deadline");
         }

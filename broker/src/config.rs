@@ -47,9 +47,6 @@ pub struct Config {
     /// connection is closed (4003) and its presence ends.
     #[arg(long, env = "PARLEY_BROKER_PONG_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub pong_timeout: Duration,
-    /// Deadline for the HTTP upgrade request to arrive after the TCP connection opens.
-    #[arg(long, env = "PARLEY_BROKER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub handshake_timeout: Duration,
     /// Deadline for the `auth` frame when the handshake carried no token (4101 after it).
     #[arg(long, env = "PARLEY_BROKER_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub auth_timeout: Duration,

@@ -23,7 +23,6 @@
 //! - `recent`: picks a user's most recently active conversations (for `hello`, presence).
 //! - `outbound`: the bounded per-connection queue that holds nothing while empty.
 //! - `writer`: text frames from that queue, written to the socket in batches freed once sent.
-//! - `head_deadline`: the deadline for the HTTP upgrade request.
 //! - `routes`: `/health`, `/ready`, `/metrics`.
 
 pub mod app;
@@ -33,7 +32,6 @@ mod channels;
 pub mod config;
 mod connection;
 mod feed;
-mod head_deadline;
 mod hub;
 mod index;
 mod latency;

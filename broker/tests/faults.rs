@@ -65,7 +65,7 @@ async fn when_the_stream_lost_what_a_broker_missed_its_clients_are_told_to_resum
 
 #[tokio::test]
 async fn a_connection_that_never_sends_its_upgrade_request_is_closed_at_the_handshake_deadline() {
-    let stack = Stack::start_with(env(&[("PARLEY_BROKER_HANDSHAKE_TIMEOUT", "1s")])).await;
+    let stack = Stack::start_with(env(&[("PARLEY_HTTP_HEADER_TIMEOUT", "1s")])).await;
     let address = stack.broker.url().trim_start_matches("http://").to_owned();
     let mut idle = tokio::net::TcpStream::connect(&address).await.expect("connect");
     let mut byte = [0u8; 1];

@@ -7,6 +7,7 @@ use clap::Args;
 use crate::address_limit::AddressLimitArgs;
 use crate::auth::AuthArgs;
 use crate::channels::Namespaces;
+use crate::http_server::HttpArgs;
 use crate::nats::NatsArgs;
 use crate::subjects::{InvalidPrefix, Subjects};
 use crate::telemetry::LogArgs;
@@ -35,6 +36,8 @@ pub struct ServiceArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub address_limit: AddressLimitArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }

@@ -6,6 +6,7 @@
 //! - [`channels`]: channel names, namespace rules and their subjects.
 //! - [`config`]: the settings both binaries share (NATS, shutdown, auth, logs).
 //! - [`events`]: the domain-event envelope and payloads (the contract with the broker and clients).
+//! - [`http_server`]: the HTTP server both run: per-request header deadline, idle timeout, a shutdown that answers what it received.
 //! - [`ids`]: validated id newtypes; NATS subjects are only ever built from these.
 //! - [`membership`]: the broker's request for a user's conversations, answered by the API.
 //! - [`nats`]: connecting to NATS (servers, authentication, TLS, dead-link deadline).
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod channels;
 pub mod config;
 pub mod events;
+pub mod http_server;
 pub mod ids;
 pub mod membership;
 pub mod nats;

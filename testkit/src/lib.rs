@@ -9,6 +9,7 @@
 //!   unprivileged user when we are root; [`binaries`]: finding the server programs.
 //! - [`otlp`]: a stand-in OTLP/HTTP collector for trace tests.
 //! - [`rest`]: one user's REST client; [`ws`]: a WebSocket client of the broker.
+//! - [`raw_http`]: HTTP/1.1 read byte by byte, for tests of connection handling.
 //! - [`stream`]: reading the JetStream events stream back, for assertions.
 //! - [`wait`]: bounded waits, free ports.
 
@@ -20,6 +21,7 @@ pub mod otlp;
 pub mod postgres;
 pub mod privilege;
 pub mod process;
+pub mod raw_http;
 pub mod rest;
 pub mod stream;
 pub mod wait;
