@@ -243,3 +243,60 @@ async fn presence_becomes(viewer: &User, user: &User, status: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`:
+/// (ca, server cert, server key, client cert, client key).
+fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let signed = |names: Vec<String>| {
+        let key = KeyPair::generate().expect("key");
+        let certificate = CertificateParams::new(names).expect("params").signed_by(&key, &ca, &ca_key).expect("sign");
+        (certificate.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = signed(vec!["127.0.0.1".into(), "localhost".into()]);
+    let (client_cert, client_key) = signed(vec!["parley-service".into()]);
+    let files = ["ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem"].map(|name| dir.join(name));
+    for (file, pem) in files.iter().zip([ca.pem(), server_cert, server_key, client_cert, client_key]) {
+        std::fs::write(file, pem).expect("write a PEM file");
+    }
+    files
+}
+
+#[tokio::test]
+async fn both_services_connect_over_tls_with_a_client_certificate_and_a_client_without_one_is_refused() {
+    let ctx = TestContext::start().await;
+    let [ca, server_cert, server_key, client_cert, client_key] = certificates(ctx.dir());
+    let path = |file: &std::path::PathBuf| file.to_string_lossy().into_owned();
+    // The server requires TLS and a client certificate signed by the CA.
+    let config = format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n  timeout: 2\n}}\n",
+        path(&server_cert),
+        path(&server_key),
+        path(&ca)
+    );
+    let nats = start_nats(&ctx, &config).await;
+    let tls = env(&[
+        ("NATS_URL", &format!("tls://127.0.0.1:{}", nats.port())),
+        ("NATS_CA", &path(&ca)),
+        ("NATS_CERT", &path(&client_cert)),
+        ("NATS_KEY", &path(&client_key)),
+    ]);
+    let api = ctx.spawn(Binary::Api, [unlimited_writes(), tls.clone()].concat()).await;
+    let broker = ctx.spawn(Binary::Broker, tls).await;
+    let (alice, bob) = (User::new(&ctx, &api.url(), "alice"), User::new(&ctx, &api.url(), "bob"));
+    let group = alice.group("team", &[&bob]).await;
+    let mut alice_ws = WsClient::connect(&ws_url(&broker), &ctx.token(alice.id, "alice")).await;
+    let sent = bob.say(group, "over TLS").await;
+    assert_eq!(alice_ws.next_event().await["data"]["message_id"], sent["id"]);
+
+    // Without a client certificate the server refuses the connection: the API stays not ready.
+    let no_certificate = ctx
+        .spawn(Binary::Api, env(&[("NATS_URL", &format!("tls://127.0.0.1:{}", nats.port())), ("NATS_CA", &path(&ca))]))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ready_becomes(&no_certificate, 503).await;
+}
