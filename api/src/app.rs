@@ -29,6 +29,7 @@ use crate::presence::{PresenceKeeper, PresenceView};
 use crate::rate_limit::RateLimits;
 use crate::relay::{Outbox, Relay};
 use crate::request_span::RequestSpan;
+use crate::retry::RetryOnLostConnection;
 use crate::route_templates::RouteTemplates;
 use crate::state::AppState;
 use crate::{db, routes, sending};
@@ -120,7 +121,7 @@ impl Application {
             .at("/openapi.json", get(make_sync(move |_| Json(spec.clone()))))
             .at("/docs", get(make_sync(move |_| Html(docs.clone()))))
             // Every operation's path starts with `/v1`, which leaves `/` free.
-            .nest_no_strip("/v1", api.with(plain_body_errors))
+            .nest_no_strip("/v1", api.with(plain_body_errors).with(RetryOnLostConnection))
             .at("/", get(routes::health::to_docs))
             .with(BodyLimit::new(state.limits.max_body_bytes))
             .catch_all_error(unhandled)

@@ -12,6 +12,7 @@ use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{ApiResponse, Object};
 
+use crate::retry::Lost;
 use crate::route_templates::RouteTemplates;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
@@ -288,11 +289,28 @@ pub fn database_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `error` means the connection it came on is gone, and how.
+fn connection_lost(error: &sqlx::Error) -> Option<Lost> {
+    match error {
+        sqlx::Error::Io(_) => Some(Lost::ConnectionBroken),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("57P01" | "57P02" | "57P03") => Some(Lost::SessionEnded),
+            Some(code) if code.starts_with("08") => Some(Lost::ConnectionBroken),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             error if database_unavailable(error) => {
                 tracing::warn!(%error, "database unavailable");
+                if let Some(lost) = connection_lost(error) {
+                    crate::retry::note_lost(lost);
+                    crate::db::distrust_pooled_connections();
+                }
                 Self::unavailable("the database is unavailable; retry shortly")
             }
             // Class 22, data exception: a value PostgreSQL cannot store (a NUL character, say).

@@ -8,6 +8,8 @@
 //! - `auth`: the bearer security scheme; users are created or refreshed on sight.
 //! - `cors`: CORS headers for the browser origins `PARLEY_API_ALLOWED_ORIGINS` lists.
 //! - `error`: `ApiError`, the one RFC 7807 problem+json error type.
+//! - `retry`: one retry on a fresh connection for a request whose database connection was lost
+//!   before anything of it can have been stored.
 //! - `membership`, `outbox`: what every conversation write does — lock the conversation's next
 //!   `seq`, check membership, append the domain event in the same transaction.
 //! - `group_commit`, `sending`: sent messages queued for one conversation are committed
@@ -37,6 +39,7 @@ mod presence;
 mod rate_limit;
 pub mod relay;
 mod request_span;
+mod retry;
 mod route_templates;
 mod routes;
 mod sending;

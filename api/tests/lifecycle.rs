@@ -222,3 +222,47 @@ async fn while_postgres_is_stopped_requests_answer_503_with_retry_after_never_50
     let texts: Vec<&str> = page["items"].as_array().expect("items").iter().filter_map(|m| m["text"].as_str()).collect();
     assert!(texts.iter().all(|text| text.starts_with("before")), "nothing answered 503 was stored: {texts:?}");
 }
+
+#[tokio::test]
+async fn requests_that_meet_a_pooled_connection_postgres_terminated_are_retried_on_a_fresh_one() {
+    use futures_util::future::join_all;
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn(Binary::Api, parley_testkit::rest::unlimited_writes()).await;
+    let alice = parley_testkit::rest::User::new(&ctx, &api.url(), "alice");
+    let group = alice.group("before", &[]).await;
+    let messages = format!("/v1/conversations/{group}/messages");
+    // Concurrent requests leave several connections in the pool, just used (not pinged again).
+    for reply in join_all((0..8).map(|_| alice.get(&messages))).await {
+        reply.expect(200);
+    }
+    // PostgreSQL ends every session of the API (57P01), as a restart or a failover does.
+    let pool = ctx.pool().await;
+    let terminated: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()) as ended",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("terminate the API's sessions");
+    assert!(terminated >= 2, "terminated {terminated} sessions");
+
+    // Reads and writes right after: each meets a dead connection, and is answered anyway.
+    let reads = join_all((0..6).map(|_| alice.get(&messages)));
+    let writes = join_all((0..4).map(|n| {
+        alice.post("/v1/conversations", serde_json::json!({ "kind": "group", "title": format!("after {n}") }))
+    }));
+    let (reads, writes) = tokio::join!(reads, writes);
+    for reply in reads {
+        reply.expect(200);
+    }
+    for reply in writes {
+        reply.expect(201);
+    }
+    // Each write stored once.
+    let list = alice.get("/v1/conversations").await.expect(200);
+    let mut titles: Vec<&str> =
+        list["items"].as_array().expect("items").iter().filter_map(|c| c["title"].as_str()).collect();
+    titles.sort_unstable();
+    assert_eq!(titles, ["after 0", "after 1", "after 2", "after 3", "before"]);
+    assert!(api.log_tail(400).contains("retrying a request on a fresh database connection"), "no request was retried");
+}

@@ -74,7 +74,7 @@ pub async fn page(db: &PgPool, channel: &Channel, namespace: &Namespace, after: 
     snapshot(&mut tx).await?;
     let position = position(&mut tx, channel).await?;
     let items = kept(&mut tx, channel, namespace, &position, after, limit).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     Ok(Page { position, items })
 }
 
@@ -100,7 +100,7 @@ pub async fn recover(
         return Ok(ChannelState { position, recovered: false, publications: Vec::new() });
     }
     let rows = kept(&mut tx, channel, namespace, &position, since.offset, missed(&position)).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     let bytes: usize = rows.iter().map(|row| row.data.to_string().len()).sum();
     let complete = i64::try_from(rows.len()).is_ok_and(|count| count == missed(&position))
         && rows.first().is_none_or(|row| row.offset == since.offset + 1)

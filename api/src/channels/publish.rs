@@ -100,7 +100,7 @@ pub async fn publish(state: &AppState, request: PublishRequest<'_>) -> Result<Ve
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        crate::db::commit(tx).await?;
         if !stored.is_empty() {
             state.outbox.committed(Recorded::publications());
         }

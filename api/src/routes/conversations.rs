@@ -271,7 +271,7 @@ impl ConversationsApi {
             .await?;
         let event = Event::ConversationUpdated(ConversationUpdated { title: Some(title) });
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
-        tx.commit().await?;
+        crate::db::commit(tx).await?;
         state.outbox.committed(recorded);
         Ok(Json(load_one(&state, caller, id.0).await?))
     }
@@ -367,7 +367,7 @@ async fn create_direct(
     let members = vec![caller, UserId::from_uuid(other)];
     let event = Event::ConversationCreated(ConversationCreated::new("direct", None, context, members));
     let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     state.outbox.committed(recorded);
     Ok((id, true))
 }
@@ -401,7 +401,7 @@ async fn create_group(state: &AppState, caller: UserId, group: NewGroupConversat
     within_quota(&mut tx, caller, "group", state.limits.new_conversations_per_hour).await?;
     add_initial_members(&mut tx, id, &members).await?;
     let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     state.outbox.committed(recorded);
     Ok(id)
 }

@@ -100,7 +100,7 @@ impl MembersApi {
             role: Some(role.as_str().into()),
         });
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
-        tx.commit().await?;
+        crate::db::commit(tx).await?;
         state.outbox.committed(recorded);
         Ok(AddResponse::Added(Json(Member {
             user_id: body.0.user_id,
@@ -167,7 +167,7 @@ impl MembersApi {
         }
         let event = Event::MemberRemoved(MemberChange { user_id: UserId::from_uuid(user_id.0), role: None });
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
-        tx.commit().await?;
+        crate::db::commit(tx).await?;
         state.outbox.committed(recorded);
         Ok(RemoveResponse::Removed)
     }

@@ -315,7 +315,7 @@ impl MessagesApi {
         });
         outbox::ensure_publishable(&state.nats, &event, "text")?;
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
-        tx.commit().await?;
+        crate::db::commit(tx).await?;
         state.outbox.committed(recorded);
         Ok(Json(load_one(&state.db, caller, message_id.0).await?))
     }
@@ -364,7 +364,7 @@ impl MessagesApi {
         .await?;
         let event = Event::MessageDeleted(MessageDeleted { message_id: MessageId::from_uuid(message_id.0) });
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
-        tx.commit().await?;
+        crate::db::commit(tx).await?;
         state.outbox.committed(recorded);
         Ok(DeleteResponse::Deleted)
     }

@@ -112,7 +112,7 @@ impl ReactionsApi {
             ReactionChange { message_id: MessageId::from_uuid(message_id), emoji: emoji.to_owned(), user_id: caller };
         let event = if add { Event::ReactionAdded(change) } else { Event::ReactionRemoved(change) };
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
-        tx.commit().await?;
+        crate::db::commit(tx).await?;
         state.outbox.committed(recorded);
         Ok(ReactionResponse::Done)
     }

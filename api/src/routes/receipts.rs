@@ -100,7 +100,7 @@ async fn move_cursor(
         let receipt = Receipt { user_id: caller, seq };
         let event = if kind == Kind::Read { Event::ReceiptRead(receipt) } else { Event::ReceiptDelivered(receipt) };
         let recorded = outbox::append(&mut tx, conversation, event_seq, caller, &event).await?;
-        tx.commit().await?;
+        crate::db::commit(tx).await?;
         state.outbox.committed(recorded);
     } else {
         // An older seq changes nothing, and records nothing: give the seq back.
