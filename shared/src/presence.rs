@@ -149,8 +149,17 @@ pub async fn open_bucket(
     if let Ok(store) = jetstream.get_key_value(&name).await {
         return Ok(store);
     }
-    // The stream a KV bucket is, created directly: async-nats's `create_key_value` first reads
-    // the account info, whose reply from nats-server 2.9 it cannot parse.
+    if answers_account_info(&jetstream.client().server_info().version) {
+        let config =
+            kv::Config { bucket: name.clone(), history: 1, num_replicas: replicas.max(1), ..Default::default() };
+        return match jetstream.create_key_value(config).await {
+            Ok(store) => Ok(store),
+            // Another instance created it meanwhile (perhaps by hand, under an older server).
+            Err(error) => jetstream.get_key_value(&name).await.map_err(|_| error.into()),
+        };
+    }
+    // nats-server 2.9: the stream a KV bucket is, created directly, as `create_key_value`
+    // would, whose first step (reading the account info) fails on 2.9's reply.
     let stream = jetstream::stream::Config {
         name: format!("KV_{name}"),
         subjects: vec![format!("$KV.{name}.>")],
@@ -164,6 +173,13 @@ pub async fn open_bucket(
     };
     jetstream.get_or_create_stream(stream).await?;
     Ok(jetstream.get_key_value(&name).await?)
+}
+
+/// Whether a nats-server of `version` sends an account-info reply async-nats can read: 2.10
+/// and newer.
+fn answers_account_info(version: &str) -> bool {
+    let mut parts = version.split(['.', '-']).map(|part| part.parse::<u32>().ok());
+    matches!((parts.next().flatten(), parts.next().flatten()), (Some(major), Some(minor)) if (major, minor) >= (2, 10))
 }
 
 /// Compare-and-set attempts before [`update_user`] gives up.
@@ -220,6 +236,16 @@ pub async fn announce(nats: &async_nats::Client, subjects: &Subjects, announceme
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_are_created_through_the_client_from_nats_server_2_10_on() {
+        for version in ["2.10.0", "2.12.8", "2.11.0-RC.1", "3.0.0"] {
+            assert!(answers_account_info(version), "{version}");
+        }
+        for version in ["2.9.10", "2.2.0", "", "garbage"] {
+            assert!(!answers_account_info(version), "{version}");
+        }
+    }
 
     #[test]
     fn keys_round_trip_and_nothing_else_parses() {

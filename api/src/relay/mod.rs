@@ -46,6 +46,11 @@ use publisher::Publisher;
 /// How often the publishing relay deletes events past `PARLEY_EVENT_RETENTION`.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// A round cut short because the NATS client moved to another server.
+#[derive(Debug, thiserror::Error)]
+#[error("the NATS connection was replaced during the round")]
+struct Reconnected;
+
 /// Key of the advisory lock held by the publishing relay ("parley outbox" in ASCII).
 const LEADER_LOCK: i64 = 0x7061_726c_6f75_7462;
 
@@ -216,7 +221,7 @@ impl Relay {
             let round = async {
                 tokio::select! {
                     outcome = round => outcome,
-                    Ok(()) = connections.changed() => Err(anyhow::anyhow!("the NATS connection was replaced during the round")),
+                    Ok(()) = connections.changed() => Err(anyhow::Error::new(Reconnected)),
                     () = lease.lost() => Err(anyhow::anyhow!("the relay lease was lost during the round")),
                 }
             };
@@ -227,8 +232,16 @@ impl Relay {
                 }
                 Err(error) => {
                     // The stream may be what is missing (a NATS that lost its store): make sure
-                    // of it again before the next round.
-                    stream_ready = false;
+                    // of it again before the next round. Not after a stall or a reconnect: that
+                    // asks the JetStream API, which waits for a new meta leader (5 s on 2.12)
+                    // when a frozen node held it, while the stream's leader answers publishes.
+                    let stalled = matches!(
+                        error.downcast_ref::<drain::Unpublished>(),
+                        Some(drain::Unpublished { failure: publisher::Failure::Stalled(_), .. })
+                    );
+                    if !stalled && !error.is::<Reconnected>() {
+                        stream_ready = false;
+                    }
                     let delay = backoff.next();
                     self.metrics.failures.inc();
                     let lag = self.measure_lag().await;
