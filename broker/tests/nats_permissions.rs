@@ -300,3 +300,98 @@ async fn both_services_connect_over_tls_with_a_client_certificate_and_a_client_w
     tokio::time::sleep(Duration::from_secs(1)).await;
     ready_becomes(&no_certificate, 503).await;
 }
+
+/// A NATS JWT (`ed25519-nkey`) with `claims` about `subject`, signed by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": chrono::Utc::now().timestamp(),
+        "iss": issuer.public_key(),
+        "sub": subject,
+        "name": name,
+        "nats": nats,
+    });
+    let claims = encode(claims.to_string().as_bytes());
+    let signature = issuer.sign(format!("{header}.{claims}").as_bytes()).expect("sign");
+    format!("{header}.{claims}.{}", encode(&signature))
+}
+
+/// A `.creds` file (user JWT and seed) as `nsc` writes them.
+fn creds_file(jwt: &str, user: &nkeys::KeyPair) -> String {
+    let seed = user.seed().expect("seed");
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n"
+    )
+}
+
+#[tokio::test]
+async fn both_services_authenticate_with_a_credentials_file_on_a_server_in_operator_mode() {
+    let ctx = TestContext::start().await;
+    let operator = nkeys::KeyPair::new_operator();
+    let system = nkeys::KeyPair::new_account();
+    let account = nkeys::KeyPair::new_account();
+    let unlimited = json!({ "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1 });
+    let with_jetstream = json!({ "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1 });
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "parley-test",
+        json!({
+        "type": "operator", "version": 2, "system_account": system.public_key() }),
+    );
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        json!({
+        "type": "account", "version": 2, "limits": unlimited }),
+    );
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "PARLEY",
+        json!({
+        "type": "account", "version": 2, "limits": with_jetstream }),
+    );
+    let config = format!(
+        "operator: \"{operator_jwt}\"\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{system_jwt}\"\n  {}: \"{account_jwt}\"\n}}\n",
+        system.public_key(),
+        system.public_key(),
+        account.public_key()
+    );
+    let nats = start_nats(&ctx, &config).await;
+    let creds = |name: &str| {
+        let user = nkeys::KeyPair::new_user();
+        let jwt = nats_jwt(
+            &account,
+            &user.public_key(),
+            name,
+            json!({
+            "type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1 }),
+        );
+        let file = ctx.dir().join(format!("{name}.creds"));
+        std::fs::write(&file, creds_file(&jwt, &user)).expect("write the creds file");
+        file.to_string_lossy().into_owned()
+    };
+    let with_creds =
+        |name: &str| env(&[("NATS_URL", &format!("nats://127.0.0.1:{}", nats.port())), ("NATS_CREDS", &creds(name))]);
+    let api = ctx.spawn(Binary::Api, [unlimited_writes(), with_creds("parley-api")].concat()).await;
+    let broker = ctx.spawn(Binary::Broker, with_creds("parley-broker")).await;
+    let (alice, bob) = (User::new(&ctx, &api.url(), "alice"), User::new(&ctx, &api.url(), "bob"));
+    let group = alice.group("team", &[&bob]).await;
+    let mut alice_ws = WsClient::connect(&ws_url(&broker), &ctx.token(alice.id, "alice")).await;
+    let sent = bob.say(group, "with a creds file").await;
+    assert_eq!(alice_ws.next_event().await["data"]["message_id"], sent["id"]);
+
+    // Without credentials the server lets nobody in.
+    assert!(async_nats::ConnectOptions::new().connect(nats.url()).await.is_err(), "an anonymous client connected");
+}
