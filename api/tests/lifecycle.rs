@@ -119,6 +119,32 @@ async fn sigterm_with_100_requests_in_flight_on_kept_alive_connections_answers_a
 }
 
 #[tokio::test]
+async fn a_request_head_trickled_on_a_kept_alive_connection_is_cut_at_the_header_deadline() {
+    use parley_testkit::raw_http::{closed_within, read_response};
+    use tokio::io::AsyncWriteExt;
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn(Binary::Api, vec![("PARLEY_HTTP_HEADER_TIMEOUT".into(), "1s".into())]).await;
+    let mut connection = tokio::net::TcpStream::connect(("127.0.0.1", api.port())).await.expect("connect");
+    let request = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", api.port());
+    connection.write_all(request.as_bytes()).await.expect("send");
+    let (head, _) = read_response(&mut connection).await.expect("the first request is answered");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // The next request's head, a byte every 250 ms (slowloris): cut about a second after its first byte.
+    let started = std::time::Instant::now();
+    let mut cut = None;
+    for &byte in request.as_bytes().iter().cycle().take(60) {
+        if connection.write_all(&[byte]).await.is_err()
+            || closed_within(&mut connection, Duration::from_millis(250)).await.is_some()
+        {
+            cut = Some(started.elapsed());
+            break;
+        }
+    }
+    let cut = cut.expect("the trickled head was still accepted after 15 s");
+    assert!(cut >= Duration::from_millis(800) && cut < Duration::from_secs(4), "cut after {cut:?}");
+}
+
+#[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ctx = TestContext::start().await;
