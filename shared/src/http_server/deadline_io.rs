@@ -81,6 +81,8 @@ pub(super) struct DeadlineIo<Io> {
     /// The phase the timer was last armed for.
     armed_for: Phase,
     timer: Pin<Box<Sleep>>,
+    /// The last successful write: the idle timeout counts from it too.
+    wrote_at: Option<Instant>,
 }
 
 impl<Io> DeadlineIo<Io> {
@@ -92,6 +94,7 @@ impl<Io> DeadlineIo<Io> {
             idle_timeout: args.idle_timeout,
             armed_for: Phase::Opened,
             timer: Box::pin(tokio::time::sleep(args.header_timeout)),
+            wrote_at: None,
         }
     }
 
@@ -113,11 +116,20 @@ impl<Io> DeadlineIo<Io> {
     }
 
     /// Written bytes are activity: a long response keeps its connection from looking idle.
+    /// Only noted here (a write is hot); the timer is moved when it fires.
     fn wrote(&mut self) {
-        if self.phase.get() == Phase::Idle {
-            self.armed_for = Phase::Idle;
-            self.timer.as_mut().reset(Instant::now() + self.idle_timeout);
+        self.wrote_at = Some(Instant::now());
+    }
+
+    /// Whether the idle deadline that fired is really due, counting from the last write too;
+    /// if not, re-arms the timer for it.
+    fn idle_due(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(due) = self.wrote_at.map(|at| at + self.idle_timeout) else { return true };
+        if due <= Instant::now() {
+            return true;
         }
+        self.timer.as_mut().reset(due);
+        self.timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -136,7 +148,7 @@ impl<Io: AsyncRead + Unpin> AsyncRead for DeadlineIo<Io> {
             Poll::Pending => {
                 let phase = self.phase.get();
                 match self.deadline().map(|timer| timer.poll(cx)) {
-                    Some(Poll::Ready(())) => {
+                    Some(Poll::Ready(())) if phase != Phase::Idle || self.idle_due(cx) => {
                         let why = if phase == Phase::Idle {
                             "idle keep-alive timeout"
                         } else {
