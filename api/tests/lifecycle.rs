@@ -257,12 +257,14 @@ async fn requests_that_meet_a_pooled_connection_postgres_terminated_are_retried_
     let alice = parley_testkit::rest::User::new(&ctx, &api.url(), "alice");
     let group = alice.group("before", &[]).await;
     let messages = format!("/v1/conversations/{group}/messages");
+    // Connected first: from the warm-up to the requests must take well under the 1 s after
+    // which the pool pings a connection anyway (and finds it dead without any retry).
+    let pool = ctx.pool().await;
     // Concurrent requests leave several connections in the pool, just used (not pinged again).
     for reply in join_all((0..8).map(|_| alice.get(&messages))).await {
         reply.expect(200);
     }
     // PostgreSQL ends every session of the API (57P01), as a restart or a failover does.
-    let pool = ctx.pool().await;
     let terminated: i64 = sqlx::query_scalar(
         "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
          where datname = current_database() and pid <> pg_backend_pid()) as ended",

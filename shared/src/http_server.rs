@@ -3,7 +3,7 @@
 //!
 //! - Every request head on a connection, not only the first, must arrive within the header
 //!   timeout of its first byte, and a kept-alive connection waiting for its next request is
-//!   closed after the idle timeout ([`deadline_io`]).
+//!   closed after the idle timeout (`deadline_io`).
 //! - A request answered before its body was read gets `Connection: close`: the unread rest of
 //!   the body would otherwise be taken for the next request.
 //! - On shutdown the listener closes; every HTTP/1 response from then on carries
@@ -37,7 +37,7 @@ use poem::{Endpoint, IntoResponse, Request, RequestParts};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::deadline_io::{ConnectionPhase, DeadlineIo, Phase};
+use self::deadline_io::{ActivityIo, ConnectionPhase, Phase};
 
 #[derive(Args, Clone, Debug)]
 pub struct HttpArgs {
@@ -87,8 +87,8 @@ pub async fn serve<A, E>(
                         phase: ConnectionPhase::new(),
                         draining: draining.clone(),
                     };
-                    let io = DeadlineIo::new(io, Arc::clone(&connection.phase), args);
-                    connections.spawn(connection.serve(io, abandon.clone()));
+                    let io = ActivityIo::new(io, Arc::clone(&connection.phase));
+                    connections.spawn(connection.serve(io, args.clone(), abandon.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors, mostly: back off instead of spinning.
@@ -117,14 +117,17 @@ struct Connection<E> {
 }
 
 impl<E: Endpoint + 'static> Connection<E> {
-    async fn serve<Io>(self, io: DeadlineIo<Io>, abandon: CancellationToken)
+    async fn serve<Io>(self, io: ActivityIo<Io>, args: HttpArgs, abandon: CancellationToken)
     where
         Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         let phase = Arc::clone(&self.phase);
         let draining = self.draining.clone();
         let this = Arc::new(self);
-        let service = hyper::service::service_fn(move |request| {
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            // Now, as hyper hands the request over: it may read the socket again before it
+            // first polls the answer.
+            this.phase.request_started(request.version() >= Version::HTTP_2);
             let this = Arc::clone(&this);
             async move { Ok::<_, Infallible>(this.answer(request).await) }
         });
@@ -132,8 +135,15 @@ impl<E: Endpoint + 'static> Connection<E> {
         builder.http2().max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE);
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
+        // Dropping the connection closes it.
+        let missed_deadline = phase.missed_deadline(&args);
+        tokio::pin!(missed_deadline);
         tokio::select! {
             _ = &mut connection => return,
+            why = &mut missed_deadline => {
+                tracing::debug!(why, "HTTP connection closed");
+                return;
+            }
             () = draining.cancelled() => {}
             () = abandon.cancelled() => return,
         }
@@ -150,19 +160,20 @@ impl<E: Endpoint + 'static> Connection<E> {
             previous = Some(now);
             tokio::select! {
                 _ = &mut connection => return,
+                _ = &mut missed_deadline => return,
                 () = tokio::time::sleep(SHUTDOWN_QUIET) => {}
                 () = abandon.cancelled() => return,
             }
         }
         tokio::select! {
             _ = &mut connection => {}
+            _ = &mut missed_deadline => {}
             () = abandon.cancelled() => {}
         }
     }
 
     async fn answer(&self, request: hyper::Request<Incoming>) -> hyper::Response<BoxBody<Bytes, io::Error>> {
         let http1 = request.version() < Version::HTTP_2;
-        self.phase.request_started(!http1);
         let (parts, body) = request.into_parts();
         let declared_body = !body.is_end_stream();
         let body_read = Arc::new(AtomicBool::new(false));

@@ -1,7 +1,12 @@
-//! The socket of one HTTP/1 connection with its two deadlines: the request head must arrive
-//! within the header timeout of its first byte (of the accept, for the first request), and a
-//! kept-alive connection waiting for its next request is closed after the idle timeout. A request
-//! being served or an upgraded connection (WebSocket) has neither.
+//! The two deadlines of an HTTP/1 connection: a request head must arrive within the header
+//! timeout of its first byte (of the accept, for the first request), and a kept-alive
+//! connection waiting for its next request is closed after the idle timeout. A request being
+//! served, an upgraded connection (WebSocket) and HTTP/2 have neither.
+//!
+//! The socket ([`ActivityIo`]) and the server's service record where the connection is
+//! ([`ConnectionPhase`]); [`ConnectionPhase::missed_deadline`] runs beside the connection in its
+//! task and resolves when the deadline of the current phase passes. It is not a timer inside
+//! the socket: hyper does not read again after a response until something wakes it.
 
 use std::io;
 use std::pin::Pin;
@@ -11,55 +16,76 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::HttpArgs;
 
-/// Where a connection is between its requests; the server's service moves it to `Busy` and
-/// back, the socket moves it from `Idle` to `Head` on the first byte of the next request.
+/// Where a connection is between its requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(super) enum Phase {
     /// Accepted, no byte read yet: the header timeout runs from the accept.
     Opened = 0,
     /// Reading a request head: the header timeout runs from its first byte.
-    Head = 5,
+    Head = 1,
     /// A request is being served: no deadline here.
-    Busy = 1,
-    /// Waiting for the next request: the idle timeout runs.
-    Idle = 2,
+    Busy = 2,
+    /// Waiting for the next request: the idle timeout runs from the last response's last write.
+    Idle = 3,
     /// Switched protocols: the socket belongs to the upgrade.
-    Upgraded = 3,
+    Upgraded = 4,
     /// HTTP/2: hyper multiplexes; these deadlines do not apply.
-    Multiplexed = 4,
+    Multiplexed = 5,
 }
 
-/// Shared by a connection's socket and its service.
+impl Phase {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Self::Opened,
+            1 => Self::Head,
+            2 => Self::Busy,
+            3 => Self::Idle,
+            4 => Self::Upgraded,
+            _ => Self::Multiplexed,
+        }
+    }
+}
+
+/// Shared by a connection's socket, its service and its deadline.
 #[derive(Debug)]
 pub(super) struct ConnectionPhase {
+    opened: Instant,
     phase: AtomicU8,
+    /// When the current phase began, in nanoseconds since `opened`.
+    entered: AtomicU64,
+    /// The last write, in nanoseconds since `opened`: a long response is not idleness.
+    wrote: AtomicU64,
     /// Requests started on this connection, to tell "idle all along" from "idle again".
     requests: AtomicU64,
+    changed: Notify,
 }
 
 impl ConnectionPhase {
     pub(super) fn new() -> Arc<Self> {
-        Arc::new(Self { phase: AtomicU8::new(Phase::Opened as u8), requests: AtomicU64::new(0) })
+        Arc::new(Self {
+            opened: Instant::now(),
+            phase: AtomicU8::new(Phase::Opened as u8),
+            entered: AtomicU64::new(0),
+            wrote: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            changed: Notify::new(),
+        })
     }
 
     pub(super) fn get(&self) -> Phase {
-        match self.phase.load(Ordering::Acquire) {
-            0 => Phase::Opened,
-            1 => Phase::Busy,
-            2 => Phase::Idle,
-            3 => Phase::Upgraded,
-            4 => Phase::Multiplexed,
-            _ => Phase::Head,
-        }
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
 
     pub(super) fn set(&self, phase: Phase) {
+        self.entered.store(self.elapsed(), Ordering::Release);
         self.phase.store(phase as u8, Ordering::Release);
+        self.changed.notify_waiters();
     }
 
     pub(super) fn request_started(&self, multiplexed: bool) {
@@ -70,104 +96,93 @@ impl ConnectionPhase {
     pub(super) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Acquire)
     }
+
+    /// Bytes arrived: the first of a request starts its head's deadline (the first request's
+    /// keeps counting from the accept).
+    fn read(&self) {
+        match self.get() {
+            Phase::Opened => {
+                self.phase.store(Phase::Head as u8, Ordering::Release);
+                self.changed.notify_waiters();
+            }
+            Phase::Idle => self.set(Phase::Head),
+            _ => {}
+        }
+    }
+
+    fn wrote(&self) {
+        self.wrote.store(self.elapsed(), Ordering::Release);
+    }
+
+    fn elapsed(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, nanos: u64) -> Instant {
+        self.opened + Duration::from_nanos(nanos)
+    }
+
+    /// Resolves when the connection has missed the deadline of the phase it is in, with why.
+    pub(super) async fn missed_deadline(&self, args: &HttpArgs) -> &'static str {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the phase is read, so no change is missed in between.
+            changed.as_mut().enable();
+            let entered = self.entered.load(Ordering::Acquire);
+            let (deadline, why) = match self.get() {
+                Phase::Opened | Phase::Head => {
+                    (self.at(entered) + args.header_timeout, "request head not received in time")
+                }
+                Phase::Idle => {
+                    let active = entered.max(self.wrote.load(Ordering::Acquire));
+                    (self.at(active) + args.idle_timeout, "idle keep-alive timeout")
+                }
+                Phase::Busy | Phase::Upgraded | Phase::Multiplexed => {
+                    changed.await;
+                    continue;
+                }
+            };
+            if deadline <= Instant::now() {
+                return why;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = changed => {}
+            }
+        }
+    }
 }
 
+/// The connection's socket, reporting reads and writes to its [`ConnectionPhase`].
 #[derive(Debug)]
-pub(super) struct DeadlineIo<Io> {
+pub(super) struct ActivityIo<Io> {
     io: Io,
     phase: Arc<ConnectionPhase>,
-    header_timeout: Duration,
-    idle_timeout: Duration,
-    /// The phase the timer was last armed for.
-    armed_for: Phase,
-    timer: Pin<Box<Sleep>>,
-    /// The last successful write: the idle timeout counts from it too.
-    wrote_at: Option<Instant>,
 }
 
-impl<Io> DeadlineIo<Io> {
-    pub(super) fn new(io: Io, phase: Arc<ConnectionPhase>, args: &HttpArgs) -> Self {
-        Self {
-            io,
-            phase,
-            header_timeout: args.header_timeout,
-            idle_timeout: args.idle_timeout,
-            armed_for: Phase::Opened,
-            timer: Box::pin(tokio::time::sleep(args.header_timeout)),
-            wrote_at: None,
-        }
-    }
-
-    /// The deadline of the phase the connection is in now, re-armed when the phase changed.
-    fn deadline(&mut self) -> Option<Pin<&mut Sleep>> {
-        let phase = self.phase.get();
-        let timeout = match phase {
-            Phase::Opened | Phase::Head => self.header_timeout,
-            Phase::Idle => self.idle_timeout,
-            Phase::Busy | Phase::Upgraded | Phase::Multiplexed => return None,
-        };
-        // The first request's head is due within the header timeout of the accept itself.
-        let same_deadline = phase == self.armed_for || (self.armed_for == Phase::Opened && phase == Phase::Head);
-        if !same_deadline {
-            self.armed_for = phase;
-            self.timer.as_mut().reset(Instant::now() + timeout);
-        }
-        Some(self.timer.as_mut())
-    }
-
-    /// Written bytes are activity: a long response keeps its connection from looking idle.
-    /// Only noted here (a write is hot); the timer is moved when it fires.
-    fn wrote(&mut self) {
-        self.wrote_at = Some(Instant::now());
-    }
-
-    /// Whether the idle deadline that fired is really due, counting from the last write too;
-    /// if not, re-arms the timer for it.
-    fn idle_due(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(due) = self.wrote_at.map(|at| at + self.idle_timeout) else { return true };
-        if due <= Instant::now() {
-            return true;
-        }
-        self.timer.as_mut().reset(due);
-        self.timer.as_mut().poll(cx).is_ready()
+impl<Io> ActivityIo<Io> {
+    pub(super) fn new(io: Io, phase: Arc<ConnectionPhase>) -> Self {
+        Self { io, phase }
     }
 }
 
-impl<Io: AsyncRead + Unpin> AsyncRead for DeadlineIo<Io> {
+impl<Io: AsyncRead + Unpin> AsyncRead for ActivityIo<Io> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        match Pin::new(&mut self.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && matches!(self.phase.get(), Phase::Opened | Phase::Idle) {
-                    // The first byte of a request: its head is due within the header timeout.
-                    self.phase.set(Phase::Head);
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => {
-                let phase = self.phase.get();
-                match self.deadline().map(|timer| timer.poll(cx)) {
-                    Some(Poll::Ready(())) if phase != Phase::Idle || self.idle_due(cx) => {
-                        let why = if phase == Phase::Idle {
-                            "idle keep-alive timeout"
-                        } else {
-                            "request head not received in time"
-                        };
-                        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
-                    }
-                    _ => Poll::Pending,
-                }
-            }
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.phase.read();
         }
+        read
     }
 }
 
-impl<Io: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<Io> {
+impl<Io: AsyncWrite + Unpin> AsyncWrite for ActivityIo<Io> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.io).poll_write(cx, buf);
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            self.wrote();
+            self.phase.wrote();
         }
         written
     }
@@ -179,7 +194,7 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<Io> {
     ) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            self.wrote();
+            self.phase.wrote();
         }
         written
     }
