@@ -44,6 +44,21 @@ async fn when_the_stream_lost_what_a_broker_missed_its_clients_are_told_to_resum
         clients.push(stack.connect(user, &format!("user{n}")).await);
     }
     let group = users[0].group("everyone", &users[1..].iter().collect::<Vec<_>>()).await;
+    // Every event published and marked so: none is published again into the new stream, whose
+    // positions then really are past what the broker had seen.
+    let pool = stack.ctx.pool().await;
+    parley_testkit::wait::until("the outbox to be published", Duration::from_secs(10), || {
+        let pool = pool.clone();
+        async move {
+            let unpublished: i64 = sqlx::query_scalar("select count(*) from events where published_at is null")
+                .fetch_one(&pool)
+                .await
+                .expect("count unpublished events");
+            (unpublished == 0).then_some(())
+        }
+    })
+    .await
+    .expect("published");
     // NATS comes back without its store: the stream (and every event in it) is gone.
     stack.ctx.nats().kill();
     std::fs::remove_dir_all(stack.ctx.nats().store_dir()).expect("wipe the NATS store");
