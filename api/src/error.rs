@@ -290,7 +290,7 @@ pub fn database_unavailable(error: &sqlx::Error) -> bool {
 }
 
 /// Whether `error` means the connection it came on is gone, and how.
-fn connection_lost(error: &sqlx::Error) -> Option<Lost> {
+pub fn connection_lost(error: &sqlx::Error) -> Option<Lost> {
     match error {
         sqlx::Error::Io(_) => Some(Lost::ConnectionBroken),
         sqlx::Error::Database(db) => match db.code().as_deref() {

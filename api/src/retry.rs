@@ -8,8 +8,8 @@
 //! statement that got the error did not run), or, for safe methods (GET, HEAD), whenever the
 //! link broke (I/O error, class 08). Either way the pool then pings every connection it hands
 //! out for a while (`db::distrust_pooled_connections`), so the retry gets a live one.
-//! Message sends are committed by the group-commit worker, outside the request: a lost
-//! connection answers them 503, and clients retry with their `Idempotency-Key`.
+//! Message sends are committed by the group-commit worker, outside the request; it retries a
+//! batch itself (`sending`).
 
 use std::cell::Cell;
 

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::error::{ApiError, database_unavailable};
+use crate::error::{ApiError, connection_lost, database_unavailable};
 use crate::group_commit::{Committer, GroupCommit};
 use crate::outbox::EventRow;
 use crate::relay::Outbox;
@@ -72,18 +72,21 @@ impl Committer for MessageCommitter {
 
     async fn commit(&self, conversation: &ConversationId, writes: Vec<NewMessageWrite>) -> Vec<Self::Outcome> {
         let span = tracing::debug_span!("messages.commit", conversation_id = %conversation, messages = writes.len());
-        self.commit_all(*conversation, &writes).instrument(span).await
+        self.commit_all(*conversation, &writes, Retry::Allowed).instrument(span).await
     }
 }
 
 impl MessageCommitter {
     /// Stores `writes` in one transaction; when the database refuses it for one of them (a
     /// value it cannot store), halves it and tries again, so that only that write gets the
-    /// error and the others queued beside it are stored (still in arrival order).
+    /// error and the others queued beside it are stored (still in arrival order). A transaction
+    /// whose connection was lost before its COMMIT was sent stored nothing: it is tried once
+    /// more, on a connection the pool has just pinged.
     fn commit_all<'a>(
         &'a self,
         conversation: ConversationId,
         writes: &'a [NewMessageWrite],
+        retry: Retry,
     ) -> BoxFuture<'a, Vec<Result<Sent, ApiError>>> {
         Box::pin(async move {
             let stored = match writes {
@@ -92,21 +95,28 @@ impl MessageCommitter {
             };
             match stored {
                 Ok(outcomes) => outcomes,
-                Err(error) if database_unavailable(&error) => {
+                Err(Failed { error, at_commit: false })
+                    if retry == Retry::Allowed && connection_lost(&error).is_some() =>
+                {
+                    tracing::info!(%error, messages = writes.len(), "retrying messages on a fresh database connection");
+                    crate::db::distrust_pooled_connections();
+                    self.commit_all(conversation, writes, Retry::Spent).await
+                }
+                Err(Failed { error, .. }) if database_unavailable(&error) => {
                     tracing::warn!(%error, "database unavailable");
                     writes
                         .iter()
                         .map(|_| Err(ApiError::unavailable("the database is unavailable; retry shortly")))
                         .collect()
                 }
-                Err(error) if writes.len() > 1 => {
+                Err(Failed { error, .. }) if writes.len() > 1 => {
                     tracing::debug!(%error, messages = writes.len(), "a batch of messages failed; halving it");
                     let (first, second) = writes.split_at(writes.len() / 2);
-                    let mut outcomes = self.commit_all(conversation, first).await;
-                    outcomes.extend(self.commit_all(conversation, second).await);
+                    let mut outcomes = self.commit_all(conversation, first, retry).await;
+                    outcomes.extend(self.commit_all(conversation, second, retry).await);
                     outcomes
                 }
-                Err(error) => vec![Err(error.into())],
+                Err(Failed { error, .. }) => vec![Err(error.into())],
             }
         })
     }
@@ -118,7 +128,7 @@ impl MessageCommitter {
         &self,
         conversation: ConversationId,
         write: &NewMessageWrite,
-    ) -> Result<Result<Sent, ApiError>, sqlx::Error> {
+    ) -> Result<Result<Sent, ApiError>, Failed> {
         let mut tx = self.db.begin().await?;
         if let Some((key, request)) = &write.idempotency {
             // A concurrent request with the same key waits here for the other to commit, then
@@ -190,7 +200,7 @@ impl MessageCommitter {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(created_at) = created_at else { return Ok(Err(ApiError::not_found("conversation"))) };
-        tx.commit().await?;
+        tx.commit().await.map_err(|error| Failed { error, at_commit: true })?;
         self.committed(1);
         Ok(Ok(Sent::Stored { seq, created_at }))
     }
@@ -208,7 +218,7 @@ impl MessageCommitter {
         &self,
         conversation: ConversationId,
         writes: &[NewMessageWrite],
-    ) -> Result<Vec<Result<Sent, ApiError>>, sqlx::Error> {
+    ) -> Result<Vec<Result<Sent, ApiError>>, Failed> {
         // PostgreSQL would plan the statement below afresh for every execution (its custom
         // plans, knowing the arrays' lengths, look cheaper than the generic one), about 1 ms of
         // CPU each time, more than running it; the generic plan serves every batch size.
@@ -244,7 +254,7 @@ impl MessageCommitter {
             )
             .fetch_all(&mut *tx)
             .await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(|error| Failed { error, at_commit: true })?;
         self.committed(rows.iter().filter(|row| row.seq.is_some()).count());
         Ok(rows
             .into_iter()
@@ -321,3 +331,23 @@ with input as (
 select checked.is_member, checked.reply_ok, stored.seq, stored.created_at
   from checked left join stored on stored.id = checked.message_id
  order by checked.ord";
+
+/// Whether a failed batch may still be tried once more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    Allowed,
+    Spent,
+}
+
+/// A failed transaction, and whether it failed at its COMMIT (then it may have been stored).
+#[derive(Debug)]
+struct Failed {
+    error: sqlx::Error,
+    at_commit: bool,
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(error: sqlx::Error) -> Self {
+        Self { error, at_commit: false }
+    }
+}

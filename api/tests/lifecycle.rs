@@ -294,3 +294,36 @@ async fn requests_that_meet_a_pooled_connection_postgres_terminated_are_retried_
     assert_eq!(titles, ["after 0", "after 1", "after 2", "after 3", "before"]);
     assert!(api.log_tail(400).contains("retrying a request on a fresh database connection"), "no request was retried");
 }
+
+#[tokio::test]
+async fn message_sends_that_meet_a_pooled_connection_postgres_terminated_are_retried_on_a_fresh_one() {
+    use futures_util::future::join_all;
+    let ctx = TestContext::start().await;
+    let api = ctx.spawn(Binary::Api, parley_testkit::rest::unlimited_writes()).await;
+    let alice = parley_testkit::rest::User::new(&ctx, &api.url(), "alice");
+    let groups = [alice.group("one", &[]).await, alice.group("two", &[]).await, alice.group("three", &[]).await];
+    let pool = ctx.pool().await;
+    // Reads of three conversations at once leave several connections in the pool.
+    let paths: Vec<String> = groups.iter().map(|group| format!("/v1/conversations/{group}/messages")).collect();
+    for reply in join_all(paths.iter().map(|path| alice.get(path))).await {
+        reply.expect(200);
+    }
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()",
+    )
+    .execute(&pool)
+    .await
+    .expect("terminate the API's sessions");
+    // Each conversation's worker meets a dead connection before its commit: retried, stored once.
+    let sends = paths.iter().map(|path| alice.post(path, serde_json::json!({ "text": "after" })));
+    for reply in join_all(sends).await {
+        reply.expect(201);
+    }
+    let stored: i64 = sqlx::query_scalar("select count(*) from messages where body = 'after'")
+        .fetch_one(&pool)
+        .await
+        .expect("count messages");
+    assert_eq!(stored, 3);
+    assert!(api.log_tail(400).contains("retrying messages on a fresh database connection"), "no send was retried");
+}
