@@ -280,13 +280,12 @@ const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 1;
 /// server going away (57P01 on pooled connections at a shutdown), lost connections (class 08),
 /// a full disk or exhausted resources (class 53). The database's state, not a bug.
 pub fn database_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            matches!(&*code, "57P01" | "57P02" | "57P03") || code.starts_with("08") || code.starts_with("53")
-        }),
-        _ => false,
-    }
+    connection_lost(error).is_some()
+        || match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("53")),
+            _ => false,
+        }
 }
 
 /// Whether `error` means the connection it came on is gone, and how.
