@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{Stack, env};
 use futures_util::{SinkExt, StreamExt};
+use parley_testkit::netns::FarSide;
 use parley_testkit::process::rss_kib;
 use parley_testkit::ws::{self, Ended};
 use serde_json::json;
@@ -272,4 +273,44 @@ async fn a_client_that_stops_reading_is_closed_when_a_write_stalls_past_the_writ
     })
     .await;
     assert!(closed <= Duration::from_secs(5), "closed {closed:?} after the last message");
+}
+
+#[tokio::test]
+async fn a_peer_behind_a_cut_network_link_is_closed_and_offline_within_heartbeat_and_pong_timeout() {
+    let far_side = FarSide::create();
+    let ctx = parley_testkit::TestContext::start().await;
+    let api = ctx.spawn(parley_testkit::Binary::Api, parley_testkit::rest::unlimited_writes()).await;
+    // Listening on all addresses, so that the far side of the link reaches the broker too.
+    let port = parley_testkit::wait::free_port().expect("free port");
+    let listen = format!("0.0.0.0:{port}");
+    let broker_env = env(&[
+        ("PARLEY_BROKER_HEARTBEAT_INTERVAL", "1s"),
+        ("PARLEY_BROKER_PONG_TIMEOUT", "2s"),
+        ("PARLEY_BROKER_LISTEN", &listen),
+    ]);
+    let broker = ctx.spawn_on(parley_testkit::Binary::Broker, port, broker_env).await;
+    let stack = Stack { ctx, api, broker };
+    let (alice, bob) = (stack.user("alice"), stack.user("bob"));
+    alice.group("pair", &[&bob]).await;
+
+    // Bob's client is healthy: it reads all the time, so its WebSocket answers every ping.
+    let url = format!("ws://{}:{port}/ws", far_side.near_address);
+    let request = ws::request_with_token(&url, &stack.ctx.token(bob.id, "bob"));
+    let tcp = tokio_tungstenite::MaybeTlsStream::Plain(far_side.connect(port));
+    let (mut client, _) = tokio_tungstenite::client_async(request, tcp).await.expect("WebSocket handshake");
+    let reader = tokio::spawn(async move { while client.next().await.is_some_and(|frame| frame.is_ok()) {} });
+    let presence = format!("/v1/users/{}/presence", bob.uuid());
+    let status = || async { alice.get(&presence).await.expect(200)["status"].clone() };
+    took_until(Duration::from_secs(5), || async { status().await == "online" }).await;
+    // Several heartbeats later it is still there: its pongs come back across the link.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(status().await, "online", "a peer that answers pings stays connected");
+    assert_eq!(broker_counter(&stack, "parley_broker_connections ").await, 1.0);
+
+    far_side.cut();
+    // Heartbeat 1 s + pong timeout 2 s + 2 s.
+    let offline = took_until(Duration::from_secs(15), || async { status().await == "offline" }).await;
+    assert!(offline <= Duration::from_secs(5), "offline {offline:?} after the link was cut");
+    assert_eq!(broker_counter(&stack, "parley_broker_connections ").await, 0.0, "the connection is released");
+    assert!(!reader.is_finished(), "the client saw no close either: nothing crossed the cut link");
 }

@@ -104,8 +104,9 @@ impl AppProcess {
                 command.env_remove(key.as_ref());
             }
         }
-        command.envs(self.env.iter().cloned());
+        // A test may listen on another address of the same port (all addresses, say).
         command.env(self.binary.listen_env(), format!("127.0.0.1:{}", self.port));
+        command.envs(self.env.iter().cloned());
         Ok(command)
     }
 

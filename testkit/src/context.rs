@@ -285,9 +285,14 @@ impl TestContext {
 
     /// Starts `binary` with extra environment variables on top of [`Self::app_env`].
     pub async fn spawn(&self, binary: Binary, extra_env: Vec<(String, String)>) -> AppProcess {
+        self.spawn_on(binary, wait::free_port().expect("free port"), extra_env).await
+    }
+
+    /// Like [`Self::spawn`], on a port chosen by the caller (which may then name it in a
+    /// listen address of its own in `extra_env`).
+    pub async fn spawn_on(&self, binary: Binary, port: u16, extra_env: Vec<(String, String)>) -> AppProcess {
         let mut env = self.app_env();
         env.extend(extra_env);
-        let port = wait::free_port().expect("free port");
         let log = self.dir.join(format!("{}-{port}.log", binary.name()));
         AppProcess::spawn(binary, port, env, Output::File(log)).await.unwrap_or_else(|error| panic!("{error:#}"))
     }

@@ -9,6 +9,7 @@
 //!   unprivileged user when we are root; [`binaries`]: finding the server programs.
 //! - [`otlp`]: a stand-in OTLP/HTTP collector for trace tests.
 //! - [`rest`]: one user's REST client; [`ws`]: a WebSocket client of the broker.
+//! - [`netns`]: a client behind a real network link that a test can cut.
 //! - [`raw_http`]: HTTP/1.1 read byte by byte, for tests of connection handling.
 //! - [`stream`]: reading the JetStream events stream back, for assertions.
 //! - [`wait`]: bounded waits, free ports.
@@ -17,6 +18,7 @@ pub mod app;
 pub mod binaries;
 pub mod context;
 pub mod nats;
+pub mod netns;
 pub mod otlp;
 pub mod postgres;
 pub mod privilege;
