@@ -217,6 +217,13 @@ fn explain(
     if let Some(body_type) = body_type.filter(|body_type| types.last() != Some(body_type)) {
         types.push(body_type);
     }
+    // A field's validator refused it: `… field `body` verification failed. maxLength(1000)`.
+    let refused_field = bare.split_once("field `").and_then(|(_, rest)| rest.split_once("` verification failed. "));
+    if let Some((name, rule)) = refused_field {
+        let path = body.and_then(|body| descend(schemas, &types, body)).map(|(_, _, path)| path).unwrap_or_default();
+        let field = format!("{path}{name}");
+        return (Some(field.clone()), format!("\"{field}\" breaks the rule {rule}"));
+    }
     // `integer_int64` → `integer`: the JSON type, without the format.
     let expected = bare
         .strip_prefix("Expected input type \"")
@@ -224,7 +231,7 @@ fn explain(
         .and_then(|kind| kind.split('_').next());
     let found = body.and_then(|body| {
         let (schema, object, path) = descend(schemas, &types, body)?;
-        Some((fault(schema, object, expected)?, path))
+        Some((fault(schemas, schema, object, expected)?, path))
     });
     match found {
         Some((Fault::Missing(name), path)) => {
@@ -234,6 +241,10 @@ fn explain(
         Some((Fault::WrongType(name, wanted), path)) => {
             let field = format!("{path}{name}");
             (Some(field.clone()), format!("\"{field}\" must be {}", kind_words(&wanted)))
+        }
+        Some((Fault::NotAllowed(name, allowed), path)) => {
+            let field = format!("{path}{name}");
+            (Some(field.clone()), format!("\"{field}\" must be one of {allowed}"))
         }
         None => (None, format!("the body does not match the schema: {bare}")),
     }
@@ -266,21 +277,44 @@ fn descend<'a>(
 enum Fault {
     Missing(String),
     WrongType(String, String),
+    /// Not one of an enumeration's values (listed, comma-separated).
+    NotAllowed(String, String),
 }
 
 /// The first required property that is absent or null, else the first whose JSON type differs
-/// from its schema's (preferring the type the parser expected).
-fn fault(schema: &Value, object: &Map<String, Value>, expected: Option<&str>) -> Option<Fault> {
+/// from its schema's (preferring the type the parser expected), else the first that is not one
+/// of its enumeration's values.
+fn fault(
+    schemas: &Map<String, Value>,
+    schema: &Value,
+    object: &Map<String, Value>,
+    expected: Option<&str>,
+) -> Option<Fault> {
     let required = schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str);
     if let Some(missing) = required.into_iter().find(|name| object.get(*name).is_none_or(Value::is_null)) {
         return Some(Fault::Missing(missing.to_owned()));
     }
     let properties = schema["properties"].as_object()?;
-    properties.iter().find_map(|(name, property)| {
-        let value = object.get(name).filter(|value| !value.is_null())?;
+    let present = || {
+        properties
+            .iter()
+            .filter_map(|(name, property)| Some((name, property, object.get(name).filter(|value| !value.is_null())?)))
+    };
+    let wrong_type = present().find_map(|(name, property, value)| {
         let wanted = property["type"].as_str()?;
         (!matches_type(value, wanted) && expected.is_none_or(|expected| expected == wanted))
             .then(|| Fault::WrongType(name.clone(), wanted.to_owned()))
+    });
+    wrong_type.or_else(|| {
+        present().find_map(|(name, property, value)| {
+            let reference = property["$ref"].as_str().or_else(|| property["allOf"][0]["$ref"].as_str());
+            let target = reference.and_then(|reference| schemas.get(reference.strip_prefix("#/components/schemas/")?));
+            let allowed = target.unwrap_or(property)["enum"].as_array()?;
+            (!allowed.contains(value)).then(|| {
+                let listed: Vec<String> = allowed.iter().map(Value::to_string).collect();
+                Fault::NotAllowed(name.clone(), listed.join(", "))
+            })
+        })
     })
 }
 
@@ -344,6 +378,26 @@ mod tests {
         let reason = "Expected input type \"integer\", found null. (occurred while parsing \"ReceiptBody\")";
         let (field, detail) = explain(&schemas(), reason, Some("Outer"), Some(&json!({ "inner": {} })));
         assert_eq!((field.as_deref(), detail.as_str()), (Some("inner.seq"), "\"inner.seq\" is required"));
+    }
+
+    #[test]
+    fn a_field_its_validator_refused_is_named_with_the_rule() {
+        let reason = "parse request payload error: failed to parse \"ReceiptBody\": field `seq` verification failed. maximum(10)";
+        let (field, detail) = explain(&schemas(), reason, Some("ReceiptBody"), Some(&json!({ "seq": 11 })));
+        assert_eq!((field.as_deref(), detail.as_str()), (Some("seq"), "\"seq\" breaks the rule maximum(10)"));
+    }
+
+    #[test]
+    fn a_value_outside_its_enumeration_is_named_with_the_values() {
+        let mut schemas = schemas();
+        schemas.insert("Kind".into(), json!({ "type": "string", "enum": ["app", "mention"] }));
+        schemas.insert(
+            "Note".into(),
+            json!({ "type": "object", "properties": { "kind": { "$ref": "#/components/schemas/Kind" } } }),
+        );
+        let reason = "parse request payload error: failed to parse \"Kind\" (occurred while parsing \"Note\")";
+        let (field, detail) = explain(&schemas, reason, Some("Note"), Some(&json!({ "kind": "party" })));
+        assert_eq!((field.as_deref(), detail.as_str()), (Some("kind"), "\"kind\" must be one of \"app\", \"mention\""));
     }
 
     #[test]

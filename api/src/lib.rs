@@ -14,8 +14,10 @@
 //!   `seq`, check membership, append the domain event in the same transaction.
 //! - `group_commit`, `sending`: sent messages queued for one conversation are committed
 //!   together — one seq range, one statement, one commit — each answered on its own.
-//! - `relay`: publishes the committed events to JetStream, in order per conversation, one
+//! - `relay`: publishes the committed events (and channel publications, notification changes) to JetStream, in order per conversation, one
 //!   publishing instance at a time (PostgreSQL advisory lock).
+//! - `notifications`: notifications written with the write that causes them (mentions, replies,
+//!   new conversations, additions), and their changes for the relay to publish to the user.
 //! - `channels`: application channels — publishing (HTTP and NATS), history, stats, server API keys.
 //! - `broker_requests`: answers the brokers' NATS request for a connecting user's conversations.
 //! - `presence`: the presence bucket's copy behind responses, and the sweeper of crashed brokers' sessions.
@@ -34,6 +36,7 @@ mod error;
 mod group_commit;
 mod membership;
 mod metrics;
+mod notifications;
 mod outbox;
 mod presence;
 mod rate_limit;

@@ -22,6 +22,11 @@ impl Recorded {
         Self(())
     }
 
+    /// Notification changes were written to `notification_changes` (see [`crate::notifications`]).
+    pub fn notifications() -> Self {
+        Self(())
+    }
+
     /// Messages were stored with their events by [`crate::sending`].
     pub fn messages() -> Self {
         Self(())

@@ -20,8 +20,10 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, connection_lost, database_unavailable};
 use crate::group_commit::{Committer, GroupCommit};
+use crate::notifications::{self, MessageNotice};
 use crate::outbox::EventRow;
 use crate::relay::Outbox;
+use crate::routes::messages::mentions_column;
 
 /// Most messages one transaction commits.
 const MAX_BATCH: usize = 128;
@@ -35,10 +37,26 @@ pub struct NewMessageWrite {
     pub body: Option<String>,
     pub reply_to: Option<Uuid>,
     pub attachment: Option<serde_json::Value>,
+    /// The members it names (checked by the caller; notified only if members at commit).
+    pub mentions: Vec<Uuid>,
     /// Its `message.created` event; the seq in it is not used (the group's commit assigns it).
     pub event: EventRow,
     /// The request's `Idempotency-Key` and what it must match when repeated.
     pub idempotency: Option<(String, serde_json::Value)>,
+}
+
+impl NewMessageWrite {
+    /// The message as stored at `seq`, for the notifications it causes.
+    fn notice(&self, seq: i64) -> MessageNotice {
+        MessageNotice {
+            message_id: *self.id.as_uuid(),
+            author: *self.author.as_uuid(),
+            seq,
+            text: self.body.clone(),
+            mentions: self.mentions.clone(),
+            reply_to: self.reply_to,
+        }
+    }
 }
 
 /// What became of one message.
@@ -175,8 +193,8 @@ impl MessageCommitter {
         // The message, its membership check and its event in one statement.
         let created_at: Option<DateTime<Utc>> = sqlx::query_scalar(
             "with message as (
-                 insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment)
-                 select $1, $2, $3, $4, $5, $6, $7, $8
+                 insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment, mentions)
+                 select $1, $2, $3, $4, $5, $6, $7, $8, $13
                   where exists (select 1 from conversation_members where conversation_id = $2 and user_id = $4)
                  returning created_at
              ), event as (
@@ -197,9 +215,14 @@ impl MessageCommitter {
         .bind(write.event.kind)
         .bind(&write.event.data)
         .bind(&write.event.trace_context)
+        .bind(mentions_column(&write.mentions))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(created_at) = created_at else { return Ok(Err(ApiError::not_found("conversation"))) };
+        let notice = write.notice(seq);
+        if notice.notifies() {
+            notifications::for_messages(&mut tx, *conversation.as_uuid(), &[notice]).await?;
+        }
         tx.commit().await.map_err(|error| Failed { error, at_commit: true })?;
         self.committed(1);
         Ok(Ok(Sent::Stored { seq, created_at }))
@@ -252,8 +275,16 @@ impl MessageCommitter {
                     .map(|write| write.idempotency.as_ref().map(|(_, request)| request.clone()))
                     .collect::<Vec<_>>(),
             )
+            .bind(writes.iter().map(|write| mentions_column(&write.mentions)).collect::<Vec<_>>())
             .fetch_all(&mut *tx)
             .await?;
+        let notices: Vec<MessageNotice> = writes
+            .iter()
+            .zip(&rows)
+            .filter(|(write, _)| !write.mentions.is_empty() || write.reply_to.is_some())
+            .filter_map(|(write, row)| Some(write.notice(row.seq?)))
+            .collect();
+        notifications::for_messages(&mut tx, *conversation.as_uuid(), &notices).await?;
         tx.commit().await.map_err(|error| Failed { error, at_commit: true })?;
         self.committed(rows.iter().filter(|row| row.seq.is_some()).count());
         Ok(rows
@@ -286,9 +317,10 @@ struct Row {
 const STORE: &str = "
 with input as (
     select * from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::jsonb[],
-                         $8::uuid[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::jsonb[])
+                         $8::uuid[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::jsonb[], $14::jsonb[])
         with ordinality as input(message_id, author_id, client_message_id, body, reply_to, attachment,
-                                 event_id, event_kind, event_data, trace_context, idempotency_key, idempotency_request, ord)
+                                 event_id, event_kind, event_data, trace_context, idempotency_key, idempotency_request,
+                                 mentions, ord)
 ), membership as materialized (
     -- A subquery per write, not a join: a join's generic plan reads every member of the
     -- conversation (10,000 rows for a big group) where this reads one row per author.
@@ -321,8 +353,8 @@ with input as (
 ), numbered as (
     select accepted.*, bumped.last_seq - accepted.total + accepted.n as seq from accepted, bumped
 ), stored as (
-    insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment)
-    select message_id, $1, seq, author_id, client_message_id, body, reply_to, attachment from numbered order by seq
+    insert into messages (id, conversation_id, seq, author_id, client_message_id, body, reply_to, attachment, mentions)
+    select message_id, $1, seq, author_id, client_message_id, body, reply_to, attachment, mentions from numbered order by seq
  returning id, seq, created_at
 ), recorded as (
     insert into events (id, conversation_id, seq, type, actor_id, data, trace_context)

@@ -474,7 +474,7 @@ mod tests {
         assert!(schemas.contains_key("HelloFrame") && schemas.contains_key("ClientTypingFrame"));
         assert!(schemas.contains_key("MessageCreatedEvent"));
         let messages = document["components"]["messages"].as_object().expect("messages");
-        assert_eq!(messages.len(), 12 + 8, "one message per server and client frame");
+        assert_eq!(messages.len(), 15 + 8, "one message per server and client frame");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use parley_shared::events::{Envelope, TypingData, TypingState};
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::ConversationPosition;
+use parley_shared::notifications::{NotificationCreated, NotificationsCleared, NotificationsRead};
 use parley_shared::presence::PresenceStatus;
 use parley_shared::publications::{ChannelPosition, Publication};
 use schemars::JsonSchema;
@@ -253,6 +254,15 @@ pub enum ServerFrame {
     PresenceSubscribed {
         user_ids: Vec<UserId>,
     },
+    /// A new notification in the user's inbox (on every connection of the user), with the
+    /// unread count. Not replayed: list `GET /v1/me/notifications?status=unread` after connecting.
+    Notification(NotificationCreated),
+    /// Notifications were marked read, on this device or another.
+    #[serde(rename = "notifications.read")]
+    NotificationsRead(NotificationsRead),
+    /// Notifications were cleared, on this device or another.
+    #[serde(rename = "notifications.cleared")]
+    NotificationsCleared(NotificationsCleared),
     /// A frame was not understood or not allowed; the connection stays open. `user_ids` names
     /// the users a `presence.subscribe` was refused for (`not_visible`, `too_many_subscriptions`);
     /// `channel` the channel a `subscribe`, `unsubscribe` or `publish` was refused for.
@@ -403,6 +413,32 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+
+    #[test]
+    fn notification_frames_as_the_api_publishes_them_are_the_documented_frames() {
+        use parley_shared::notifications::{Notification, NotificationFrame, NotificationKind, Priority};
+        let notification = Notification {
+            id: Uuid::now_v7(),
+            kind: NotificationKind::Mention,
+            priority: Priority::Normal,
+            title: "Alice mentioned you".into(),
+            body: Some("hi @bob".into()),
+            data: serde_json::json!({ "seq": 4 }),
+            created_at: Utc::now(),
+            read_at: None,
+        };
+        let created = NotificationCreated { notification, unread_count: 1 };
+        let read = NotificationsRead { id: None, up_to: Some(Uuid::now_v7()), unread_count: 0 };
+        let cleared = NotificationsCleared { id: None, all: true, unread_count: 0 };
+        let pairs = [
+            (NotificationFrame::Created(created.clone()), ServerFrame::Notification(created)),
+            (NotificationFrame::Read(read.clone()), ServerFrame::NotificationsRead(read)),
+            (NotificationFrame::Cleared(cleared.clone()), ServerFrame::NotificationsCleared(cleared)),
+        ];
+        for (published, documented) in pairs {
+            assert_eq!(serde_json::to_value(published).ok(), serde_json::to_value(documented).ok());
+        }
+    }
 
     #[test]
     fn event_frame_wraps_the_envelope_as_the_documented_frame() {

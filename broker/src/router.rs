@@ -20,7 +20,7 @@ use parley_shared::events::{Envelope, Event};
 use parley_shared::ids::{ConversationId, UserId};
 use parley_shared::membership::{ConversationPosition, Membership};
 use parley_shared::publications::OFFSET_HEADER;
-use parley_shared::subjects::Subjects;
+use parley_shared::subjects::{NOTIFICATION_KIND, Subjects};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -225,15 +225,19 @@ impl Journal {
 pub enum Target {
     Conversation(ConversationId),
     User(UserId),
+    /// A change of the user's notification inbox; the payload is the frame.
+    Notification(UserId),
 }
 
-/// `<prefix>.conv.<id>.<type>` or `<prefix>.user.<id>.<type>` (stream events and signals alike).
+/// `<prefix>.conv.<id>.<type>` or `<prefix>.user.<id>.<type>` (stream events and signals
+/// alike), or `<prefix>.user.<id>.notification`.
 pub fn target_of(subjects: &Subjects, subject: &str) -> Option<Target> {
     let rest = subject.strip_prefix(subjects.prefix())?;
     let (scope, rest) = rest.strip_prefix('.')?.split_once('.')?;
-    let id = rest.split('.').next()?;
+    let (id, kind) = rest.split_once('.').unwrap_or((rest, ""));
     match scope {
         "conv" => id.parse().ok().map(Target::Conversation),
+        "user" if kind == NOTIFICATION_KIND => id.parse().ok().map(Target::Notification),
         "user" => id.parse().ok().map(Target::User),
         _ => None,
     }
@@ -251,6 +255,12 @@ fn decode(message: &Message) -> Option<(Envelope, Frame)> {
     let frame =
         Frame { text: event_frame(&message.payload)?, occurred_at_micros: envelope.occurred_at.timestamp_micros() };
     Some((envelope, frame))
+}
+
+/// A notification's payload is its frame (not parsed here; the API built it).
+fn notification_frame(message: &Message) -> Option<Frame> {
+    let text = Utf8Bytes::try_from(message.payload.clone()).ok()?;
+    Some(Frame { text, occurred_at_micros: 0 })
 }
 
 /// A durable publication's offset, from its header (the payload is not parsed).
@@ -393,6 +403,7 @@ impl Router {
         match target_of(&self.subjects, &message.subject) {
             Some(Target::Conversation(conversation)) => self.route_conversation(conversation, message),
             Some(Target::User(user)) => self.route_user(user, message),
+            Some(Target::Notification(user)) => self.route_notification(user, message),
             None => {
                 if let Some(key) = self.subjects.channel_key(&message.subject) {
                     route_publication(&self.channels, &self.metrics, key, message);
@@ -470,6 +481,18 @@ impl Router {
         let Some((envelope, frame)) = decode(message) else { return };
         self.apply_own_change(user, &envelope);
         let _span = delivery_span(message.headers.as_ref());
+        let overflowed = self.index.push_to_user(user, &frame);
+        self.metrics.events_routed.inc();
+        self.metrics.slow_consumers.inc_by(overflowed as u64);
+    }
+
+    /// A notification frame to every local connection of its user, as it came.
+    fn route_notification(&mut self, user: UserId, message: &Message) {
+        let Some(frame) = notification_frame(message) else { return };
+        if !self.index.has_user(user) {
+            self.metrics.events_dropped.inc();
+            return;
+        }
         let overflowed = self.index.push_to_user(user, &frame);
         self.metrics.events_routed.inc();
         self.metrics.slow_consumers.inc_by(overflowed as u64);
@@ -566,6 +589,9 @@ impl Router {
                         replay.push(frame);
                     }
                 }
+                Some(Target::Notification(addressed)) if addressed == user => {
+                    replay.extend(notification_frame(message));
+                }
                 Some(Target::User(addressed)) if addressed == user => {
                     let Some((envelope, frame)) = decode(message) else { continue };
                     let conversation = envelope.conversation_id;
@@ -614,6 +640,7 @@ mod tests {
             target_of(&subjects, &subjects.conversation_event(conversation, "message.created")),
             Some(Target::Conversation(conversation))
         );
+        assert_eq!(target_of(&subjects, &subjects.user_notifications(user)), Some(Target::Notification(user)));
         assert_eq!(target_of(&subjects, "parley.user.not-a-uuid.member.added"), None);
         assert_eq!(target_of(&subjects, "other.user.x.member.added"), None);
         assert_eq!(target_of(&subjects, "parleyx.conv.x.y"), None);

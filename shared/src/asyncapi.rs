@@ -9,6 +9,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 use crate::events::{Envelope, Typing};
+use crate::notifications::NotificationFrame;
 use crate::presence::PresenceAnnouncement;
 
 /// Every persisted event type, with what it means.
@@ -39,6 +40,7 @@ pub fn document() -> Value {
     let envelope = generator.subschema_for::<Envelope>();
     let typing = generator.subschema_for::<Typing>();
     let presence = generator.subschema_for::<PresenceAnnouncement>();
+    let notification = generator.subschema_for::<NotificationFrame>();
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     schemas.insert("EventHeaders".into(), event_headers());
 
@@ -74,6 +76,16 @@ pub fn document() -> Value {
             "summary": "A user's first connection on any broker opened (`online`) or their last one closed (`offline`, with `last_seen_at`): published once per change by the broker (`offline` for the users of a broker that died comes from an API instance once the broker's lease expired). `audience` lists the user's conversations with at most `PARLEY_PRESENCE_AUTO_MAX_MEMBERS` members, whose members hear it without asking; brokers send the signal (without `audience`: the `presence` frame) once to each connection of those members and of anyone who subscribed to the user. Not stored.",
             "contentType": "application/json",
             "payload": presence,
+        }),
+    );
+    messages.insert(
+        "notification".into(),
+        json!({
+            "name": "notification",
+            "title": "notification",
+            "summary": "A change of one user's notification inbox (`notification`: created; `notifications.read`; `notifications.cleared`), as the WebSocket frame brokers forward byte for byte to every connection of the user. Published by the outbox relay after the change committed, in order per user; `Nats-Msg-Id` is `notification-change/<position>`.",
+            "contentType": "application/json",
+            "payload": notification,
         }),
     );
     let refs = |kinds: &[&str]| -> Map<String, Value> {
@@ -126,6 +138,13 @@ pub fn document() -> Value {
                 },
                 "messages": refs(&USER_KINDS),
             },
+            "userNotifications": {
+                "address": "parley.user.{userId}.notification",
+                "title": "Notification inbox changes",
+                "description": "JetStream (captured by the events stream with the user events). Brokers read them through their one consumer and forward each to the user's connections; a client that was offline lists `GET /v1/me/notifications`.",
+                "parameters": { "userId": { "description": "The user whose inbox changed." } },
+                "messages": { "notification": { "$ref": "#/components/messages/notification" } },
+            },
             "typing": {
                 "address": "parley.conv.{conversationId}.typing",
                 "title": "Typing signals",
@@ -153,6 +172,12 @@ pub fn document() -> Value {
                 "title": "parley-api publishes membership events to the users concerned",
                 "channel": { "$ref": "#/channels/userEvents" },
                 "messages": channel_refs("userEvents", &USER_KINDS),
+            },
+            "publishNotificationChange": {
+                "action": "send",
+                "title": "parley-api publishes each committed change of a user's notification inbox (outbox relay)",
+                "channel": { "$ref": "#/channels/userNotifications" },
+                "messages": [{ "$ref": "#/channels/userNotifications/messages/notification" }],
             },
             "publishTyping": {
                 "action": "send",

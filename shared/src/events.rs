@@ -182,6 +182,9 @@ pub struct MessageCreated {
     /// optimistic copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_message_id: Option<String>,
+    /// The members the message names (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<UserId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -191,6 +194,9 @@ pub struct MessageEdited {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     pub edited_at: DateTime<Utc>,
+    /// The members the message names after the edit (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<UserId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

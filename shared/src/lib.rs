@@ -10,6 +10,7 @@
 //! - [`ids`]: validated id newtypes; NATS subjects are only ever built from these.
 //! - [`membership`]: the broker's request for a user's conversations, answered by the API.
 //! - [`nats`]: connecting to NATS (servers, authentication, TLS, dead-link deadline).
+//! - [`notifications`]: the live frames of a user's notification inbox.
 //! - [`presence`]: the presence bucket's layout and the presence signal.
 //! - [`publications`]: channel publications on NATS and the broker's position request.
 //! - [`subjects`]: the NATS subject scheme and the events stream's name.
@@ -27,6 +28,7 @@ pub mod http_server;
 pub mod ids;
 pub mod membership;
 pub mod nats;
+pub mod notifications;
 pub mod presence;
 pub mod publications;
 pub mod serve;

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `<prefix>.conv.<conversation_id>.<type>` | every persisted event of a conversation | JetStream |
 //! | `<prefix>.user.<user_id>.<type>` | events one user must hear (membership changes) | JetStream |
+//! | `<prefix>.user.<user_id>.notification` | changes of the user's notification inbox, as WebSocket frames (see [`crate::notifications`]) | JetStream |
 //! | `<prefix>.conv.<conversation_id>.typing` | typing signals (one token shorter than any persisted kind, so the stream does not capture them, while `<prefix>.conv.<id>.>` covers both) | core NATS |
 //! | `<prefix>.presence.<user_id>` | the user went online or offline: one message per change, with the conversations whose members hear it without asking | core NATS |
 //! | `<prefix>.chan.<namespace>.<base64url(name)>` | publications of a durable channel (see [`crate::channels`]) | JetStream |
@@ -22,6 +23,9 @@ use crate::channels::Channel;
 use crate::ids::{ConversationId, UserId};
 
 pub const DEFAULT_PREFIX: &str = "parley";
+
+/// The last token of a user's notification subject: one token, where every event kind has two.
+pub const NOTIFICATION_KIND: &str = "notification";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subjects {
@@ -55,6 +59,11 @@ impl Subjects {
 
     pub fn user_event(&self, user: UserId, kind: &'static str) -> String {
         format!("{}.user.{user}.{kind}", self.prefix)
+    }
+
+    /// Changes of one user's notification inbox (the payload is the WebSocket frame).
+    pub fn user_notifications(&self, user: UserId) -> String {
+        format!("{}.user.{user}.{NOTIFICATION_KIND}", self.prefix)
     }
 
     /// Every user-scoped event of one user.

@@ -22,6 +22,7 @@
 
 mod drain;
 mod lease;
+mod notifications;
 mod prune;
 mod publications;
 mod publisher;
@@ -76,6 +77,9 @@ pub struct RelayConfig {
     /// deleted and replay asks for them answers 410. `0s` keeps them forever.
     #[arg(long, env = "PARLEY_EVENT_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub event_retention: Duration,
+    /// How long notifications stay in users' inboxes, read or not. `0s` keeps them forever.
+    #[arg(long, env = "PARLEY_NOTIFICATION_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub notification_retention: Duration,
     /// How long one publish may wait (for a slot, for JetStream's acknowledgement) before the
     /// round is logged as stalled and retried.
     #[arg(long, env = "PARLEY_PUBLISH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -277,6 +281,11 @@ impl Relay {
                             Err(error) => tracing::warn!(%error, "pruning published events failed"),
                         }
                     }
+                    match prune::notifications(&self.db, self.config.notification_retention).await {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(deleted, "pruned notifications past their retention"),
+                        Err(error) => tracing::warn!(%error, "pruning notifications failed"),
+                    }
                     match prune::publications(&self.db, &self.namespaces).await {
                         Ok(0) => {}
                         Ok(deleted) => tracing::info!(deleted, "pruned channel publications past their history"),
@@ -299,8 +308,9 @@ impl Relay {
         let batch = self.config.outbox_batch;
         let events = drain::publish_pending(&self.db, &publisher, batch, &self.metrics);
         let publications = publications::publish_pending(&self.db, &publisher, batch, &self.metrics);
-        let (events, publications) = tokio::join!(events, publications);
-        events.and(publications)
+        let notifications = notifications::publish_pending(&self.db, &publisher, batch, &self.metrics);
+        let (events, publications, notifications) = tokio::join!(events, publications, notifications);
+        events.and(publications).and(notifications)
     }
 
     /// Updates the lag gauge from the oldest unpublished event; returns it in seconds.

@@ -52,6 +52,34 @@ pub async fn published_before(db: &PgPool, retention: Duration) -> Result<u64, s
     in_chunks(db, query).await
 }
 
+/// Deletes notifications created longer than `retention` ago (none when it is zero), and
+/// notification changes published more than a day ago; returns how many notifications.
+pub async fn notifications(db: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let changes = || {
+        sqlx::query(
+            "delete from notification_changes where position in (
+                 select position from notification_changes
+                  where published_at < now() - interval '1 day'
+                  limit $1)",
+        )
+        .bind(CHUNK)
+    };
+    in_chunks(db, changes).await?;
+    if retention.is_zero() {
+        return Ok(0);
+    }
+    let seconds = retention.as_secs_f64();
+    let notifications = || {
+        sqlx::query(
+            "delete from notifications where id in (
+                 select id from notifications where created_at < now() - make_interval(secs => $1) limit $2)",
+        )
+        .bind(seconds)
+        .bind(CHUNK)
+    };
+    in_chunks(db, notifications).await
+}
+
 /// Runs a `delete … limit CHUNK` until it deletes fewer than [`CHUNK`] rows; how many in all.
 async fn in_chunks<'q>(
     db: &PgPool,

@@ -17,7 +17,8 @@ use crate::error::{ApiError, ProblemCode};
 use crate::presence::Presence;
 use crate::state::AppState;
 use crate::text::{Text, clean_name};
-use crate::{membership, outbox};
+use crate::{membership, notifications, outbox};
+use parley_shared::notifications::NotificationKind;
 
 /// Members listed in a conversation; `member_count` has the total.
 const LISTED_MEMBERS: i64 = 100;
@@ -362,6 +363,8 @@ async fn create_direct(
     }
     within_quota(&mut tx, caller, "direct", state.limits.new_direct_partners_per_hour).await?;
     add_initial_members(&mut tx, id, &[(*caller.as_uuid(), Role::Member), (other, Role::Member)]).await?;
+    let notice = notifications::about_conversation(NotificationKind::Direct, *caller.as_uuid(), id, None, [other]);
+    notifications::record(&mut tx, Some(*caller.as_uuid()), &notice).await?;
     let context =
         context.map(|c| events::Context { kind: c.kind.into(), id: c.id.into(), title: c.title.map(Into::into) });
     let members = vec![caller, UserId::from_uuid(other)];
@@ -400,6 +403,11 @@ async fn create_group(state: &AppState, caller: UserId, group: NewGroupConversat
         .await?;
     within_quota(&mut tx, caller, "group", state.limits.new_conversations_per_hour).await?;
     add_initial_members(&mut tx, id, &members).await?;
+    if others.len() <= notifications::ADDED_NOTIFY_MAX_MEMBERS {
+        let added =
+            notifications::about_conversation(NotificationKind::Added, *caller.as_uuid(), id, Some(&title), others);
+        notifications::record(&mut tx, Some(*caller.as_uuid()), &added).await?;
+    }
     let recorded = outbox::append(&mut tx, ConversationId::from_uuid(id), 1, caller, &event).await?;
     crate::db::commit(tx).await?;
     state.outbox.committed(recorded);

@@ -32,6 +32,8 @@ pub struct User {
     /// When a request last carried this user's token.
     pub last_seen_at: Option<DateTime<Utc>>,
     pub presence: Presence,
+    /// The caller's unread notifications (`GET /v1/me` only).
+    pub unread_notifications: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -66,7 +68,9 @@ impl MeApi {
     /// The user's row is created, or its display name refreshed, whenever a token is seen.
     #[oai(path = "/me", method = "get", operation_id = "getMe")]
     async fn me(&self, state: Data<&AppState>, auth: BearerAuth) -> Result<Json<User>, ApiError> {
-        load(&state, auth.0.id).await.map(Json)
+        let mut me = load(&state, auth.0.id).await?;
+        me.unread_notifications = Some(super::notifications::unread_count(&state, auth.0.id).await?);
+        Ok(Json(me))
     }
 
     /// Change the caller's display name or avatar
@@ -134,6 +138,7 @@ async fn load(state: &AppState, user: UserId) -> Result<User, ApiError> {
         created_at: row.created_at,
         last_seen_at: row.last_seen_at,
         presence: state.presence.of(user),
+        unread_notifications: None,
     })
 }
 
@@ -159,6 +164,7 @@ impl poem_openapi::types::Example for User {
             created_at: super::examples::time(),
             last_seen_at: Some(super::examples::time()),
             presence: poem_openapi::types::Example::example(),
+            unread_notifications: Some(2),
         }
     }
 }

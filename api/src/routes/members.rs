@@ -14,7 +14,8 @@ use super::conversations::{Member, Role, ensure_users};
 use crate::auth::BearerAuth;
 use crate::error::{ApiError, ProblemCode};
 use crate::state::AppState;
-use crate::{membership, outbox};
+use crate::{membership, notifications, outbox};
+use parley_shared::notifications::NotificationKind;
 
 #[derive(Object, Debug)]
 #[oai(skip_serializing_if_is_none, example)]
@@ -95,6 +96,9 @@ impl MembersApi {
         let Some((joined_at, display_name)) = added else {
             return Err(ApiError::conflict(ProblemCode::AlreadyMember, "the user is already a member"));
         };
+        let added =
+            notifications::about_conversation(NotificationKind::Added, *caller.as_uuid(), id.0, None, [body.0.user_id]);
+        notifications::record(&mut tx, Some(*caller.as_uuid()), &added).await?;
         let event = Event::MemberAdded(MemberChange {
             user_id: UserId::from_uuid(body.0.user_id),
             role: Some(role.as_str().into()),

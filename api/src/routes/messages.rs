@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::{ApiTags, examples};
 use crate::auth::BearerAuth;
 use crate::error::{ApiError, ProblemCode};
+use crate::notifications::{self, MessageNotice};
 use crate::sending::{NewMessageWrite, Sent};
 use crate::state::AppState;
 use crate::text::{Text, is_https_url};
@@ -41,9 +42,13 @@ pub struct NewMessage {
     /// The text: trimmed, non-empty, at most the configured length (default 4,000 characters).
     /// Optional only when the message has an attachment.
     pub text: Option<Text>,
-    /// A message of the same conversation this one answers.
+    /// A message of the same conversation this one answers; its author is notified (`reply`).
     pub reply_to: Option<Uuid>,
     pub attachment: Option<Attachment>,
+    /// Members of the conversation the message names (at most 50); each is notified
+    /// (`mention`). Anyone else is a 400.
+    #[oai(validator(max_items = 50))]
+    pub mentions: Option<Vec<Uuid>>,
     /// The sender's own id for this message; echoed in the `message.created` event so the
     /// sender's devices can match it with their optimistic copy.
     #[oai(validator(min_length = 1, max_length = 100))]
@@ -55,6 +60,10 @@ pub struct NewMessage {
 pub struct MessagePatch {
     /// The new text, with the same rules as when sending.
     pub text: Text,
+    /// The members the message names from now on (at most 50); left out, they stay as they
+    /// were. Members named for the first time are notified.
+    #[oai(validator(max_items = 50))]
+    pub mentions: Option<Vec<Uuid>>,
 }
 
 #[derive(Object, Clone, Debug)]
@@ -78,6 +87,8 @@ pub struct Message {
     pub text: Option<String>,
     pub reply_to: Option<Uuid>,
     pub attachment: Option<Attachment>,
+    /// The members the message names.
+    pub mentions: Vec<Uuid>,
     pub client_message_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
@@ -142,6 +153,7 @@ impl MessagesApi {
         if let Some(attachment) = &body.0.attachment {
             validate_attachment(attachment)?;
         }
+        let mentions = validate_mentions(&state.db, conversation, body.0.mentions.as_deref()).await?;
         let message_id = MessageId::from_uuid(Uuid::now_v7());
         let attachment = body.0.attachment.clone();
         let client_message_id = body.0.client_message_id.clone().map(String::from);
@@ -157,6 +169,7 @@ impl MessagesApi {
                 name: a.name.map(Into::into),
             }),
             client_message_id: client_message_id.clone(),
+            mentions: mentions.iter().copied().map(UserId::from_uuid).collect(),
         });
         outbox::ensure_publishable(&state.nats, &event, "text")?;
         // Seq 0 for now: the message's seq is taken when its group is stored.
@@ -170,6 +183,7 @@ impl MessagesApi {
             body: text.clone(),
             reply_to: body.0.reply_to,
             attachment: attachment.as_ref().map(serde_json::to_value).transpose().map_err(|_| ApiError::internal())?,
+            mentions: mentions.clone(),
             event,
             idempotency: idempotency.clone(),
         };
@@ -190,6 +204,7 @@ impl MessagesApi {
             text,
             reply_to: body.0.reply_to,
             attachment,
+            mentions,
             client_message_id,
             created_at,
             edited_at: None,
@@ -285,6 +300,10 @@ impl MessagesApi {
     ) -> Result<Json<Message>, ApiError> {
         let (caller, conversation) = (auth.0.id, ConversationId::from_uuid(id.0));
         let text = validate_text(&body.0.text, state.limits.message_max_chars)?;
+        let mentions = match body.0.mentions.as_deref() {
+            Some(named) => Some(validate_mentions(&state.db, conversation, Some(named)).await?),
+            None => None,
+        };
         let mut tx = state.db.begin().await?;
         let seq = outbox::next_seq(&mut tx, conversation, false).await?;
         let member = membership::require(&mut *tx, conversation, caller).await?;
@@ -302,16 +321,32 @@ impl MessagesApi {
                 "the edit window for this message has closed",
             ));
         }
-        let edited_at: DateTime<Utc> =
-            sqlx::query_scalar("update messages set body = $2, edited_at = now() where id = $1 returning edited_at")
-                .bind(message_id.0)
-                .bind(&text)
-                .fetch_one(&mut *tx)
-                .await?;
+        let mentions = mentions.unwrap_or_else(|| target.mentions.clone());
+        let edited_at: DateTime<Utc> = sqlx::query_scalar(
+            "update messages set body = $2, mentions = $3, edited_at = now() where id = $1 returning edited_at",
+        )
+        .bind(message_id.0)
+        .bind(&text)
+        .bind(mentions_column(&mentions))
+        .fetch_one(&mut *tx)
+        .await?;
+        let newly_named: Vec<Uuid> = mentions.iter().filter(|user| !target.mentions.contains(user)).copied().collect();
+        let notice = MessageNotice {
+            message_id: message_id.0,
+            author: *caller.as_uuid(),
+            seq: target.seq,
+            text: Some(text.clone()),
+            mentions: newly_named,
+            reply_to: None,
+        };
+        if notice.notifies() {
+            notifications::for_messages(&mut tx, id.0, &[notice]).await?;
+        }
         let event = Event::MessageEdited(MessageEdited {
             message_id: MessageId::from_uuid(message_id.0),
             body: Some(text),
             edited_at,
+            mentions: mentions.into_iter().map(UserId::from_uuid).collect(),
         });
         outbox::ensure_publishable(&state.nats, &event, "text")?;
         let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
@@ -347,10 +382,12 @@ impl MessagesApi {
             tx.rollback().await?;
             return Ok(DeleteResponse::Deleted);
         }
-        sqlx::query("update messages set body = null, attachment = null, deleted_at = now() where id = $1")
-            .bind(message_id.0)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "update messages set body = null, attachment = null, mentions = null, deleted_at = now() where id = $1",
+        )
+        .bind(message_id.0)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("delete from reactions where message_id = $1").bind(message_id.0).execute(&mut *tx).await?;
         // The text also lives in the events that created and edited the message.
         sqlx::query(
@@ -389,6 +426,36 @@ fn validate_text(text: &str, max_chars: usize) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
+/// The distinct users `mentions` names, each a member of the conversation (else 400).
+async fn validate_mentions(
+    db: &PgPool,
+    conversation: ConversationId,
+    mentions: Option<&[Uuid]>,
+) -> Result<Vec<Uuid>, ApiError> {
+    let mut named: Vec<Uuid> = mentions.unwrap_or_default().to_vec();
+    named.sort_unstable();
+    named.dedup();
+    if named.is_empty() {
+        return Ok(named);
+    }
+    let members: i64 = sqlx::query_scalar(
+        "select count(*) from conversation_members where conversation_id = $1 and user_id = any($2)",
+    )
+    .bind(conversation.as_uuid())
+    .bind(&named)
+    .fetch_one(db)
+    .await?;
+    if usize::try_from(members).ok() != Some(named.len()) {
+        return Err(ApiError::bad_request("mentions", "every mentioned user must be a member of the conversation"));
+    }
+    Ok(named)
+}
+
+/// `messages.mentions`: a JSON array of user ids, null for none.
+pub fn mentions_column(mentions: &[Uuid]) -> Option<serde_json::Value> {
+    (!mentions.is_empty()).then(|| serde_json::json!(mentions))
+}
+
 fn validate_attachment(attachment: &Attachment) -> Result<(), ApiError> {
     if !is_https_url(&attachment.url) {
         return Err(ApiError::bad_request("attachment.url", "the attachment URL must be an https:// URL"));
@@ -415,8 +482,10 @@ async fn replay(db: &PgPool, caller: UserId, key: &str, request: &serde_json::Va
 
 struct Target {
     author_id: Uuid,
+    seq: i64,
     created_at: DateTime<Utc>,
     deleted: bool,
+    mentions: Vec<Uuid>,
 }
 
 /// The message, locked for update, if it belongs to the conversation and is visible to the caller.
@@ -426,8 +495,9 @@ async fn find(
     message: Uuid,
     visible_from_seq: i64,
 ) -> Result<Target, ApiError> {
-    let row: Option<(Uuid, DateTime<Utc>, bool)> = sqlx::query_as(
-        "select author_id, created_at, deleted_at is not null from messages
+    type Row = (Uuid, i64, DateTime<Utc>, bool, Option<sqlx::types::Json<Vec<Uuid>>>);
+    let row: Option<Row> = sqlx::query_as(
+        "select author_id, seq, created_at, deleted_at is not null, mentions from messages
           where id = $1 and conversation_id = $2 and seq >= $3 for update",
     )
     .bind(message)
@@ -435,8 +505,8 @@ async fn find(
     .bind(visible_from_seq)
     .fetch_optional(tx)
     .await?;
-    let (author_id, created_at, deleted) = row.ok_or_else(|| ApiError::not_found("message"))?;
-    Ok(Target { author_id, created_at, deleted })
+    let (author_id, seq, created_at, deleted, mentions) = row.ok_or_else(|| ApiError::not_found("message"))?;
+    Ok(Target { author_id, seq, created_at, deleted, mentions: mentions.map(|json| json.0).unwrap_or_default() })
 }
 
 #[derive(sqlx::FromRow)]
@@ -448,13 +518,14 @@ struct MessageRow {
     body: Option<String>,
     reply_to: Option<Uuid>,
     attachment: Option<sqlx::types::Json<Attachment>>,
+    mentions: Option<sqlx::types::Json<Vec<Uuid>>>,
     client_message_id: Option<String>,
     created_at: DateTime<Utc>,
     edited_at: Option<DateTime<Utc>>,
     deleted_at: Option<DateTime<Utc>>,
 }
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, author_id, body, reply_to, attachment, client_message_id, created_at, edited_at, deleted_at";
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, author_id, body, reply_to, attachment, mentions, client_message_id, created_at, edited_at, deleted_at";
 
 async fn load_one(db: &PgPool, caller: UserId, id: Uuid) -> Result<Message, ApiError> {
     load(db, caller, &[id]).await?.pop().ok_or_else(|| ApiError::not_found("message"))
@@ -526,6 +597,7 @@ async fn enrich(db: &PgPool, caller: UserId, rows: Vec<MessageRow>) -> Result<Ve
             text: row.body,
             reply_to: row.reply_to,
             attachment: row.attachment.map(|json| json.0),
+            mentions: row.mentions.map(|json| json.0).unwrap_or_default(),
             client_message_id: row.client_message_id,
             created_at: row.created_at,
             edited_at: row.edited_at,
@@ -554,6 +626,7 @@ impl poem_openapi::types::Example for NewMessage {
             text: Some("Is the bike still available?".into()),
             reply_to: None,
             attachment: None,
+            mentions: None,
             client_message_id: Some("c-7f3a".into()),
         }
     }
@@ -561,7 +634,7 @@ impl poem_openapi::types::Example for NewMessage {
 
 impl poem_openapi::types::Example for MessagePatch {
     fn example() -> Self {
-        Self { text: "Is the blue bike still available?".into() }
+        Self { text: "Is the blue bike still available?".into(), mentions: None }
     }
 }
 
@@ -575,6 +648,7 @@ impl poem_openapi::types::Example for Message {
             text: Some("Is the bike still available?".into()),
             reply_to: None,
             attachment: None,
+            mentions: Vec::new(),
             client_message_id: Some("c-7f3a".into()),
             created_at: examples::time(),
             edited_at: None,

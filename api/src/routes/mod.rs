@@ -10,6 +10,7 @@ pub mod health;
 pub mod me;
 pub mod members;
 pub mod messages;
+pub mod notifications;
 pub mod presence;
 pub mod reactions;
 pub mod receipts;
@@ -36,6 +37,8 @@ pub enum ApiTags {
     Events,
     /// Application channels: publishing (server API key), history and stats.
     Channels,
+    /// The caller's notification inbox, and backends' notifications (server API key).
+    Notifications,
 }
 
 pub type Api = (
@@ -50,6 +53,7 @@ pub type Api = (
     search::SearchApi,
     events::EventsApi,
     channels::ChannelsApi,
+    notifications::NotificationsApi,
 );
 
 /// The operations that can answer 409 (a deleted message, membership rules).

@@ -329,6 +329,7 @@ fn bare_frame(sent_micros: i64) -> String {
             reply_to: None,
             attachment: None,
             client_message_id: None,
+            mentions: Vec::new(),
         }),
     };
     json!({ "type": "event", "event": envelope }).to_string()

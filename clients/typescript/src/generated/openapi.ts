@@ -317,6 +317,81 @@ export interface paths {
         patch: operations["updateMe"];
         trace?: never;
     };
+    "/v1/me/notifications": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the caller's notifications
+         * @description Newest first; `status=unread` lists only the pending ones. Page with `before`.
+         */
+        get: operations["listNotifications"];
+        put?: never;
+        post?: never;
+        /** Clear all notifications */
+        delete: operations["clearNotifications"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/notifications/read": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Mark notifications read up to one
+         * @description Every notification up to and including `up_to` (all of them without it).
+         */
+        post: operations["markNotificationsRead"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/notifications/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Clear one notification */
+        delete: operations["clearNotification"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/notifications/{id}/read": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Mark one notification read */
+        post: operations["markNotificationRead"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/publications": {
         parameters: {
             query?: never;
@@ -375,6 +450,27 @@ export interface paths {
         get: operations["getUser"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{id}/notifications": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Notify a user (backends)
+         * @description With a server API key. The user need not have connected yet: the notification waits in
+         *     their inbox.
+         */
+        post: operations["createNotification"];
         delete?: never;
         options?: never;
         head?: never;
@@ -514,6 +610,7 @@ export interface components {
          *         "created_at": "2026-09-21T14:13:20+00:00",
          *         "deleted": false,
          *         "id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *         "mentions": [],
          *         "reactions": [
          *           {
          *             "count": 1,
@@ -651,6 +748,7 @@ export interface components {
          *             "created_at": "2026-09-21T14:13:20+00:00",
          *             "deleted": false,
          *             "id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *             "mentions": [],
          *             "reactions": [
          *               {
          *                 "count": 1,
@@ -816,6 +914,24 @@ export interface components {
             type: "receipt.read";
         };
         /**
+         * InboxState
+         * @example {
+         *       "unread_count": 0
+         *     }
+         */
+        InboxState: {
+            /**
+             * Format: int64
+             * @description The caller's unread notifications after the change.
+             */
+            unread_count: number;
+        };
+        /**
+         * @description What caused a notification.
+         * @enum {string}
+         */
+        Kind: "mention" | "reply" | "direct" | "added" | "call_missed" | "app";
+        /**
          * Member
          * @example {
          *       "delivered_seq": 2,
@@ -863,6 +979,7 @@ export interface components {
          *       "created_at": "2026-09-21T14:13:20+00:00",
          *       "deleted": false,
          *       "id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *       "mentions": [],
          *       "reactions": [
          *         {
          *           "count": 1,
@@ -894,6 +1011,8 @@ export interface components {
             edited_at?: string;
             /** Format: uuid */
             id: string;
+            /** @description The members the message names. */
+            mentions: string[];
             reactions: components["schemas"]["ReactionCount"][];
             /** @description Who they are (at most 100; `read_count` has the total). */
             read_by: string[];
@@ -922,6 +1041,8 @@ export interface components {
              *     optimistic copy.
              */
             client_message_id?: string | null;
+            /** @description The members the message names (absent when none). */
+            mentions?: components["schemas"]["UserId"][];
             message_id: components["schemas"]["MessageId"];
             reply_to?: components["schemas"]["MessageId"] | (null);
         };
@@ -933,6 +1054,8 @@ export interface components {
             body?: string | null;
             /** Format: date-time */
             edited_at: string;
+            /** @description The members the message names after the edit (absent when none). */
+            mentions?: components["schemas"]["UserId"][];
             message_id: components["schemas"]["MessageId"];
         };
         /**
@@ -952,6 +1075,7 @@ export interface components {
          *           "created_at": "2026-09-21T14:13:20+00:00",
          *           "deleted": false,
          *           "id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *           "mentions": [],
          *           "reactions": [
          *             {
          *               "count": 1,
@@ -982,8 +1106,46 @@ export interface components {
          *     }
          */
         MessagePatch: {
+            /**
+             * @description The members the message names from now on (at most 50); left out, they stay as they
+             *     were. Members named for the first time are notified.
+             */
+            mentions?: string[];
             /** @description The new text, with the same rules as when sending. */
             text: string;
+        };
+        /**
+         * NewAppNotification
+         * @description A backend's notification for one user.
+         * @example {
+         *       "body": "It arrives on Thursday.",
+         *       "data": {
+         *         "order_id": "o-1042"
+         *       },
+         *       "kind": "app",
+         *       "priority": "high",
+         *       "title": "Your order has shipped"
+         *     }
+         */
+        NewAppNotification: {
+            /** @description At most 1,000 characters. */
+            body?: string;
+            /** @description A JSON object of at most 4 KiB (as JSON text), handed to the app as it is. */
+            data?: {
+                [key: string]: unknown;
+            };
+            /**
+             * @description Default `app`.
+             * @default null
+             */
+            kind?: components["schemas"]["Kind"] & unknown;
+            /**
+             * @description Default `normal`; `high` is pushed without the grace delay.
+             * @default normal
+             */
+            priority?: components["schemas"]["NotificationPriority"] & unknown;
+            /** @description 1 to 200 characters. */
+            title: string;
         };
         /**
          * @example {
@@ -1090,8 +1252,13 @@ export interface components {
              */
             client_message_id?: string;
             /**
+             * @description Members of the conversation the message names (at most 50); each is notified
+             *     (`mention`). Anyone else is a 400.
+             */
+            mentions?: string[];
+            /**
              * Format: uuid
-             * @description A message of the same conversation this one answers.
+             * @description A message of the same conversation this one answers; its author is notified (`reply`).
              */
             reply_to?: string;
             /**
@@ -1114,6 +1281,82 @@ export interface components {
             /** @description Any JSON value, at most the namespace's `max_data_bytes` (64 KiB by default) as JSON text. */
             data: unknown;
         };
+        /**
+         * Notification
+         * @example {
+         *       "body": "@bob is the bike still available?",
+         *       "created_at": "2026-09-21T14:13:20+00:00",
+         *       "data": {
+         *         "actor_id": "0191d0c2-6c3e-7f00-8000-00000000a11c",
+         *         "conversation_id": "0191d0c3-1a2b-7c00-8000-0000000c0117",
+         *         "message_id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *         "seq": 2
+         *       },
+         *       "id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *       "kind": "mention",
+         *       "priority": "normal",
+         *       "title": "Alice mentioned you"
+         *     }
+         */
+        Notification: {
+            body?: string;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * @description What it is about: `conversation_id`, `message_id`, `seq`, `actor_id` for the kinds
+             *     Parley creates; whatever the backend sent for `app`.
+             */
+            data: unknown;
+            /**
+             * Format: uuid
+             * @description UUIDv7: newer notifications have greater ids.
+             */
+            id: string;
+            kind: components["schemas"]["Kind"];
+            priority: components["schemas"]["NotificationPriority"];
+            /**
+             * Format: date-time
+             * @description Absent while unread.
+             */
+            read_at?: string;
+            title: string;
+        };
+        /**
+         * NotificationPage
+         * @example {
+         *       "has_more": false,
+         *       "items": [
+         *         {
+         *           "body": "@bob is the bike still available?",
+         *           "created_at": "2026-09-21T14:13:20+00:00",
+         *           "data": {
+         *             "actor_id": "0191d0c2-6c3e-7f00-8000-00000000a11c",
+         *             "conversation_id": "0191d0c3-1a2b-7c00-8000-0000000c0117",
+         *             "message_id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *             "seq": 2
+         *           },
+         *           "id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *           "kind": "mention",
+         *           "priority": "normal",
+         *           "title": "Alice mentioned you"
+         *         }
+         *       ],
+         *       "unread_count": 1
+         *     }
+         */
+        NotificationPage: {
+            /** @description Older notifications lie beyond this page: ask again with `before` = the last id. */
+            has_more: boolean;
+            /** @description Newest first. */
+            items: components["schemas"]["Notification"][];
+            /**
+             * Format: int64
+             * @description All of the caller's unread notifications.
+             */
+            unread_count: number;
+        };
+        /** @enum {string} */
+        NotificationPriority: "low" | "normal" | "high";
         /**
          * Presence
          * @description A user's presence as responses show it.
@@ -1248,6 +1491,19 @@ export interface components {
             /** @description Whether the caller is among those who reacted. */
             me: boolean;
         };
+        /**
+         * ReadUpTo
+         * @example {
+         *       "up_to": "0191d0c4-5e6f-7a00-8000-00000000e55a"
+         *     }
+         */
+        ReadUpTo: {
+            /**
+             * Format: uuid
+             * @description Marks this notification and every older one read; left out, all of them.
+             */
+            up_to?: string;
+        };
         Receipt: {
             /** Format: int64 */
             seq: number;
@@ -1279,6 +1535,7 @@ export interface components {
          *           "created_at": "2026-09-21T14:13:20+00:00",
          *           "deleted": false,
          *           "id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *           "mentions": [],
          *           "reactions": [
          *             {
          *               "count": 1,
@@ -1306,6 +1563,8 @@ export interface components {
              */
             next_offset?: number;
         };
+        /** @enum {string} */
+        Status: "all" | "unread";
         /**
          * StoredEvent
          * @description One domain event, exactly as brokers deliver it over WebSocket (see asyncapi.yaml).
@@ -1378,7 +1637,8 @@ export interface components {
          *       "presence": {
          *         "last_seen_at": "2026-09-21T14:13:20+00:00",
          *         "status": "offline"
-         *       }
+         *       },
+         *       "unread_notifications": 2
          *     }
          */
         User: {
@@ -1402,6 +1662,11 @@ export interface components {
              */
             last_seen_at?: string;
             presence: components["schemas"]["Presence"];
+            /**
+             * Format: int64
+             * @description The caller's unread notifications (`GET /v1/me` only).
+             */
+            unread_notifications?: number;
         };
         /**
          * Format: uuid
@@ -5325,6 +5590,798 @@ export interface operations {
             };
         };
     };
+    listNotifications: {
+        parameters: {
+            query?: {
+                status?: components["schemas"]["Status"] & unknown;
+                /** @description Only notifications older than this one. */
+                before?: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["NotificationPage"];
+                };
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    clearNotifications: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Cleared (deleted). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    markNotificationsRead: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json; charset=utf-8": components["schemas"]["ReadUpTo"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["InboxState"];
+                };
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is over the size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "payload_too_large",
+                     *       "detail": "the body is larger than 65536 bytes",
+                     *       "status": 413,
+                     *       "title": "Payload Too Large",
+                     *       "type": "urn:parley:problem:payload_too_large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not `application/json`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unsupported_media_type",
+                     *       "detail": "the body must be application/json",
+                     *       "status": 415,
+                     *       "title": "Unsupported Media Type",
+                     *       "type": "urn:parley:problem:unsupported_media_type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    clearNotification: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Cleared (deleted). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    markNotificationRead: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["InboxState"];
+                };
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     broadcast: {
         parameters: {
             query?: never;
@@ -5780,6 +6837,198 @@ export interface operations {
                      *       "status": 404,
                      *       "title": "Not Found",
                      *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createNotification: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json; charset=utf-8": components["schemas"]["NewAppNotification"];
+            };
+        };
+        responses: {
+            /** @description Stored, and sent to the user's connections. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["Notification"];
+                };
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is over the size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "payload_too_large",
+                     *       "detail": "the body is larger than 65536 bytes",
+                     *       "status": 413,
+                     *       "title": "Payload Too Large",
+                     *       "type": "urn:parley:problem:payload_too_large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not `application/json`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unsupported_media_type",
+                     *       "detail": "the body must be application/json",
+                     *       "status": 415,
+                     *       "title": "Unsupported Media Type",
+                     *       "type": "urn:parley:problem:unsupported_media_type"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];

@@ -170,7 +170,13 @@ type: "published"
 } | {
 type: "presence.subscribed"
 user_ids: UserId[]
-} | {
+} | (NotificationCreated & {
+type: "notification"
+}) | (NotificationsRead & {
+type: "notifications.read"
+}) | (NotificationsCleared & {
+type: "notifications.cleared"
+}) | {
 channel?: (string | null)
 code: ErrorCode
 message: string
@@ -187,6 +193,18 @@ export type PresenceStatus = ("online" | "offline")
  * via the `definition` "PublicationType".
  */
 export type PublicationType = "publication"
+/**
+ * What caused a notification.
+ * 
+ * This interface was referenced by `ParleyProtocol`'s JSON-Schema
+ * via the `definition` "NotificationKind".
+ */
+export type NotificationKind = ("mention" | "reply" | "direct" | "added" | "call_missed" | "app")
+/**
+ * This interface was referenced by `ParleyProtocol`'s JSON-Schema
+ * via the `definition` "Priority".
+ */
+export type Priority = (("low" | "normal") | "high")
 /**
  * This interface was referenced by `ParleyProtocol`'s JSON-Schema
  * via the `definition` "ErrorCode".
@@ -279,6 +297,10 @@ body?: (string | null)
  * optimistic copy.
  */
 client_message_id?: (string | null)
+/**
+ * The members the message names (absent when none).
+ */
+mentions?: UserId[]
 message_id: MessageId
 reply_to?: (MessageId | null)
 }
@@ -302,6 +324,10 @@ export interface MessageEdited {
  */
 body?: (string | null)
 edited_at: string
+/**
+ * The members the message names after the edit (absent when none).
+ */
+mentions?: UserId[]
 message_id: MessageId
 }
 /**
@@ -424,4 +450,64 @@ epoch?: (string | null)
  */
 offset?: (number | null)
 type: PublicationType
+}
+/**
+ * A new notification.
+ * 
+ * This interface was referenced by `ParleyProtocol`'s JSON-Schema
+ * via the `definition` "NotificationCreated".
+ */
+export interface NotificationCreated {
+notification: Notification
+/**
+ * The user's unread notifications when the relay published this.
+ */
+unread_count: number
+}
+/**
+ * One notification, as `GET /v1/me/notifications` lists it.
+ * 
+ * This interface was referenced by `ParleyProtocol`'s JSON-Schema
+ * via the `definition` "Notification".
+ */
+export interface Notification {
+body?: (string | null)
+created_at: string
+/**
+ * What it is about: `conversation_id`, `message_id`, `seq`, `actor_id` for the kinds
+ * Parley creates; whatever the backend sent for `app`.
+ */
+data: {
+[k: string]: unknown | undefined
+}
+/**
+ * UUIDv7: newer notifications have greater ids.
+ */
+id: string
+kind: NotificationKind
+priority: Priority
+read_at?: (string | null)
+title: string
+}
+/**
+ * Notifications were marked read: one (`id`), or every one up to and including `up_to`.
+ * 
+ * This interface was referenced by `ParleyProtocol`'s JSON-Schema
+ * via the `definition` "NotificationsRead".
+ */
+export interface NotificationsRead {
+id?: (string | null)
+unread_count: number
+up_to?: (string | null)
+}
+/**
+ * Notifications were cleared (deleted): one (`id`), or all of them (`all`).
+ * 
+ * This interface was referenced by `ParleyProtocol`'s JSON-Schema
+ * via the `definition` "NotificationsCleared".
+ */
+export interface NotificationsCleared {
+all: boolean
+id?: (string | null)
+unread_count: number
 }
