@@ -26,6 +26,7 @@ use crate::cors::Cors;
 use crate::error::{ApiError, problem_for_panic, problem_for_unhandled};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceKeeper, PresenceView};
+use crate::push::Dispatcher;
 use crate::rate_limit::RateLimits;
 use crate::relay::{Outbox, Relay};
 use crate::request_span::RequestSpan;
@@ -55,6 +56,8 @@ impl Application {
     /// NATS client (which keeps retrying in the background: `/ready` reports it) and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let verifier = Arc::new(config.service.auth.build()?);
+        crate::push::check_secrets(&config.push)?;
+        let vapid = crate::push::Vapid::from_config(&config.push)?.map(Arc::new);
         let db = db::connect(&config).await.context("connecting to PostgreSQL (DATABASE_URL)")?;
         db::migrate(&db).await.context("applying migrations")?;
         let (connected, nats_connections) = watch::channel(0);
@@ -85,6 +88,8 @@ impl Application {
                 presence: PresenceView::default(),
                 namespaces: Arc::new(config.service.channels.clone()),
                 server_keys: Arc::new(ServerKeys::new(&config.server_api_keys)?),
+                push: Arc::new(config.push.clone()),
+                vapid,
             },
             config,
             nats_connections,
@@ -159,6 +164,15 @@ impl Application {
             auto_max_members: config.service.presence_auto_max_members,
         };
         let presence = tokio::spawn(presence.run(stop_relay.clone()));
+        let dispatcher = Dispatcher {
+            db: state.db.clone(),
+            database_url: config.database_url.clone(),
+            presence: state.presence.clone(),
+            config: config.push.clone(),
+            vapid: state.vapid.clone(),
+            metrics: state.metrics.push.clone(),
+        };
+        let dispatcher = tokio::spawn(dispatcher.run(stop_relay.clone()));
         http_server::serve(acceptor, app, &config.service.http, shutdown, config.service.shutdown_timeout).await;
         // The server has finished its requests: let the relay publish what they committed.
         stop_relay.cancel();
@@ -168,6 +182,7 @@ impl Application {
         let _ = responder.await;
         let _ = channel_responder.await;
         let _ = presence.await;
+        let _ = dispatcher.await;
         if let Err(error) = state.nats.flush().await {
             tracing::warn!(%error, "NATS flush at shutdown failed");
         }

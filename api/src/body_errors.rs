@@ -224,6 +224,10 @@ fn explain(
         let field = format!("{path}{name}");
         return (Some(field.clone()), format!("\"{field}\" breaks the rule {rule}"));
     }
+    // A union's discriminator with a value it does not map (`{"kind": "pager"}`).
+    if let Some(fault) = body_type.and_then(|name| unknown_variant(schemas.get(name)?, body?)) {
+        return fault;
+    }
     // `integer_int64` → `integer`: the JSON type, without the format.
     let expected = bare
         .strip_prefix("Expected input type \"")
@@ -248,6 +252,18 @@ fn explain(
         }
         None => (None, format!("the body does not match the schema: {bare}")),
     }
+}
+
+/// The discriminator of a union body whose value names none of its variants.
+fn unknown_variant(schema: &Value, body: &Value) -> Option<(Option<String>, String)> {
+    let name = schema["discriminator"]["propertyName"].as_str()?;
+    let mapping = schema["discriminator"]["mapping"].as_object()?;
+    let value = body.get(name)?.as_str()?;
+    if mapping.contains_key(value) {
+        return None;
+    }
+    let allowed: Vec<String> = mapping.keys().map(|key| format!("\"{key}\"")).collect();
+    Some((Some(name.to_owned()), format!("\"{name}\" must be one of {}", allowed.join(", "))))
 }
 
 /// From the outermost type (the body) to the innermost, following the property that holds each

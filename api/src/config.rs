@@ -57,6 +57,8 @@ pub struct Config {
     #[command(flatten)]
     pub relay: crate::relay::RelayConfig,
     #[command(flatten)]
+    pub push: crate::push::PushConfig,
+    #[command(flatten)]
     pub service: ServiceArgs,
 }
 

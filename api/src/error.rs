@@ -71,6 +71,8 @@ pub enum ProblemCode {
     DirectConversation,
     /// 409: the group has as many members as it may.
     MemberLimit,
+    /// 409: the user has as many push targets as they may.
+    TooManyPushTargets,
     /// 410: the events asked for are no longer stored.
     HistoryPruned,
     /// 413: the body (or an event it would make) is too large.

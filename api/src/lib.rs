@@ -18,6 +18,8 @@
 //!   publishing instance at a time (PostgreSQL advisory lock).
 //! - `notifications`: notifications written with the write that causes them (mentions, replies,
 //!   new conversations, additions), and their changes for the relay to publish to the user.
+//! - `push`: the push dispatcher (one instance at a time): notifications to users' Expo, Web
+//!   Push and webhook targets when they are not looking.
 //! - `channels`: application channels — publishing (HTTP and NATS), history, stats, server API keys.
 //! - `broker_requests`: answers the brokers' NATS request for a connecting user's conversations.
 //! - `presence`: the presence bucket's copy behind responses, and the sweeper of crashed brokers' sessions.
@@ -34,11 +36,13 @@ mod cors;
 pub mod db;
 mod error;
 mod group_commit;
+mod lease;
 mod membership;
 mod metrics;
 mod notifications;
 mod outbox;
 mod presence;
+pub mod push;
 mod rate_limit;
 pub mod relay;
 mod request_span;

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub publications: Family<PublicationLabels, Counter>,
     /// Messages stored per transaction (see `group_commit`).
     pub messages_per_commit: Histogram,
+    pub push: crate::push::PushMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,7 +133,9 @@ impl Default for Metrics {
             "Messages stored per transaction: sends into one conversation that queue behind a commit share the next",
             messages_per_commit.clone(),
         );
-        Self { registry, outbox, http, publications, messages_per_commit }
+        let push = crate::push::PushMetrics::default();
+        push.register(&mut registry);
+        Self { registry, outbox, http, publications, messages_per_commit, push }
     }
 }
 

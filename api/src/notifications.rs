@@ -1,6 +1,7 @@
 //! Writing notifications: each in the transaction of the write that causes it, with its
 //! `created` change in `notification_changes`, which the relay publishes to the user's
-//! connections (see `relay::notifications`). The writer wakes the relay after commit as it does
+//! connections (see `relay::notifications`), and, for users with a push target, its entry in
+//! the push dispatcher's queue (see `push`). The writer wakes the relay after commit as it does
 //! for its event (or with [`crate::outbox::Recorded::notifications`] when it has none).
 
 use parley_shared::notifications::{NotificationKind, Priority};
@@ -78,6 +79,10 @@ pub async fn for_messages(
                                and member.visible_from_seq <= resolved.seq)
               order by resolved.id
           returning id, user_id
+         ), queued as (
+             insert into push_queue (notification_id, due_at)
+             select id, now() from created
+              where exists (select 1 from push_targets target where target.user_id = created.user_id)
          )
          insert into notification_changes (user_id, change, notification_id)
          select user_id, 'created', id from created order by id",
@@ -169,6 +174,10 @@ pub async fn record(
                     left join users actor on actor.id = $1
               order by wanted.id
           returning id, user_id
+         ), queued as (
+             insert into push_queue (notification_id, due_at)
+             select id, now() from created
+              where exists (select 1 from push_targets target where target.user_id = created.user_id)
          )
          insert into notification_changes (user_id, change, notification_id)
          select user_id, 'created', id from created order by id",

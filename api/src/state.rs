@@ -32,4 +32,8 @@ pub struct AppState {
     pub presence: PresenceView,
     pub namespaces: Arc<Namespaces>,
     pub server_keys: Arc<ServerKeys>,
+    /// Push settings, for checking targets as they are registered.
+    pub push: Arc<crate::push::PushConfig>,
+    /// The VAPID identity, when Web Push is configured.
+    pub vapid: Option<Arc<crate::push::Vapid>>,
 }

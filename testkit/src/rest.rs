@@ -108,6 +108,10 @@ impl User {
         self.send(self.http.post(self.url(path)).header("content-type", content_type).body(body)).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(self.http.put(self.url(path)).json(&body)).await
+    }
+
     pub async fn put_empty(&self, path: &str) -> Reply {
         self.send(self.http.put(self.url(path))).await
     }

@@ -21,7 +21,6 @@
 //! `PARLEY_OUTBOX_POLL_INTERVAL` catches anything a lost wake-up missed.
 
 mod drain;
-mod lease;
 mod notifications;
 mod prune;
 mod publications;
@@ -39,9 +38,9 @@ use sqlx::{Connection, PgPool};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::{self, Lease};
 use crate::metrics::OutboxMetrics;
 use crate::outbox::Recorded;
-use lease::Lease;
 use publisher::Publisher;
 
 /// How often the publishing relay deletes events past `PARLEY_EVENT_RETENTION`.
@@ -173,7 +172,7 @@ impl Relay {
         let renewed = tokio::time::Instant::now();
         connection.ping().await?;
         tracing::info!("this instance now publishes the outbox");
-        Ok(Some(Lease::keep(connection, ttl, renewed)))
+        Ok(Some(Lease::keep(connection, ttl, renewed, "outbox relay")))
     }
 
     async fn forward_wake(&self) {

@@ -12,6 +12,7 @@ pub mod members;
 pub mod messages;
 pub mod notifications;
 pub mod presence;
+pub mod push;
 pub mod reactions;
 pub mod receipts;
 pub mod search;
@@ -37,7 +38,7 @@ pub enum ApiTags {
     Events,
     /// Application channels: publishing (server API key), history and stats.
     Channels,
-    /// The caller's notification inbox, and backends' notifications (server API key).
+    /// The caller's notification inbox and push targets, and backends' notifications (server API key).
     Notifications,
 }
 
@@ -53,11 +54,13 @@ pub type Api = (
     search::SearchApi,
     events::EventsApi,
     channels::ChannelsApi,
-    notifications::NotificationsApi,
+    // Tuples implement `Default` up to 12 elements.
+    (notifications::NotificationsApi, push::PushApi),
 );
 
 /// The operations that can answer 409 (a deleted message, membership rules).
-const CONFLICTS: [(&str, &str); 6] = [
+const CONFLICTS: [(&str, &str); 7] = [
+    ("post", "/v1/me/push-targets"),
     ("patch", "/v1/conversations/{id}"),
     ("post", "/v1/conversations/{id}/members"),
     ("delete", "/v1/conversations/{id}/members/{user_id}"),
@@ -85,6 +88,8 @@ pub fn spec_json() -> String {
     let mut spec: serde_json::Value = serde_json::from_str(&api_service().spec()).expect("poem-openapi writes JSON");
     spec["components"]["schemas"]["NewConversation"]["example"] =
         serde_json::json!({ "kind": "group", "title": "Weekend trip", "member_ids": [examples::BOB] });
+    spec["components"]["schemas"]["NewPushTarget"]["example"] =
+        serde_json::json!({ "kind": "expo", "token": "ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx]" });
     spec["servers"] = serde_json::json!([{ "url": "/", "description": "This API (where this document was served)" }]);
     event_schema::type_stored_event(&mut spec);
     if let Some(paths) = spec["paths"].as_object_mut() {

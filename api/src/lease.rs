@@ -1,5 +1,6 @@
-//! The relay lease: a PostgreSQL advisory lock on a session of its own that PostgreSQL ends
-//! when the holder stops renewing it.
+//! A lease for work one API instance does at a time (the outbox relay, the push dispatcher): a
+//! PostgreSQL advisory lock on a session of its own that PostgreSQL ends when the holder stops
+//! renewing it.
 //!
 //! A session-scoped lock alone outlives a holder that is frozen (SIGSTOP, a stalled VM) or cut
 //! off, because its session stays open. So the session runs with `idle_session_timeout` = the
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Opens the session a lease lives on: PostgreSQL ends it after `ttl` without a statement.
-pub(super) async fn session(database_url: &str, ttl: Duration) -> Result<PgConnection, sqlx::Error> {
+pub async fn session(database_url: &str, ttl: Duration) -> Result<PgConnection, sqlx::Error> {
     let mut connection = PgConnection::connect(database_url).await?;
     // Whole milliseconds, at least one: 0 would mean "never".
     let millis = ttl.as_millis().clamp(1, i32::MAX as u128);
@@ -26,7 +27,7 @@ pub(super) async fn session(database_url: &str, ttl: Duration) -> Result<PgConne
         Ok(_) => {}
         // 42704 undefined_object: PostgreSQL before 14. The lock still works, without expiry.
         Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42704") => {
-            tracing::warn!("PostgreSQL < 14 has no idle_session_timeout: a frozen relay holder keeps its lease");
+            tracing::warn!("PostgreSQL < 14 has no idle_session_timeout: a frozen lease holder keeps its lease");
         }
         Err(error) => return Err(error),
     }
@@ -36,7 +37,7 @@ pub(super) async fn session(database_url: &str, ttl: Duration) -> Result<PgConne
 /// A held lease, renewed in the background until dropped (dropping closes the session, which
 /// releases the lock).
 #[derive(Debug)]
-pub(super) struct Lease {
+pub struct Lease {
     ttl: Duration,
     /// When the last renewal that succeeded was sent.
     renewed: Arc<Mutex<Instant>>,
@@ -46,7 +47,8 @@ pub(super) struct Lease {
 
 impl Lease {
     /// Keeps `session` (which holds the lock, acquired at `acquired`) renewed every third of `ttl`.
-    pub(super) fn keep(mut session: PgConnection, ttl: Duration, acquired: Instant) -> Self {
+    /// `what` names the holder's work in logs.
+    pub fn keep(mut session: PgConnection, ttl: Duration, acquired: Instant, what: &'static str) -> Self {
         let renewed = Arc::new(Mutex::new(acquired));
         let lost = CancellationToken::new();
         let keeper = {
@@ -59,11 +61,11 @@ impl Lease {
                     match tokio::time::timeout(every, session.ping()).await {
                         Ok(Ok(())) => *renewed.lock().unwrap_or_else(PoisonError::into_inner) = sent,
                         Ok(Err(error)) => {
-                            tracing::warn!(%error, "outbox relay lost its lease; waiting to take it again");
+                            tracing::warn!(%error, "{what} lost its lease; waiting to take it again");
                             break;
                         }
                         Err(_elapsed) => {
-                            tracing::warn!(?every, "outbox relay could not renew its lease in time; giving it up");
+                            tracing::warn!(?every, "{what} could not renew its lease in time; giving it up");
                             break;
                         }
                     }
@@ -75,13 +77,13 @@ impl Lease {
     }
 
     /// Whether the lease certainly still holds: renewed less than 80 % of its TTL ago.
-    pub(super) fn fresh(&self) -> bool {
+    pub fn fresh(&self) -> bool {
         let renewed = *self.renewed.lock().unwrap_or_else(PoisonError::into_inner);
         !self.lost.is_cancelled() && renewed.elapsed() < self.ttl.mul_f64(0.8)
     }
 
     /// Resolves once the lease is lost.
-    pub(super) async fn lost(&self) {
+    pub async fn lost(&self) {
         self.lost.cancelled().await;
     }
 }
