@@ -367,14 +367,12 @@ async fn an_unregistered_device_is_removed_and_a_receiver_that_was_down_gets_its
     let refused_while_down = stack.receiver.refused.load(Ordering::SeqCst);
     assert!(refused_while_down >= 2, "retried while down ({refused_while_down} attempts)");
     stack.receiver.down.store(false, Ordering::SeqCst);
-    let back = Instant::now();
     let attempts = stack
         .pushes_within(Duration::from_secs(30), |push| {
             push.body["notification"]["body"] == "while down" && !stack.receiver.down.load(Ordering::SeqCst)
         })
         .await;
     assert!(!attempts.is_empty(), "delivered after the receiver came back");
-    println!("delivered {:?} after the receiver came back", back.elapsed());
     let ids: HashSet<String> = stack
         .receiver
         .all()
@@ -473,6 +471,6 @@ async fn the_dispatching_api_killed_mid_batch_leaves_every_push_to_the_next_one_
         ids_by_notification.values().all(|ids| ids.len() == 1),
         "a repeated push carries its first id: {ids_by_notification:?}"
     );
-    let received = stack.receiver.all().len();
-    println!("{received} pushes received for {} notifications", titles.len());
+    // Those in flight at the kill were sent again by the next dispatcher.
+    assert!(stack.receiver.all().len() > titles.len(), "the kill left no push in flight: the test proves nothing");
 }

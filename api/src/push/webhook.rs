@@ -96,7 +96,7 @@ mod tests {
         // The Standard Webhooks specification's own example.
         let secret = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("base64");
         let body = br#"{"test": 2432232314}"#;
-        let signed = signature(&[secret.clone()], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body);
+        let signed = signature(std::slice::from_ref(&secret), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body);
         assert_eq!(signed, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
         let rotated = signature(&[secret, b"another-secret-of-enough-bytes".to_vec()], "id", 1, body);
         assert_eq!(rotated.split(' ').count(), 2);

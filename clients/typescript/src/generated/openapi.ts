@@ -276,6 +276,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/conversations/{id}/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's settings for a conversation */
+        get: operations["getConversationSettings"];
+        /** Mute or unmute a conversation's pushes */
+        put: operations["updateConversationSettings"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/conversations/{id}/typing": {
         parameters: {
             query?: never;
@@ -392,6 +410,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/me/push-targets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the caller's push targets */
+        get: operations["listPushTargets"];
+        put?: never;
+        /**
+         * Register a push target
+         * @description Notifications are pushed to it when the caller has no live connection, or when they are
+         *     still unread after the grace delay (see README "Notifications"). Registering the same
+         *     target again answers 200 with it.
+         */
+        post: operations["registerPushTarget"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/push-targets/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Remove a push target */
+        delete: operations["removePushTarget"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/publications": {
         parameters: {
             query?: never;
@@ -407,6 +465,23 @@ export interface paths {
          *     API key. Durable channels are all stored in one transaction: all or none.
          */
         post: operations["broadcast"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/push/config": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** How to register push targets here */
+        get: operations["getPushConfig"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -804,6 +879,20 @@ export interface components {
             /** @description New title (groups only). */
             title: string;
         };
+        /**
+         * ConversationSettings
+         * @example {
+         *       "muted_until": "2026-09-21T14:13:20+00:00"
+         *     }
+         */
+        ConversationSettings: {
+            /**
+             * Format: date-time
+             * @description No pushes for this conversation until then (its notifications still reach the inbox and
+             *     live connections); `null` or absent: not muted. A far-future time mutes for good.
+             */
+            muted_until?: string;
+        };
         ConversationUpdated: {
             title?: string | null;
         };
@@ -912,6 +1001,13 @@ export interface components {
             data: components["schemas"]["Receipt"];
             /** @enum {string} */
             type: "receipt.read";
+        };
+        /**
+         * ExpoTarget
+         * @description An Expo push token (`ExponentPushToken[…]`), from `getExpoPushTokenAsync`.
+         */
+        ExpoTarget: {
+            token: string;
         };
         /**
          * InboxState
@@ -1282,6 +1378,52 @@ export interface components {
             data: unknown;
         };
         /**
+         * @example {
+         *       "kind": "expo",
+         *       "token": "ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx]"
+         *     }
+         */
+        NewPushTarget: components["schemas"]["NewPushTarget_ExpoTarget"] | components["schemas"]["NewPushTarget_WebPushTarget"] | components["schemas"]["NewPushTarget_WebhookTarget"];
+        NewPushTarget_ExpoTarget: {
+            /**
+             * @example expo
+             * @enum {string}
+             */
+            kind: "expo";
+        } & components["schemas"]["ExpoTarget"] & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "expo";
+        };
+        NewPushTarget_WebPushTarget: {
+            /**
+             * @example webpush
+             * @enum {string}
+             */
+            kind: "webpush";
+        } & components["schemas"]["WebPushTarget"] & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "webpush";
+        };
+        NewPushTarget_WebhookTarget: {
+            /**
+             * @example webhook
+             * @enum {string}
+             */
+            kind: "webhook";
+        } & components["schemas"]["WebhookTarget"] & {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "webhook";
+        };
+        /**
          * Notification
          * @example {
          *       "body": "@bob is the bike still available?",
@@ -1407,7 +1549,7 @@ export interface components {
          * @description Every `code` a problem can carry: clients may match on them exhaustively.
          * @enum {string}
          */
-        ProblemCode: "validation_failed" | "unknown_namespace" | "not_durable" | "unauthorized" | "forbidden" | "not_owner" | "not_author" | "edit_window_expired" | "not_found" | "method_not_allowed" | "message_deleted" | "already_member" | "last_owner" | "direct_conversation" | "member_limit" | "history_pruned" | "payload_too_large" | "unsupported_media_type" | "idempotency_key_reused" | "rate_limited" | "internal" | "unavailable" | "error";
+        ProblemCode: "validation_failed" | "unknown_namespace" | "not_durable" | "unauthorized" | "forbidden" | "not_owner" | "not_author" | "edit_window_expired" | "not_found" | "method_not_allowed" | "message_deleted" | "already_member" | "last_owner" | "direct_conversation" | "member_limit" | "too_many_push_targets" | "history_pruned" | "payload_too_large" | "unsupported_media_type" | "idempotency_key_reused" | "rate_limited" | "internal" | "unavailable" | "error";
         /**
          * ProfilePatch
          * @description A JSON merge patch of the caller's profile: a field left out stays as it is.
@@ -1477,6 +1619,60 @@ export interface components {
              * @description Durable channels: the publication's offset (gapless within the channel).
              */
             offset?: number;
+        };
+        /**
+         * PushSetup
+         * @example {
+         *       "kinds": [
+         *         "expo",
+         *         "webpush"
+         *       ],
+         *       "vapid_public_key": "BLn9b-VR0ca83knDNZ32dCHGyjJp-1riX9ZTN40MqV8K_LpQmLqxC_DoHvqvFXO_nGdAB4W9dogZb_sM-uV4JbY"
+         *     }
+         */
+        PushSetup: {
+            /** @description Target kinds this server pushes to. */
+            kinds: string[];
+            /**
+             * @description The `applicationServerKey` browsers subscribe with (base64url); absent when Web Push is
+             *     not configured.
+             */
+            vapid_public_key?: string;
+        };
+        /**
+         * PushTarget
+         * @example {
+         *       "address": "ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx]",
+         *       "created_at": "2026-09-21T14:13:20+00:00",
+         *       "id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *       "kind": "expo"
+         *     }
+         */
+        PushTarget: {
+            /** @description The Expo token, the Web Push endpoint or the webhook device id. */
+            address: string;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: uuid */
+            id: string;
+            /** @description `expo`, `webpush` or `webhook`. */
+            kind: string;
+        };
+        /**
+         * PushTargetList
+         * @example {
+         *       "items": [
+         *         {
+         *           "address": "ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx]",
+         *           "created_at": "2026-09-21T14:13:20+00:00",
+         *           "id": "0191d0c4-5e6f-7a00-8000-00000000e55a",
+         *           "kind": "expo"
+         *         }
+         *       ]
+         *     }
+         */
+        PushTargetList: {
+            items: components["schemas"]["PushTarget"][];
         };
         ReactionChange: {
             emoji: string;
@@ -1673,6 +1869,36 @@ export interface components {
          * @description A user, identified by the JWT `sub` claim.
          */
         UserId: string;
+        /** WebPushKeys */
+        WebPushKeys: {
+            /** @description The browser's 16-byte authentication secret, base64url. */
+            auth: string;
+            /** @description The browser's P-256 public key, base64url. */
+            p256dh: string;
+        };
+        /** WebPushSubscription */
+        WebPushSubscription: {
+            /** @description The push service's `https://` URL for this browser. */
+            endpoint: string;
+            keys: components["schemas"]["WebPushKeys"];
+        };
+        /**
+         * WebPushTarget
+         * @description A browser's `PushSubscription` (its `toJSON()`), subscribed with the server's VAPID key
+         *     (`GET /v1/push/config`).
+         */
+        WebPushTarget: {
+            subscription: components["schemas"]["WebPushSubscription"];
+        };
+        /**
+         * WebhookTarget
+         * @description A device the application pushes to itself (FCM, APNs): Parley calls the application's
+         *     webhook (`PARLEY_PUSH_WEBHOOK_URL`) with this id.
+         */
+        WebhookTarget: {
+            /** @description The application's own id for the device, 1 to 512 characters. */
+            device_id: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -5102,6 +5328,348 @@ export interface operations {
             };
         };
     };
+    getConversationSettings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["ConversationSettings"];
+                };
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    updateConversationSettings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json; charset=utf-8": components["schemas"]["ConversationSettings"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["ConversationSettings"];
+                };
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is over the size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "payload_too_large",
+                     *       "detail": "the body is larger than 65536 bytes",
+                     *       "status": 413,
+                     *       "title": "Payload Too Large",
+                     *       "type": "urn:parley:problem:payload_too_large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not `application/json`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unsupported_media_type",
+                     *       "detail": "the body must be application/json",
+                     *       "status": 415,
+                     *       "title": "Unsupported Media Type",
+                     *       "type": "urn:parley:problem:unsupported_media_type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     signalTyping: {
         parameters: {
             query?: never;
@@ -6382,6 +6950,522 @@ export interface operations {
             };
         };
     };
+    listPushTargets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["PushTargetList"];
+                };
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    registerPushTarget: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json; charset=utf-8": components["schemas"]["NewPushTarget"];
+            };
+        };
+        responses: {
+            /** @description It was registered already. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["PushTarget"];
+                };
+            };
+            /** @description Registered. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["PushTarget"];
+                };
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the current state. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "already_member",
+                     *       "detail": "the user is already a member",
+                     *       "status": 409,
+                     *       "title": "Conflict",
+                     *       "type": "urn:parley:problem:already_member"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is over the size limit. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "payload_too_large",
+                     *       "detail": "the body is larger than 65536 bytes",
+                     *       "status": 413,
+                     *       "title": "Payload Too Large",
+                     *       "type": "urn:parley:problem:payload_too_large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request body is not `application/json`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unsupported_media_type",
+                     *       "detail": "the body must be application/json",
+                     *       "status": 415,
+                     *       "title": "Unsupported Media Type",
+                     *       "type": "urn:parley:problem:unsupported_media_type"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    removePushTarget: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed: nothing more is pushed to it. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     broadcast: {
         parameters: {
             query?: never;
@@ -6589,6 +7673,25 @@ export interface operations {
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getPushConfig: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json; charset=utf-8": components["schemas"]["PushSetup"];
                 };
             };
         };
