@@ -34,14 +34,21 @@ enum Decision {
 }
 
 pub(super) async fn run(dispatcher: Arc<Dispatcher>, done: CancellationToken) {
-    while pause(&done).await {
-        if let Err(error) = round(&dispatcher).await {
-            tracing::warn!(%error, "deciding pushes failed; trying again");
-        }
+    let mut full = false;
+    // A full batch means more is due: the next round starts at once.
+    while full || pause(&done).await {
+        full = match round(&dispatcher).await {
+            Ok(decided) => decided == BATCH as usize,
+            Err(error) => {
+                tracing::warn!(%error, "deciding pushes failed; trying again");
+                false
+            }
+        };
     }
 }
 
-async fn round(dispatcher: &Dispatcher) -> Result<(), sqlx::Error> {
+/// Decides one batch of due entries; how many.
+async fn round(dispatcher: &Dispatcher) -> Result<usize, sqlx::Error> {
     let due: Vec<Due> = sqlx::query_as(
         "select q.notification_id, n.user_id, n.priority, n.read_at is not null as read, n.created_at,
                 coalesce(m.muted_until > now(), false) as muted
@@ -58,7 +65,7 @@ async fn round(dispatcher: &Dispatcher) -> Result<(), sqlx::Error> {
     .fetch_all(&dispatcher.db)
     .await?;
     if due.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let now = Utc::now();
     let grace = chrono::Duration::from_std(dispatcher.config.grace_delay).unwrap_or_default();
@@ -106,7 +113,8 @@ async fn round(dispatcher: &Dispatcher) -> Result<(), sqlx::Error> {
     .execute(&mut *tx)
     .await?;
     sqlx::query("delete from push_queue where notification_id = any($1)").bind(&settled).execute(&mut *tx).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(due.len())
 }
 
 /// `high` priority and users without a live connection are pushed at once; a connected user's

@@ -41,24 +41,30 @@ pub(super) async fn run(dispatcher: Arc<Dispatcher>, provider: &'static str, don
         }
     };
     let webhook_secrets = webhook::decode_secrets(&dispatcher.config.webhook_secrets);
-    while pause(&done).await {
+    let mut full = false;
+    // A full batch means more is due: the next round starts at once.
+    while full || pause(&done).await {
         let sent = round(&dispatcher, &http, &webhook_secrets, provider);
-        let outcome = tokio::select! {
-            outcome = sent => outcome,
+        full = tokio::select! {
+            outcome = sent => match outcome {
+                Ok(sent) => sent == BATCH as usize,
+                Err(error) => {
+                    tracing::warn!(%error, provider, "delivering pushes failed; trying again");
+                    false
+                }
+            },
             () = done.cancelled() => return,
         };
-        if let Err(error) = outcome {
-            tracing::warn!(%error, provider, "delivering pushes failed; trying again");
-        }
     }
 }
 
+/// Sends one batch of due deliveries; how many.
 async fn round(
     dispatcher: &Dispatcher,
     http: &reqwest::Client,
     webhook_secrets: &[Vec<u8>],
     provider: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<usize, sqlx::Error> {
     let due: Vec<Due> = sqlx::query_as(
         "select d.id, d.attempts, n.user_id, t.id, t.kind, t.address, t.p256dh, t.auth,
                 jsonb_build_object('id', n.id, 'kind', n.kind, 'priority', n.priority, 'title', n.title,
@@ -75,7 +81,7 @@ async fn round(
     .fetch_all(&dispatcher.db)
     .await?;
     if due.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let users: Vec<Uuid> = due.iter().map(|due| due.user_id).collect();
     let badges: HashMap<Uuid, i64> = sqlx::query_as(
@@ -111,7 +117,8 @@ async fn round(
             .collect(),
     };
     let outcomes: Vec<Outcome> = futures_util::stream::iter(sends).buffered(config.concurrency).concat().await;
-    record(dispatcher, provider, &pushes, &outcomes).await
+    record(dispatcher, provider, &pushes, &outcomes).await?;
+    Ok(pushes.len())
 }
 
 /// Writes down what became of each push.

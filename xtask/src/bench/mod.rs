@@ -18,6 +18,7 @@ mod hot;
 mod http;
 mod lean_ws;
 mod plot;
+mod push;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -42,7 +43,7 @@ const CONCURRENCY: [usize; 2] = [8, 32];
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenario: `rest`, `events`, `connections`, `e2e`, `fanout`, `channels` or `hot`.
+    /// Scenario: `rest`, `events`, `connections`, `e2e`, `fanout`, `channels`, `hot` or `push`.
     scenario: String,
     /// Seconds each measurement runs.
     #[arg(long, default_value_t = 8)]
@@ -65,9 +66,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "fanout" => fanout::run().await,
         "channels" => channels::run(args.seconds).await,
         "hot" => hot::run(args.seconds).await,
+        "push" => push::run(args.seconds, args.pairs).await,
         other => {
             anyhow::bail!(
-                "unknown scenario {other:?}; available: rest, events, connections, e2e, fanout, channels, hot"
+                "unknown scenario {other:?}; available: rest, events, connections, e2e, fanout, channels, hot, push"
             )
         }
     }
