@@ -8,6 +8,17 @@ use parley_shared::notifications::{NotificationKind, Priority};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+/// What follows the `created` CTE (`id, user_id` of the new notifications) in every statement
+/// that creates notifications: their place in the push queue (users with a push target only)
+/// and their `created` change.
+const AFTER_CREATED: &str = ", queued as (
+             insert into push_queue (notification_id, due_at)
+             select id, now() from created
+              where exists (select 1 from push_targets target where target.user_id = created.user_id)
+         )
+         insert into notification_changes (user_id, change, notification_id)
+         select user_id, 'created', id from created order by id";
+
 /// Longest body a notification Parley creates carries: the start of the message.
 const PREVIEW_CHARS: usize = 200;
 /// A group created with more initial members than this notifies none of them: being one of
@@ -54,7 +65,7 @@ pub async fn for_messages(
     if rows.ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let statement = format!(
         "with wanted as (
              select * from unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], $6::text[], $7::uuid[], $8::uuid[], $9::text[])
                  as wanted (id, message_id, author_id, seq, preview, recipient, reply_to, kind)
@@ -79,26 +90,21 @@ pub async fn for_messages(
                                and member.visible_from_seq <= resolved.seq)
               order by resolved.id
           returning id, user_id
-         ), queued as (
-             insert into push_queue (notification_id, due_at)
-             select id, now() from created
-              where exists (select 1 from push_targets target where target.user_id = created.user_id)
-         )
-         insert into notification_changes (user_id, change, notification_id)
-         select user_id, 'created', id from created order by id",
-    )
-    .bind(conversation)
-    .bind(&rows.ids)
-    .bind(&rows.message_ids)
-    .bind(&rows.authors)
-    .bind(&rows.seqs)
-    .bind(&rows.previews)
-    .bind(&rows.recipients)
-    .bind(&rows.reply_tos)
-    .bind(&rows.kinds)
-    .execute(&mut *tx)
-    .await
-    .map(drop)
+         ){AFTER_CREATED}"
+    );
+    sqlx::query(&statement)
+        .bind(conversation)
+        .bind(&rows.ids)
+        .bind(&rows.message_ids)
+        .bind(&rows.authors)
+        .bind(&rows.seqs)
+        .bind(&rows.previews)
+        .bind(&rows.recipients)
+        .bind(&rows.reply_tos)
+        .bind(&rows.kinds)
+        .execute(&mut *tx)
+        .await
+        .map(drop)
 }
 
 /// Column arrays of the candidate notifications of [`for_messages`].
@@ -163,7 +169,7 @@ pub async fn record(
         return Ok(());
     }
     let column = |field: fn(&NewNotification) -> Option<String>| notifications.iter().map(field).collect::<Vec<_>>();
-    sqlx::query(
+    let statement = format!(
         "with created as (
              insert into notifications (id, user_id, kind, priority, title, body, data)
              select wanted.id, wanted.user_id, wanted.kind, wanted.priority,
@@ -174,32 +180,27 @@ pub async fn record(
                     left join users actor on actor.id = $1
               order by wanted.id
           returning id, user_id
-         ), queued as (
-             insert into push_queue (notification_id, due_at)
-             select id, now() from created
-              where exists (select 1 from push_targets target where target.user_id = created.user_id)
-         )
-         insert into notification_changes (user_id, change, notification_id)
-         select user_id, 'created', id from created order by id",
-    )
-    .bind(actor)
-    .bind(notifications.iter().map(|n| n.id).collect::<Vec<_>>())
-    .bind(notifications.iter().map(|n| n.user).collect::<Vec<_>>())
-    .bind(notifications.iter().map(|n| n.kind.as_str()).collect::<Vec<_>>())
-    .bind(notifications.iter().map(|n| n.priority.as_str()).collect::<Vec<_>>())
-    .bind(column(|n| match &n.title {
-        Title::Given(title) => Some(title.clone()),
-        Title::ActorThen(_) => None,
-    }))
-    .bind(column(|n| match n.title {
-        Title::Given(_) => None,
-        Title::ActorThen(phrase) => Some(phrase.to_owned()),
-    }))
-    .bind(column(|n| n.body.clone()))
-    .bind(notifications.iter().map(|n| n.data.clone()).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await
-    .map(drop)
+         ){AFTER_CREATED}"
+    );
+    sqlx::query(&statement)
+        .bind(actor)
+        .bind(notifications.iter().map(|n| n.id).collect::<Vec<_>>())
+        .bind(notifications.iter().map(|n| n.user).collect::<Vec<_>>())
+        .bind(notifications.iter().map(|n| n.kind.as_str()).collect::<Vec<_>>())
+        .bind(notifications.iter().map(|n| n.priority.as_str()).collect::<Vec<_>>())
+        .bind(column(|n| match &n.title {
+            Title::Given(title) => Some(title.clone()),
+            Title::ActorThen(_) => None,
+        }))
+        .bind(column(|n| match n.title {
+            Title::Given(_) => None,
+            Title::ActorThen(phrase) => Some(phrase.to_owned()),
+        }))
+        .bind(column(|n| n.body.clone()))
+        .bind(notifications.iter().map(|n| n.data.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map(drop)
 }
 
 /// A notification for each of `users` about `conversation`, caused by `actor` (a new direct

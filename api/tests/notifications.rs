@@ -67,9 +67,14 @@ async fn a_mention_is_stored_listed_counted_and_sent_to_every_device_and_read_an
     bob.delete("/v1/me/notifications").await.expect(204);
     let (mut phone, mut laptop) = (stack.device(&bob, "bob").await, stack.device(&bob, "bob").await);
 
-    // Naming someone who is not a member is refused, and nothing is stored.
+    // Naming someone who is not a member is refused, and nothing is stored; a non-member
+    // learns nothing about who is one.
     let refused = alice.post(&messages(group), json!({ "text": "hi", "mentions": [dave.uuid()] })).await;
     assert_eq!(refused.expect_problem(400, "validation_failed")["field"], "mentions");
+    for named in [bob.uuid(), dave.uuid()] {
+        let probe = dave.post(&messages(group), json!({ "text": "hi", "mentions": [named] })).await;
+        probe.expect_problem(404, "not_found");
+    }
 
     let sent = alice
         .post(

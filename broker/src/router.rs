@@ -488,11 +488,11 @@ impl Router {
 
     /// A notification frame to every local connection of its user, as it came.
     fn route_notification(&mut self, user: UserId, message: &Message) {
-        let Some(frame) = notification_frame(message) else { return };
         if !self.index.has_user(user) {
             self.metrics.events_dropped.inc();
             return;
         }
+        let Some(frame) = notification_frame(message) else { return };
         let overflowed = self.index.push_to_user(user, &frame);
         self.metrics.events_routed.inc();
         self.metrics.slow_consumers.inc_by(overflowed as u64);

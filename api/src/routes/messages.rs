@@ -153,7 +153,7 @@ impl MessagesApi {
         if let Some(attachment) = &body.0.attachment {
             validate_attachment(attachment)?;
         }
-        let mentions = validate_mentions(&state.db, conversation, body.0.mentions.as_deref()).await?;
+        let mentions = validate_mentions(&state.db, conversation, caller, body.0.mentions.as_deref()).await?;
         let message_id = MessageId::from_uuid(Uuid::now_v7());
         let attachment = body.0.attachment.clone();
         let client_message_id = body.0.client_message_id.clone().map(String::from);
@@ -301,7 +301,7 @@ impl MessagesApi {
         let (caller, conversation) = (auth.0.id, ConversationId::from_uuid(id.0));
         let text = validate_text(&body.0.text, state.limits.message_max_chars)?;
         let mentions = match body.0.mentions.as_deref() {
-            Some(named) => Some(validate_mentions(&state.db, conversation, Some(named)).await?),
+            Some(named) => Some(validate_mentions(&state.db, conversation, caller, Some(named)).await?),
             None => None,
         };
         let mut tx = state.db.begin().await?;
@@ -391,7 +391,7 @@ impl MessagesApi {
         sqlx::query("delete from reactions where message_id = $1").bind(message_id.0).execute(&mut *tx).await?;
         // The text also lives in the events that created and edited the message.
         sqlx::query(
-            "update events set data = data - 'body' - 'attachment'
+            "update events set data = data - 'body' - 'attachment' - 'mentions'
               where conversation_id = $1 and type in ('message.created', 'message.edited')
                 and data ->> 'message_id' = $2::text",
         )
@@ -426,10 +426,12 @@ fn validate_text(text: &str, max_chars: usize) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
-/// The distinct users `mentions` names, each a member of the conversation (else 400).
+/// The distinct users `mentions` names, each a member of the conversation (else 400). A caller
+/// who is not a member gets 404 first, so that it cannot learn who is.
 async fn validate_mentions(
     db: &PgPool,
     conversation: ConversationId,
+    caller: UserId,
     mentions: Option<&[Uuid]>,
 ) -> Result<Vec<Uuid>, ApiError> {
     let mut named: Vec<Uuid> = mentions.unwrap_or_default().to_vec();
@@ -438,13 +440,18 @@ async fn validate_mentions(
     if named.is_empty() {
         return Ok(named);
     }
-    let members: i64 = sqlx::query_scalar(
-        "select count(*) from conversation_members where conversation_id = $1 and user_id = any($2)",
+    let (caller_is_member, members): (bool, i64) = sqlx::query_as(
+        "select coalesce(bool_or(user_id = $3), false), count(*) filter (where user_id = any($2))
+           from conversation_members where conversation_id = $1 and (user_id = any($2) or user_id = $3)",
     )
     .bind(conversation.as_uuid())
     .bind(&named)
+    .bind(caller.as_uuid())
     .fetch_one(db)
     .await?;
+    if !caller_is_member {
+        return Err(ApiError::not_found("conversation"));
+    }
     if usize::try_from(members).ok() != Some(named.len()) {
         return Err(ApiError::bad_request("mentions", "every mentioned user must be a member of the conversation"));
     }
