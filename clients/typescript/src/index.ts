@@ -14,6 +14,7 @@ export type * from "./generated/protocol.js";
 export {
   type CloseInfo,
   type ConnectionState,
+  type NotificationChange,
   type PresenceState,
   RealtimeClient,
   type RealtimeEvents,

@@ -76,6 +76,12 @@ export interface CloseInfo {
   reason: string;
 }
 
+/** The frames that change the user's notification inbox. */
+export type NotificationChange = Extract<
+  ServerFrame,
+  { type: "notification" | "notifications.read" | "notifications.cleared" }
+>;
+
 export type RealtimeEvents = {
   /** Each conversation's events exactly once, in `seq` order, whether live or backfilled. */
   event: Envelope;
@@ -99,6 +105,12 @@ export type RealtimeEvents = {
   reset: { conversationId: string; lastSeq: number };
   /** The broker closed with a terminal code (see `CLOSE_CODES`): the client stopped. */
   closed: CloseInfo;
+  /**
+   * A change of the user's notification inbox, from any of their devices: a new notification
+   * (`type: "notification"`), `notifications.read` or `notifications.cleared`, each with the
+   * `unread_count`. Not replayed after a reconnect: list `GET /v1/me/notifications?status=unread`.
+   */
+  notification: NotificationChange;
 };
 
 interface Lane {
@@ -455,6 +467,11 @@ export class RealtimeClient extends Emitter<RealtimeEvents> {
         break;
       case "publication":
         this.#channels.onPublication(frame);
+        break;
+      case "notification":
+      case "notifications.read":
+      case "notifications.cleared":
+        this.emit("notification", frame);
         break;
       case "pong":
       case "presence.subscribed":

@@ -147,6 +147,7 @@ export class ChatStore extends Emitter<StoreEvents> {
           reactions: [],
           read_count: 0,
           read_by: [],
+          mentions: event.data.mentions ?? [],
           ...(event.data.body != null ? { text: event.data.body } : {}),
           ...(event.data.reply_to != null ? { reply_to: event.data.reply_to } : {}),
           ...(event.data.attachment != null ? { attachment: event.data.attachment as Message["attachment"] } : {}),
@@ -166,6 +167,7 @@ export class ChatStore extends Emitter<StoreEvents> {
         this.#updateMessage(id, event.data.message_id, (message) => {
           message.text = event.data.body ?? undefined;
           message.edited_at = event.data.edited_at;
+          message.mentions = event.data.mentions ?? [];
         });
         break;
       case "message.deleted":

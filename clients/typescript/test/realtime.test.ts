@@ -110,3 +110,28 @@ test("a terminal close code stops reconnecting", { timeout: 30_000 }, async () =
     client.close();
   }
 });
+
+test("a mention reaches the named member as a notification, and so does reading it", { timeout: 30_000 }, async () => {
+  const alice = await newUser("Alice");
+  const bob = await newUser("Bob");
+  users.push(alice, bob);
+  const conversationId = await groupOf(alice, "Mentions", [bob]);
+  await connected(bob);
+  const changes: string[] = [];
+  let unread = -1;
+  bob.realtime.on("notification", (change) => {
+    changes.push(change.type === "notification" ? change.notification.kind : change.type);
+    unread = change.unread_count;
+  });
+  await unwrap(
+    alice.rest.POST("/v1/conversations/{id}/messages", {
+      params: { path: { id: conversationId } },
+      body: { text: "@Bob lunch?", mentions: [bob.id] },
+    }),
+  );
+  await until(5000, "Bob to be told of the mention", () => changes.includes("mention"));
+  assert.equal(unread, 2, "added to the group, then mentioned");
+  await unwrap(bob.rest.POST("/v1/me/notifications/read", { body: {} }));
+  await until(5000, "Bob's devices to hear they were read", () => changes.includes("notifications.read"));
+  assert.equal(unread, 0);
+});
