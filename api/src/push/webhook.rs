@@ -14,7 +14,7 @@ use super::{Outcome, Push, PushConfig};
 /// The secrets' key bytes: `whsec_<base64>` decoded (a secret without the prefix is used as it
 /// is). Checked at start-up (see [`check_secrets`]).
 pub(super) fn decode_secrets(secrets: &[String]) -> Vec<Vec<u8>> {
-    secrets.iter().filter_map(|secret| decode_secret(secret).ok()).collect()
+    secrets.iter().filter(|secret| !secret.trim().is_empty()).filter_map(|secret| decode_secret(secret).ok()).collect()
 }
 
 fn decode_secret(secret: &str) -> Result<Vec<u8>, base64::DecodeError> {
