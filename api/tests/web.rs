@@ -131,13 +131,16 @@ async fn the_served_document_is_the_committed_one_and_every_request_example_is_a
                 .replace("{id}", &group.to_string())
                 .replace("{message_id}", message_id)
                 .replace("{channel}", "public:bounty.b-42");
-            let for_backends = path.starts_with("/v1/channels/") || path == "/v1/publications";
+            let for_backends = path.starts_with("/v1/channels/")
+                || path == "/v1/publications"
+                || (path.starts_with("/v1/users/") && path.ends_with("/notifications"));
             let reply = match method.as_str() {
                 "post" if for_backends => {
                     backend.post_with_header(&path, ("X-API-Key", SERVER_KEY), example.clone()).await
                 }
                 "post" => alice.post(&path, example.clone()).await,
                 "patch" => alice.patch(&path, example.clone()).await,
+                "put" => alice.put(&path, example.clone()).await,
                 other => panic!("{other} {path} has a body: send it here"),
             };
             assert!(

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use parley_shared::events::Envelope;
-use parley_shared::subjects::Subjects;
+use parley_shared::subjects::{NOTIFICATION_KIND, Subjects};
 
 use crate::wait;
 
@@ -19,8 +19,11 @@ pub struct StreamEvent {
     pub envelope: Envelope,
 }
 
-/// Every message in the events stream, in stream order.
+/// Every domain event in the events stream (conversation and user subjects), in stream order.
+/// The stream's other messages, channel publications and notification frames, are skipped.
 pub async fn read_all(nats_url: &str, subjects: &Subjects) -> anyhow::Result<Vec<StreamEvent>> {
+    let (conversations, users) = (format!("{}.conv.", subjects.prefix()), format!("{}.user.", subjects.prefix()));
+    let notification = format!(".{NOTIFICATION_KIND}");
     let client = async_nats::connect(nats_url).await?;
     let jetstream = async_nats::jetstream::new(client);
     let mut stream = jetstream.get_stream(subjects.stream_name()).await?;
@@ -34,6 +37,11 @@ pub async fn read_all(nats_url: &str, subjects: &Subjects) -> anyhow::Result<Vec
             }
             Err(error) => return Err(error.into()),
         };
+        let subject = message.subject.as_str();
+        let event = subject.starts_with(&conversations) || subject.starts_with(&users);
+        if !event || subject.ends_with(&notification) {
+            continue;
+        }
         let header = |name: &str| message.headers.get(name).map(|value| value.as_str().to_owned());
         events.push(StreamEvent {
             stream_seq,
@@ -47,7 +55,7 @@ pub async fn read_all(nats_url: &str, subjects: &Subjects) -> anyhow::Result<Vec
     Ok(events)
 }
 
-/// Waits until the stream holds at least `count` messages, then returns all of them.
+/// Waits until the stream holds at least `count` domain events, then returns all of them.
 pub async fn wait_for(
     nats_url: &str,
     subjects: &Subjects,

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use parley_shared::ids::UserId;
 use parley_shared::notifications::{
@@ -24,7 +23,6 @@ struct Pending {
     user_id: Uuid,
     change: String,
     notification_id: Option<Uuid>,
-    occurred_at: DateTime<Utc>,
     /// The notification of a `created` change, unless cleared since.
     notification: Option<sqlx::types::Json<Notification>>,
 }
@@ -40,7 +38,7 @@ pub async fn publish_pending(
 ) -> anyhow::Result<()> {
     loop {
         let pending: Vec<Pending> = sqlx::query_as(
-            "select c.position, c.user_id, c.change, c.notification_id, c.occurred_at,
+            "select c.position, c.user_id, c.change, c.notification_id,
                     case when n.id is not null then jsonb_build_object(
                         'id', n.id, 'kind', n.kind, 'priority', n.priority, 'title', n.title, 'body', n.body,
                         'data', n.data, 'created_at', n.created_at, 'read_at', n.read_at) end as notification
@@ -69,15 +67,12 @@ pub async fn publish_pending(
         sorted.sort_by_key(|change| change.user_id);
         let chains = sorted.chunk_by(|a, b| a.user_id == b.user_id);
         let outcomes = join_all(chains.map(|chain| publish_in_order(publisher, chain, &unread))).await;
-        let acknowledged_at = Utc::now();
+        // Not counted with the events (`parley_outbox_published_events`, the publish latency):
+        // those measure the conversation outbox.
         let mut published = Vec::with_capacity(pending.len());
         let mut failure = None;
         for (acknowledged, unpublished) in outcomes {
-            for change in acknowledged {
-                let latency = (acknowledged_at - change.occurred_at).to_std().unwrap_or_default();
-                metrics.publish_latency.observe(latency.as_secs_f64());
-                published.push(change.position);
-            }
+            published.extend(acknowledged.iter().map(|change| change.position));
             if let Some((change, Failure::TooLarge)) = unpublished {
                 tracing::error!(position = change.position, user_id = %change.user_id,
                     "notification frame larger than the NATS server's max_payload; skipped, listed over REST");
@@ -91,7 +86,6 @@ pub async fn publish_pending(
                 )));
             }
         }
-        metrics.published.inc_by(published.len() as u64);
         sqlx::query("update notification_changes set published_at = now() where position = any($1)")
             .bind(&published)
             .execute(db)

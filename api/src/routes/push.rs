@@ -19,6 +19,7 @@ use crate::{membership, text::Text};
 
 /// An Expo push token (`ExponentPushToken[…]`), from `getExpoPushTokenAsync`.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct ExpoTarget {
     pub token: Text,
 }
@@ -26,6 +27,7 @@ pub struct ExpoTarget {
 /// A browser's `PushSubscription` (its `toJSON()`), subscribed with the server's VAPID key
 /// (`GET /v1/push/config`).
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct WebPushTarget {
     pub subscription: WebPushSubscription,
 }
@@ -48,6 +50,7 @@ pub struct WebPushKeys {
 /// A device the application pushes to itself (FCM, APNs): Parley calls the application's
 /// webhook (`PARLEY_PUSH_WEBHOOK_URL`) with this id.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct WebhookTarget {
     /// The application's own id for the device, 1 to 512 characters.
     pub device_id: Text,
@@ -234,7 +237,7 @@ impl PushApi {
 
     /// How to register push targets here
     #[oai(path = "/push/config", method = "get", operation_id = "getPushConfig")]
-    async fn setup(&self, state: Data<&AppState>, _auth: BearerAuth) -> Json<PushSetup> {
+    async fn setup(&self, state: Data<&AppState>, _auth: BearerAuth) -> Result<Json<PushSetup>, ApiError> {
         let mut kinds = vec!["expo".to_owned()];
         if state.vapid.is_some() {
             kinds.push("webpush".into());
@@ -242,7 +245,7 @@ impl PushApi {
         if state.push.webhook_url.is_some() {
             kinds.push("webhook".into());
         }
-        Json(PushSetup { vapid_public_key: state.vapid.as_ref().map(|vapid| vapid.public_key()), kinds })
+        Ok(Json(PushSetup { vapid_public_key: state.vapid.as_ref().map(|vapid| vapid.public_key()), kinds }))
     }
 
     /// The caller's settings for a conversation
@@ -281,6 +284,33 @@ impl PushApi {
             .execute(&state.db)
             .await?;
         Ok(Json(ConversationSettings { muted_until: body.0.muted_until }))
+    }
+}
+
+impl poem_openapi::types::Example for ExpoTarget {
+    fn example() -> Self {
+        Self { token: "ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx]".into() }
+    }
+}
+
+impl poem_openapi::types::Example for WebPushTarget {
+    fn example() -> Self {
+        Self {
+            subscription: WebPushSubscription {
+                endpoint: "https://fcm.googleapis.com/fcm/send/dQw4w9WgXcQ:APA91b".into(),
+                keys: WebPushKeys {
+                    p256dh: "BLn9b-VR0ca83knDNZ32dCHGyjJp-1riX9ZTN40MqV8K_LpQmLqxC_DoHvqvFXO_nGdAB4W9dogZb_sM-uV4JbY"
+                        .into(),
+                    auth: "_ordMnz7uTCmrpBTeUV4Bw".into(),
+                },
+            },
+        }
+    }
+}
+
+impl poem_openapi::types::Example for WebhookTarget {
+    fn example() -> Self {
+        Self { device_id: "fcm:dQw4w9WgXcQ".into() }
     }
 }
 

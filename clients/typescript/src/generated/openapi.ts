@@ -1005,6 +1005,9 @@ export interface components {
         /**
          * ExpoTarget
          * @description An Expo push token (`ExponentPushToken[…]`), from `getExpoPushTokenAsync`.
+         * @example {
+         *       "token": "ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx]"
+         *     }
          */
         ExpoTarget: {
             token: string;
@@ -1886,6 +1889,15 @@ export interface components {
          * WebPushTarget
          * @description A browser's `PushSubscription` (its `toJSON()`), subscribed with the server's VAPID key
          *     (`GET /v1/push/config`).
+         * @example {
+         *       "subscription": {
+         *         "endpoint": "https://fcm.googleapis.com/fcm/send/dQw4w9WgXcQ:APA91b",
+         *         "keys": {
+         *           "auth": "_ordMnz7uTCmrpBTeUV4Bw",
+         *           "p256dh": "BLn9b-VR0ca83knDNZ32dCHGyjJp-1riX9ZTN40MqV8K_LpQmLqxC_DoHvqvFXO_nGdAB4W9dogZb_sM-uV4JbY"
+         *         }
+         *       }
+         *     }
          */
         WebPushTarget: {
             subscription: components["schemas"]["WebPushSubscription"];
@@ -1894,6 +1906,9 @@ export interface components {
          * WebhookTarget
          * @description A device the application pushes to itself (FCM, APNs): Parley calls the application's
          *     webhook (`PARLEY_PUSH_WEBHOOK_URL`) with this id.
+         * @example {
+         *       "device_id": "fcm:dQw4w9WgXcQ"
+         *     }
          */
         WebhookTarget: {
             /** @description The application's own id for the device, 1 to 512 characters. */
@@ -7692,6 +7707,136 @@ export interface operations {
                 };
                 content: {
                     "application/json; charset=utf-8": components["schemas"]["PushSetup"];
+                };
+            };
+            /** @description The request is malformed; `field` names the part at fault. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "validation_failed",
+                     *       "detail": "text must not be empty",
+                     *       "field": "text",
+                     *       "status": 400,
+                     *       "title": "Bad Request",
+                     *       "type": "urn:parley:problem:validation_failed"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The bearer token is missing, invalid or expired. */
+            401: {
+                headers: {
+                    "WWW-AUTHENTICATE": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "the token has expired",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "urn:parley:problem:unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller is a member but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_owner",
+                     *       "detail": "only an owner of the group may do this",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "urn:parley:problem:not_owner"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or not visible to the caller (non-members cannot tell the difference). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "conversation not found",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "urn:parley:problem:not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The per-user rate limit is exhausted; retry after `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "rate_limited",
+                     *       "detail": "too many requests; retry after 1 s",
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "urn:parley:problem:rate_limited"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An unexpected failure; details are in the server log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "internal",
+                     *       "detail": "an unexpected error occurred; it has been logged",
+                     *       "status": 500,
+                     *       "title": "Internal Server Error",
+                     *       "type": "urn:parley:problem:internal"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency (PostgreSQL, NATS) is unavailable; retry after `Retry-After` seconds. */
+            503: {
+                headers: {
+                    "RETRY-AFTER": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "code": "unavailable",
+                     *       "detail": "the database is unavailable; retry shortly",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "urn:parley:problem:unavailable"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
