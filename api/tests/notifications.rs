@@ -39,11 +39,16 @@ impl Stack {
 
 /// The next frame of `kind`, skipping others (presence, events); panics after 10 s.
 async fn next_of(device: &mut WsClient, kind: &str) -> Value {
+    next_of_any(device, &[kind]).await
+}
+
+/// The next frame of one of `kinds`, skipping others; panics after 10 s.
+async fn next_of_any(device: &mut WsClient, kinds: &[&str]) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let frame = device.next_frame_within(left).await.unwrap_or_else(|| panic!("no {kind} frame within 10 s"));
-        if frame["type"] == kind {
+        let frame = device.next_frame_within(left).await.unwrap_or_else(|| panic!("no {kinds:?} frame within 10 s"));
+        if kinds.iter().any(|kind| frame["type"] == *kind) {
             return frame;
         }
     }
@@ -84,12 +89,19 @@ async fn a_mention_is_stored_listed_counted_and_sent_to_every_device_and_read_an
         .await
         .expect(201);
     assert_eq!(sent["mentions"], json!([bob.uuid()]));
-    let event = next_of(&mut phone, "event").await;
-    let event = if event["event"]["type"] == "message.created" { event } else { next_of(&mut phone, "event").await };
-    assert_eq!(event["event"]["data"]["mentions"], json!([bob.uuid()]));
+    // The relay publishes events and notification frames side by side: either may come first.
+    let (mut event, mut notified) = (None, None);
+    while event.is_none() || notified.is_none() {
+        let frame = next_of_any(&mut phone, &["event", "notification"]).await;
+        if frame["type"] == "notification" {
+            notified = Some(frame);
+        } else if frame["event"]["type"] == "message.created" {
+            event = Some(frame);
+        }
+    }
+    assert_eq!(event.expect("event")["event"]["data"]["mentions"], json!([bob.uuid()]));
 
-    for device in [&mut phone, &mut laptop] {
-        let frame = next_of(device, "notification").await;
+    for frame in [notified.expect("on the phone"), next_of(&mut laptop, "notification").await] {
         assert_eq!(frame["notification"]["kind"], "mention");
         assert_eq!(frame["notification"]["title"], "alice mentioned you");
         assert_eq!(frame["notification"]["data"]["message_id"], sent["id"]);
