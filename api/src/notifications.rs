@@ -8,6 +8,11 @@ use parley_shared::notifications::{NotificationKind, Priority};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+/// A `notifications` row aliased `n` as the JSON of [`parley_shared::notifications::Notification`]:
+/// how lists, frames and pushes all read one.
+pub const NOTIFICATION_JSON: &str = "jsonb_build_object('id', n.id, 'kind', n.kind, 'priority', n.priority,
+    'title', n.title, 'body', n.body, 'data', n.data, 'created_at', n.created_at, 'read_at', n.read_at)";
+
 /// What follows the `created` CTE (`id, user_id` of the new notifications) in every statement
 /// that creates notifications: their place in the push queue (users with a push target only)
 /// and their `created` change.

@@ -13,6 +13,8 @@ use parley_shared::notifications::Notification;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::notifications::NOTIFICATION_JSON;
+
 use super::{Dispatcher, Outcome, Push, Target, expo, pause, webhook, webpush};
 
 /// The providers, each delivered by a loop of its own.
@@ -65,17 +67,15 @@ async fn round(
     webhook_secrets: &[Vec<u8>],
     provider: &str,
 ) -> Result<usize, sqlx::Error> {
-    let due: Vec<Due> = sqlx::query_as(
+    let due: Vec<Due> = sqlx::query_as(&format!(
         "select d.id, d.attempts, n.user_id, t.id, t.kind, t.address, t.p256dh, t.auth,
-                jsonb_build_object('id', n.id, 'kind', n.kind, 'priority', n.priority, 'title', n.title,
-                                   'body', n.body, 'data', n.data, 'created_at', n.created_at,
-                                   'read_at', n.read_at) as notification
+                {NOTIFICATION_JSON} as notification
            from push_deliveries d
            join push_targets t on t.id = d.target_id
            join notifications n on n.id = d.notification_id
           where d.state = 'pending' and d.next_attempt_at <= now() and t.kind = $1
-          order by d.next_attempt_at limit $2",
-    )
+          order by d.next_attempt_at limit $2"
+    ))
     .bind(provider)
     .bind(BATCH)
     .fetch_all(&dispatcher.db)

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::publisher::{Failure, Publisher, Step};
 use crate::metrics::OutboxMetrics;
+use crate::notifications::NOTIFICATION_JSON;
 
 #[derive(sqlx::FromRow)]
 struct Pending {
@@ -37,15 +38,13 @@ pub async fn publish_pending(
     metrics: &OutboxMetrics,
 ) -> anyhow::Result<()> {
     loop {
-        let pending: Vec<Pending> = sqlx::query_as(
+        let pending: Vec<Pending> = sqlx::query_as(&format!(
             "select c.position, c.user_id, c.change, c.notification_id,
-                    case when n.id is not null then jsonb_build_object(
-                        'id', n.id, 'kind', n.kind, 'priority', n.priority, 'title', n.title, 'body', n.body,
-                        'data', n.data, 'created_at', n.created_at, 'read_at', n.read_at) end as notification
+                    case when n.id is not null then {NOTIFICATION_JSON} end as notification
                from notification_changes c
                left join notifications n on c.change = 'created' and n.id = c.notification_id
-              where c.published_at is null order by c.position limit $1",
-        )
+              where c.published_at is null order by c.position limit $1"
+        ))
         .bind(batch)
         .fetch_all(db)
         .await?;

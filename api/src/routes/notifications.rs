@@ -18,7 +18,7 @@ use super::conversations::ensure_users;
 use crate::auth::BearerAuth;
 use crate::channels::server_keys::ServerAuth;
 use crate::error::ApiError;
-use crate::notifications::{NewNotification, Title, record};
+use crate::notifications::{NOTIFICATION_JSON, NewNotification, Title, record};
 use crate::outbox::Recorded;
 use crate::state::AppState;
 use crate::text::{Text, clean_name};
@@ -151,13 +151,11 @@ impl NotificationsApi {
         before: Query<Option<Uuid>>,
         #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<i64>,
     ) -> Result<Json<NotificationPage>, ApiError> {
-        let rows: Vec<sqlx::types::Json<Notification>> = sqlx::query_scalar(
-            "select jsonb_build_object('id', id, 'kind', kind, 'priority', priority, 'title', title, 'body', body,
-                                       'data', data, 'created_at', created_at, 'read_at', read_at)
-               from notifications
-              where user_id = $1 and ($2 or read_at is null) and ($3::uuid is null or id < $3)
-              order by id desc limit $4",
-        )
+        let rows: Vec<sqlx::types::Json<Notification>> = sqlx::query_scalar(&format!(
+            "select {NOTIFICATION_JSON} from notifications n
+              where n.user_id = $1 and ($2 or n.read_at is null) and ($3::uuid is null or n.id < $3)
+              order by n.id desc limit $4"
+        ))
         .bind(auth.0.id.as_uuid())
         .bind(status.0 == Status::All)
         .bind(before.0)
@@ -296,15 +294,12 @@ impl NotificationsApi {
         record(&mut tx, None, std::slice::from_ref(&notification)).await?;
         crate::db::commit(tx).await?;
         state.outbox.committed(Recorded::notifications());
-        let stored: sqlx::types::Json<Notification> = sqlx::query_scalar(
-            "select jsonb_build_object('id', id, 'kind', kind, 'priority', priority, 'title', title, 'body', body,
-                                       'data', data, 'created_at', created_at, 'read_at', read_at)
-               from notifications where id = $1",
-        )
-        .bind(notification.id)
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("notification"))?;
+        let stored: sqlx::types::Json<Notification> =
+            sqlx::query_scalar(&format!("select {NOTIFICATION_JSON} from notifications n where n.id = $1"))
+                .bind(notification.id)
+                .fetch_optional(&state.db)
+                .await?
+                .ok_or_else(|| ApiError::not_found("notification"))?;
         Ok(CreatedResponse::Created(Json(stored.0)))
     }
 }
