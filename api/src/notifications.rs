@@ -1,8 +1,10 @@
-//! Writing notifications: each in the transaction of the write that causes it, with its
-//! `created` change in `notification_changes`, which the relay publishes to the user's
-//! connections (see `relay::notifications`), and, for users with a push target, its entry in
-//! the push dispatcher's queue (see `push`). The writer wakes the relay after commit as it does
-//! for its event (or with [`crate::outbox::Recorded::notifications`] when it has none).
+//! Writing notifications: each in the transaction of the write that causes it, with, for users
+//! with a push target, its entry in the push dispatcher's queue (see `push`). The relay
+//! publishes each to the user's connections (see `relay::notifications`): a message's with the
+//! message's event, which lists their ids (so a mention costs no outbox row of its own); the
+//! others through their `created` change in `notification_changes`. The writer wakes the relay
+//! after commit as it does for its event (or with [`crate::outbox::Recorded::notifications`]
+//! when it has none).
 
 use parley_shared::notifications::{NotificationKind, Priority};
 use sqlx::PgConnection;
@@ -13,16 +15,11 @@ use uuid::Uuid;
 pub const NOTIFICATION_JSON: &str = "jsonb_build_object('id', n.id, 'kind', n.kind, 'priority', n.priority,
     'title', n.title, 'body', n.body, 'data', n.data, 'created_at', n.created_at, 'read_at', n.read_at)";
 
-/// What follows the `created` CTE (`id, user_id` of the new notifications) in every statement
-/// that creates notifications: their place in the push queue (users with a push target only)
-/// and their `created` change.
-const AFTER_CREATED: &str = ", queued as (
-             insert into push_queue (notification_id, due_at)
+/// Queues the notifications of the `created` CTE (`id, user_id`) for push, for users with a
+/// push target only: what follows that CTE in every statement that creates notifications.
+const QUEUE_PUSH: &str = "insert into push_queue (notification_id, due_at)
              select id, now() from created
-              where exists (select 1 from push_targets target where target.user_id = created.user_id)
-         )
-         insert into notification_changes (user_id, change, notification_id)
-         select user_id, 'created', id from created order by id";
+              where exists (select 1 from push_targets target where target.user_id = created.user_id)";
 
 /// Longest body a notification Parley creates carries: the start of the message.
 const PREVIEW_CHARS: usize = 200;
@@ -39,6 +36,16 @@ pub struct MessageNotice {
     pub text: Option<String>,
     pub mentions: Vec<Uuid>,
     pub reply_to: Option<Uuid>,
+    /// The ids its notifications take, from [`candidate_ids`]; its event lists them.
+    pub ids: Vec<Uuid>,
+}
+
+/// Ids for the notifications a message naming `mentions` and answering `reply_to` may cause:
+/// one per mention, then one for the reply. Its event lists them all; the relay publishes
+/// those that were created (a mention wins over a reply to the same user, a user who left
+/// is not notified).
+pub fn candidate_ids(mentions: &[Uuid], reply_to: Option<Uuid>) -> Vec<Uuid> {
+    (0..mentions.len() + usize::from(reply_to.is_some())).map(|_| Uuid::now_v7()).collect()
 }
 
 impl MessageNotice {
@@ -60,11 +67,13 @@ pub async fn for_messages(
     let mut rows = Rows::default();
     for message in messages {
         let preview = message.text.as_deref().map(preview);
+        let mut ids = message.ids.iter().copied();
         for user in &message.mentions {
-            rows.push(message, preview.clone(), Some(*user), None, NotificationKind::Mention);
+            let Some(id) = ids.next() else { break };
+            rows.push(id, message, preview.clone(), Some(*user), None, NotificationKind::Mention);
         }
-        if message.reply_to.is_some() {
-            rows.push(message, preview.clone(), None, message.reply_to, NotificationKind::Reply);
+        if let (Some(reply_to), Some(id)) = (message.reply_to, ids.next()) {
+            rows.push(id, message, preview.clone(), None, Some(reply_to), NotificationKind::Reply);
         }
     }
     if rows.ids.is_empty() {
@@ -95,7 +104,7 @@ pub async fn for_messages(
                                and member.visible_from_seq <= resolved.seq)
               order by resolved.id
           returning id, user_id
-         ){AFTER_CREATED}"
+         ) {QUEUE_PUSH}"
     );
     sqlx::query(&statement)
         .bind(conversation)
@@ -128,13 +137,14 @@ struct Rows {
 impl Rows {
     fn push(
         &mut self,
+        id: Uuid,
         message: &MessageNotice,
         preview: Option<String>,
         recipient: Option<Uuid>,
         reply_to: Option<Uuid>,
         kind: NotificationKind,
     ) {
-        self.ids.push(Uuid::now_v7());
+        self.ids.push(id);
         self.message_ids.push(message.message_id);
         self.authors.push(message.author);
         self.seqs.push(message.seq);
@@ -164,7 +174,7 @@ pub struct NewNotification {
     pub data: serde_json::Value,
 }
 
-/// Records `notifications` caused by `actor`, in this transaction.
+/// Records `notifications` caused by `actor`, in this transaction, each with its `created` change.
 pub async fn record(
     tx: &mut PgConnection,
     actor: Option<Uuid>,
@@ -185,7 +195,9 @@ pub async fn record(
                     left join users actor on actor.id = $1
               order by wanted.id
           returning id, user_id
-         ){AFTER_CREATED}"
+         ), queued as ({QUEUE_PUSH})
+         insert into notification_changes (user_id, change, notification_id)
+         select user_id, 'created', id from created order by id"
     );
     sqlx::query(&statement)
         .bind(actor)

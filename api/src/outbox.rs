@@ -45,6 +45,9 @@ pub struct EventRow {
     pub data: serde_json::Value,
     /// The writing request's `traceparent`, so the relay's publish joins the request's trace.
     pub trace_context: Option<String>,
+    /// The notifications its write created, which the relay publishes with it (see
+    /// [`crate::notifications`]).
+    pub notifications: Vec<Uuid>,
 }
 
 impl EventRow {
@@ -57,7 +60,13 @@ impl EventRow {
             actor,
             data: event.data(),
             trace_context: parley_shared::telemetry::current_traceparent(),
+            notifications: Vec::new(),
         }
+    }
+
+    /// `events.notifications`: null when it announces none.
+    pub fn notifications_column(&self) -> Option<&[Uuid]> {
+        (!self.notifications.is_empty()).then_some(self.notifications.as_slice())
     }
 
     /// What the caller hands to the publisher once the row has been inserted and committed.
@@ -113,10 +122,14 @@ pub async fn append(
     actor: UserId,
     event: &Event,
 ) -> Result<Recorded, sqlx::Error> {
-    let row = EventRow::new(conversation, seq, actor, event);
+    append_row(tx, &EventRow::new(conversation, seq, actor, event)).await
+}
+
+/// Appends `row` (its seq from [`next_seq`] in this transaction).
+pub async fn append_row(tx: &mut PgConnection, row: &EventRow) -> Result<Recorded, sqlx::Error> {
     sqlx::query(
-        "insert into events (id, conversation_id, seq, type, actor_id, data, trace_context)
-         values ($1, $2, $3, $4, $5, $6, $7)",
+        "insert into events (id, conversation_id, seq, type, actor_id, data, trace_context, notifications)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(row.id.as_uuid())
     .bind(row.conversation.as_uuid())
@@ -125,6 +138,7 @@ pub async fn append(
     .bind(row.actor.as_uuid())
     .bind(&row.data)
     .bind(&row.trace_context)
+    .bind(row.notifications_column())
     .execute(tx)
     .await?;
     Ok(row.recorded())

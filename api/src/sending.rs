@@ -55,6 +55,7 @@ impl NewMessageWrite {
             text: self.body.clone(),
             mentions: self.mentions.clone(),
             reply_to: self.reply_to,
+            ids: self.event.notifications.clone(),
         }
     }
 }
@@ -147,7 +148,13 @@ impl MessageCommitter {
         conversation: ConversationId,
         write: &NewMessageWrite,
     ) -> Result<Result<Sent, ApiError>, Failed> {
-        let mut tx = self.db.begin().await?;
+        let notice = write.notice(0);
+        let mut tx = if notice.notifies() {
+            // The notifications' statement takes arrays: see `store` on its plans.
+            self.db.begin_with(GENERIC_PLANS).await?
+        } else {
+            self.db.begin().await?
+        };
         if let Some((key, request)) = &write.idempotency {
             // A concurrent request with the same key waits here for the other to commit, then
             // finds the key taken.
@@ -198,8 +205,8 @@ impl MessageCommitter {
                   where exists (select 1 from conversation_members where conversation_id = $2 and user_id = $4)
                  returning created_at
              ), event as (
-                 insert into events (id, conversation_id, seq, type, actor_id, data, trace_context)
-                 select $9, $2, $3, $10, $4, $11, $12 from message
+                 insert into events (id, conversation_id, seq, type, actor_id, data, trace_context, notifications)
+                 select $9, $2, $3, $10, $4, $11, $12, $14 from message
              )
              select created_at from message",
         )
@@ -216,11 +223,12 @@ impl MessageCommitter {
         .bind(&write.event.data)
         .bind(&write.event.trace_context)
         .bind(mentions_column(&write.mentions))
+        .bind(write.event.notifications_column())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(created_at) = created_at else { return Ok(Err(ApiError::not_found("conversation"))) };
-        let notice = write.notice(seq);
         if notice.notifies() {
+            let notice = MessageNotice { seq, ..notice };
             notifications::for_messages(&mut tx, *conversation.as_uuid(), &[notice]).await?;
         }
         tx.commit().await.map_err(|error| Failed { error, at_commit: true })?;
@@ -245,7 +253,7 @@ impl MessageCommitter {
         // PostgreSQL would plan the statement below afresh for every execution (its custom
         // plans, knowing the arrays' lengths, look cheaper than the generic one), about 1 ms of
         // CPU each time, more than running it; the generic plan serves every batch size.
-        let mut tx = self.db.begin_with("begin; set local plan_cache_mode = force_generic_plan").await?;
+        let mut tx = self.db.begin_with(GENERIC_PLANS).await?;
         // The lock comes first and alone: the next statement's snapshot is then taken after
         // it, so the membership checks see any removal committed while this waited.
         let exists: Option<i32> = sqlx::query_scalar("select 1 from conversations where id = $1 for no key update")
@@ -256,6 +264,10 @@ impl MessageCommitter {
             return Ok(writes.iter().map(|_| Err(ApiError::not_found("conversation"))).collect());
         }
         let column = |field: fn(&NewMessageWrite) -> Option<String>| writes.iter().map(field).collect::<Vec<_>>();
+        let announced: Vec<(Uuid, i64)> = (1..)
+            .zip(writes)
+            .flat_map(|(ord, write)| write.event.notifications.iter().map(move |id| (*id, ord)))
+            .collect();
         let rows: Vec<Row> = sqlx::query_as(STORE)
             .bind(conversation.as_uuid())
             .bind(writes.iter().map(|write| *write.id.as_uuid()).collect::<Vec<_>>())
@@ -276,6 +288,8 @@ impl MessageCommitter {
                     .collect::<Vec<_>>(),
             )
             .bind(writes.iter().map(|write| mentions_column(&write.mentions)).collect::<Vec<_>>())
+            .bind(announced.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(announced.iter().map(|(_, ord)| *ord).collect::<Vec<_>>())
             .fetch_all(&mut *tx)
             .await?;
         let notices: Vec<MessageNotice> = writes
@@ -357,12 +371,19 @@ with input as (
     select message_id, $1, seq, author_id, client_message_id, body, reply_to, attachment, mentions from numbered order by seq
  returning id, seq, created_at
 ), recorded as (
-    insert into events (id, conversation_id, seq, type, actor_id, data, trace_context)
-    select event_id, $1, seq, event_kind, author_id, event_data, trace_context from numbered order by seq
+    -- $15 lists the notification ids each write's event announces, $16 the write (ord) of each.
+    insert into events (id, conversation_id, seq, type, actor_id, data, trace_context, notifications)
+    select event_id, $1, seq, event_kind, author_id, event_data, trace_context,
+           (select array_agg(announced.id) from unnest($15::uuid[], $16::bigint[]) as announced (id, ord)
+             where announced.ord = numbered.ord)
+      from numbered order by seq
 )
 select checked.is_member, checked.reply_ok, stored.seq, stored.created_at
   from checked left join stored on stored.id = checked.message_id
  order by checked.ord";
+
+/// Begins a transaction whose statements use their generic plans.
+const GENERIC_PLANS: &str = "begin; set local plan_cache_mode = force_generic_plan";
 
 /// Whether a failed batch may still be tried once more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

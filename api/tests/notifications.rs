@@ -205,6 +205,7 @@ async fn messages_committed_together_each_notify_the_members_they_name() {
     let (alice, bob) = (stack.user("alice"), stack.user("bob"));
     let group = alice.group("busy", &[&bob]).await;
     bob.delete("/v1/me/notifications").await.expect(204);
+    let mut phone = stack.device(&bob, "bob").await;
     // Sent at once, these are committed in batches (one statement for many messages).
     let bob_id = bob.uuid();
     let sends = (0..40).map(|n| {
@@ -213,10 +214,18 @@ async fn messages_committed_together_each_notify_the_members_they_name() {
             alice.post(&messages(group), json!({ "text": format!("ping {n}"), "mentions": [bob_id] })).await.expect(201)
         }
     });
-    futures_util::future::join_all(sends).await;
+    let sent = futures_util::future::join_all(sends).await;
     let page = inbox(&bob, "?limit=100").await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(40));
     assert_eq!(page["unread_count"], 40);
+    // Each message's event announced its own notification: one frame per message, each naming it.
+    let mut framed = std::collections::BTreeSet::new();
+    while framed.len() < 40 {
+        let frame = next_of(&mut phone, "notification").await;
+        let message = frame["notification"]["data"]["message_id"].as_str().map(str::to_owned);
+        assert!(framed.insert(message), "a second frame for {frame}");
+    }
+    assert_eq!(framed, sent.iter().map(|message| message["id"].as_str().map(str::to_owned)).collect());
     // Paging by `before` walks them all, newest first, without repeats.
     let first = inbox(&bob, "?limit=25").await;
     assert_eq!(first["has_more"], true);

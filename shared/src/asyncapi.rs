@@ -83,7 +83,7 @@ pub fn document() -> Value {
         json!({
             "name": "notification",
             "title": "notification",
-            "summary": "A change of one user's notification inbox (`notification`: created; `notifications.read`; `notifications.cleared`), as the WebSocket frame brokers forward byte for byte to every connection of the user. Published by the outbox relay after the change committed, in order per user; `Nats-Msg-Id` is `notification-change/<position>`.",
+            "summary": "A change of one user's notification inbox (`notification`: created; `notifications.read`; `notifications.cleared`), as the WebSocket frame brokers forward byte for byte to every connection of the user. Published by the outbox relay after the change committed: a message's new notifications with the message's event (`Nats-Msg-Id` `notification/<id>`), every other change in order per user (`Nats-Msg-Id` `notification-change/<position>`). A frame carries the notification and `unread_count` as they are when it is published.",
             "contentType": "application/json",
             "payload": notification,
         }),

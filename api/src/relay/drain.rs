@@ -32,6 +32,8 @@ struct Pending {
     occurred_at: DateTime<Utc>,
     data: serde_json::Value,
     trace_context: Option<String>,
+    /// The notifications its write created, published with it.
+    notifications: Option<Vec<Uuid>>,
 }
 
 /// An event the round could not publish; the round stops at it (see [`publish_pending`]).
@@ -55,7 +57,7 @@ pub async fn publish_pending(
 ) -> anyhow::Result<()> {
     loop {
         let pending: Vec<Pending> = sqlx::query_as(
-            "select id, conversation_id, seq, type, actor_id, occurred_at, data, trace_context
+            "select id, conversation_id, seq, type, actor_id, occurred_at, data, trace_context, notifications
                from events where published_at is null order by position limit $1",
         )
         .bind(batch)
@@ -69,7 +71,15 @@ pub async fn publish_pending(
         sorted.sort_by_key(|event| event.conversation_id);
         // Conversations in parallel, each conversation's events strictly one after another.
         let chains = sorted.chunk_by(|a, b| a.conversation_id == b.conversation_id);
-        let outcomes = join_all(chains.map(|events| publish_in_order(publisher, events))).await;
+        let announced: Vec<Uuid> =
+            pending.iter().flat_map(|event| event.notifications.iter().flatten().copied()).collect();
+        let (frames, outcomes) = tokio::join!(
+            super::notifications::publish_announced(db, publisher, &announced, metrics),
+            join_all(chains.map(|events| publish_in_order(publisher, events)))
+        );
+        // An announced notification that did not go out leaves the whole batch unpublished:
+        // the next round publishes it again, and JetStream drops what it already has.
+        frames?;
         let acknowledged_at = Utc::now();
         let mut published = Vec::with_capacity(pending.len());
         let mut failure = None;

@@ -1,6 +1,12 @@
-//! The relay's round for notification changes: oldest first, each user's in position order
-//! (pipelined like events), as ready-made WebSocket frames on the user's notification subject.
-//! The `Nats-Msg-Id` is the change's position, so a republish is dropped as a duplicate.
+//! The relay's notification frames, published on the user's notification subject as
+//! ready-made WebSocket frames, each user's in order (pipelined like events):
+//! - the changes in `notification_changes` (created, read, cleared), oldest first; the
+//!   `Nats-Msg-Id` is the change's position;
+//! - the notifications a message's event announces (`events.notifications`), published with
+//!   that event; the `Nats-Msg-Id` is the notification's id.
+//!
+//! Either way a republish is dropped as a duplicate, and a frame carries the notification and
+//! the unread count as they are when it is published.
 
 use std::collections::HashMap;
 
@@ -51,38 +57,24 @@ pub async fn publish_pending(
         if pending.is_empty() {
             return Ok(());
         }
-        let users: Vec<Uuid> = pending.iter().map(|change| change.user_id).collect();
-        let unread: HashMap<Uuid, i64> = sqlx::query_as(
-            "select user_id, count(*) from notifications
-              where user_id = any($1) and read_at is null group by user_id",
-        )
-        .bind(&users)
-        .fetch_all(db)
-        .await?
-        .into_iter()
-        .collect();
-        let mut sorted: Vec<&Pending> = pending.iter().collect();
-        // Stable: each user's changes keep their position order.
-        sorted.sort_by_key(|change| change.user_id);
-        let chains = sorted.chunk_by(|a, b| a.user_id == b.user_id);
-        let outcomes = join_all(chains.map(|chain| publish_in_order(publisher, chain, &unread))).await;
-        // Not counted with the events (`parley_outbox_published_events`, the publish latency):
-        // those measure the conversation outbox.
-        let mut published = Vec::with_capacity(pending.len());
+        let unread = unread_counts(db, pending.iter().map(|change| change.user_id)).await?;
+        let frames: Vec<Outgoing> = pending
+            .into_iter()
+            .map(|change| Outgoing {
+                position: Some(change.position),
+                user: change.user_id,
+                frame: frame(&change, unread.get(&change.user_id).copied().unwrap_or(0)),
+                message_id: format!("notification-change/{}", change.position),
+            })
+            .collect();
+        let (acknowledged, failures) = publish_frames(publisher, &frames).await;
+        let mut published: Vec<i64> = acknowledged.iter().filter_map(|frame| frame.position).collect();
         let mut failure = None;
-        for (acknowledged, unpublished) in outcomes {
-            published.extend(acknowledged.iter().map(|change| change.position));
-            if let Some((change, Failure::TooLarge)) = unpublished {
-                tracing::error!(position = change.position, user_id = %change.user_id,
-                    "notification frame larger than the NATS server's max_payload; skipped, listed over REST");
-                metrics.unpublishable.inc();
-                published.push(change.position);
-            } else if let Some((change, error)) = unpublished {
-                failure = failure.or(Some(anyhow::anyhow!(
-                    "publishing notification change {} of user {}: {error}",
-                    change.position,
-                    change.user_id
-                )));
+        for (frame, error) in failures {
+            if skipped(frame, &error, metrics) {
+                published.extend(frame.position);
+            } else {
+                failure = failure.or(Some(anyhow::anyhow!("publishing notification {}: {error}", frame.message_id)));
             }
         }
         sqlx::query("update notification_changes set published_at = now() where position = any($1)")
@@ -92,31 +84,127 @@ pub async fn publish_pending(
         if let Some(failure) = failure {
             return Err(failure);
         }
-        if i64::try_from(pending.len()).unwrap_or(i64::MAX) < batch {
+        if i64::try_from(frames.len()).unwrap_or(i64::MAX) < batch {
             return Ok(());
         }
     }
 }
 
-/// Publishes one user's changes in position order until the first failure.
-async fn publish_in_order<'p>(
-    publisher: &Publisher<'_>,
-    chain: &'p [&'p Pending],
-    unread: &HashMap<Uuid, i64>,
-) -> (&'p [&'p Pending], Option<(&'p Pending, Failure)>) {
-    let (acknowledged, failure) = publisher.publish_chain(chain, |change| step(publisher, change, unread)).await;
-    (&chain[..acknowledged], failure.map(|failure| (chain[acknowledged], failure)))
+#[derive(sqlx::FromRow)]
+struct Announced {
+    user_id: Uuid,
+    notification: sqlx::types::Json<Notification>,
 }
 
-fn step<'a>(publisher: &Publisher<'_>, pending: &Pending, unread: &HashMap<Uuid, i64>) -> Result<Step<'a>, Failure> {
-    let Some(frame) = frame(pending, unread.get(&pending.user_id).copied().unwrap_or(0)) else {
+/// Publishes a `created` frame for each of `ids` (announced by the events of one round) that
+/// exists: one never created (its user left) or already cleared has nothing to show. Any
+/// failure fails the round, so the events announcing it stay unpublished and go again.
+pub async fn publish_announced(
+    db: &PgPool,
+    publisher: &Publisher<'_>,
+    ids: &[Uuid],
+    metrics: &OutboxMetrics,
+) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let created: Vec<Announced> = sqlx::query_as(&format!(
+        "select n.user_id, {NOTIFICATION_JSON} as notification from notifications n where n.id = any($1) order by n.id"
+    ))
+    .bind(ids)
+    .fetch_all(db)
+    .await?;
+    let unread = unread_counts(db, created.iter().map(|created| created.user_id)).await?;
+    let frames: Vec<Outgoing> = created
+        .into_iter()
+        .map(|created| Outgoing {
+            position: None,
+            user: created.user_id,
+            message_id: format!("notification/{}", created.notification.id),
+            frame: Some(NotificationFrame::Created(NotificationCreated {
+                notification: created.notification.0,
+                unread_count: unread.get(&created.user_id).copied().unwrap_or(0),
+            })),
+        })
+        .collect();
+    let (_, failures) = publish_frames(publisher, &frames).await;
+    match failures.into_iter().find(|(frame, error)| !skipped(frame, error, metrics)) {
+        Some((frame, error)) => Err(anyhow::anyhow!("publishing notification {}: {error}", frame.message_id)),
+        None => Ok(()),
+    }
+}
+
+/// Each of `users`' unread notifications.
+async fn unread_counts(db: &PgPool, users: impl Iterator<Item = Uuid>) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+    let mut users: Vec<Uuid> = users.collect();
+    users.sort_unstable();
+    users.dedup();
+    if users.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(sqlx::query_as(
+        "select user_id, count(*) from notifications where user_id = any($1) and read_at is null group by user_id",
+    )
+    .bind(&users)
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+/// One frame for one user's connections; `None` publishes nothing (a notification cleared
+/// before its `created` change went out).
+struct Outgoing {
+    /// The change it publishes, if it comes from `notification_changes`.
+    position: Option<i64>,
+    user: Uuid,
+    frame: Option<NotificationFrame>,
+    message_id: String,
+}
+
+/// Publishes `frames`, users in parallel and each user's in the order given, until each user's
+/// first failure; returns the frames JetStream acknowledged and the failures.
+async fn publish_frames<'f>(
+    publisher: &Publisher<'_>,
+    frames: &'f [Outgoing],
+) -> (Vec<&'f Outgoing>, Vec<(&'f Outgoing, Failure)>) {
+    let mut sorted: Vec<&Outgoing> = frames.iter().collect();
+    // Stable: each user's frames keep their order.
+    sorted.sort_by_key(|frame| frame.user);
+    let chains = sorted.chunk_by(|a, b| a.user == b.user).map(|chain| async move {
+        let (acknowledged, failure) = publisher.publish_chain(chain, |frame| step(publisher, frame)).await;
+        (&chain[..acknowledged], failure.map(|failure| (chain[acknowledged], failure)))
+    });
+    let mut acknowledged = Vec::with_capacity(frames.len());
+    let mut failures = Vec::new();
+    for (published, failure) in join_all(chains).await {
+        acknowledged.extend_from_slice(published);
+        failures.extend(failure);
+    }
+    (acknowledged, failures)
+}
+
+/// Whether a failed frame is skipped for good (larger than NATS carries: listed over REST
+/// only), logged and counted.
+fn skipped(frame: &Outgoing, failure: &Failure, metrics: &OutboxMetrics) -> bool {
+    if !matches!(failure, Failure::TooLarge) {
+        return false;
+    }
+    tracing::error!(message_id = %frame.message_id, user_id = %frame.user,
+        "notification frame larger than the NATS server's max_payload; skipped, listed over REST");
+    metrics.unpublishable.inc();
+    true
+}
+
+fn step<'a>(publisher: &Publisher<'_>, outgoing: &Outgoing) -> Result<Step<'a>, Failure> {
+    let Some(frame) = &outgoing.frame else {
         return Ok(Step::Alone(Box::pin(std::future::ready(Ok(())))));
     };
     let (span, _) = parley_shared::telemetry::child_span("outbox.publish", None);
     let message = PublishMessage::build()
-        .message_id(format!("notification-change/{}", pending.position))
-        .payload(Bytes::from(serde_json::to_vec(&frame)?));
-    let subject = publisher.subjects.user_notifications(UserId::from_uuid(pending.user_id));
+        .message_id(outgoing.message_id.clone())
+        .payload(Bytes::from(serde_json::to_vec(frame)?));
+    let subject = publisher.subjects.user_notifications(UserId::from_uuid(outgoing.user));
     Ok(Step::Pipelined { subject, message, span })
 }
 

@@ -173,7 +173,10 @@ impl MessagesApi {
         });
         outbox::ensure_publishable(&state.nats, &event, "text")?;
         // Seq 0 for now: the message's seq is taken when its group is stored.
-        let event = outbox::EventRow::new(conversation, 0, caller, &event);
+        let event = outbox::EventRow {
+            notifications: notifications::candidate_ids(&mentions, body.0.reply_to),
+            ..outbox::EventRow::new(conversation, 0, caller, &event)
+        };
         let idempotency =
             idempotency_key.0.map(|key| (key, serde_json::json!({ "conversation_id": id.0, "message": &body.0 })));
         let write = NewMessageWrite {
@@ -336,11 +339,12 @@ impl MessagesApi {
             author: *caller.as_uuid(),
             seq: target.seq,
             text: Some(text.clone()),
+            ids: notifications::candidate_ids(&newly_named, None),
             mentions: newly_named,
             reply_to: None,
         };
         if notice.notifies() {
-            notifications::for_messages(&mut tx, id.0, &[notice]).await?;
+            notifications::for_messages(&mut tx, id.0, std::slice::from_ref(&notice)).await?;
         }
         let event = Event::MessageEdited(MessageEdited {
             message_id: MessageId::from_uuid(message_id.0),
@@ -349,7 +353,9 @@ impl MessagesApi {
             mentions: mentions.into_iter().map(UserId::from_uuid).collect(),
         });
         outbox::ensure_publishable(&state.nats, &event, "text")?;
-        let recorded = outbox::append(&mut tx, conversation, seq, caller, &event).await?;
+        let row =
+            outbox::EventRow { notifications: notice.ids, ..outbox::EventRow::new(conversation, seq, caller, &event) };
+        let recorded = outbox::append_row(&mut tx, &row).await?;
         crate::db::commit(tx).await?;
         state.outbox.committed(recorded);
         Ok(Json(load_one(&state.db, caller, message_id.0).await?))
