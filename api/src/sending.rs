@@ -148,8 +148,8 @@ impl MessageCommitter {
         conversation: ConversationId,
         write: &NewMessageWrite,
     ) -> Result<Result<Sent, ApiError>, Failed> {
-        let notice = write.notice(0);
-        let mut tx = if notice.notifies() {
+        let notifies = !write.event.notifications.is_empty();
+        let mut tx = if notifies {
             // The notifications' statement takes arrays: see `store` on its plans.
             self.db.begin_with(GENERIC_PLANS).await?
         } else {
@@ -227,9 +227,8 @@ impl MessageCommitter {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(created_at) = created_at else { return Ok(Err(ApiError::not_found("conversation"))) };
-        if notice.notifies() {
-            let notice = MessageNotice { seq, ..notice };
-            notifications::for_messages(&mut tx, *conversation.as_uuid(), &[notice]).await?;
+        if notifies {
+            notifications::for_messages(&mut tx, *conversation.as_uuid(), &[write.notice(seq)]).await?;
         }
         tx.commit().await.map_err(|error| Failed { error, at_commit: true })?;
         self.committed(1);

@@ -76,6 +76,7 @@ async fn follow(
     brokers: Vec<String>,
     first: usize,
     last: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    greeted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> (Vec<i64>, usize) {
     use std::sync::atomic::Ordering;
     let mut connections = 0;
@@ -98,6 +99,9 @@ async fn follow(
             continue;
         };
         connections += 1;
+        if connections == 1 {
+            greeted.fetch_add(1, Ordering::SeqCst);
+        }
         let position = client.hello["conversations"]
             .as_array()
             .and_then(|all| all.iter().find(|c| c["conversation_id"] == conversation.to_string()))
@@ -174,22 +178,29 @@ async fn everyone_follows_through(
     mut fault: impl AsyncFnMut(usize),
 ) -> Vec<usize> {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
     let alice = User::new(ctx, &api.url(), "alice");
     let members: Vec<User> = (0..clients).map(|n| User::new(ctx, &api.url(), &format!("member{n}"))).collect();
     let group = alice.group("everyone", &members.iter().collect::<Vec<_>>()).await;
-    let last = Arc::new(AtomicI64::new(0));
+    let (last, greeted) = (Arc::new(AtomicI64::new(0)), Arc::new(AtomicUsize::new(0)));
     let followers: Vec<_> = members
         .iter()
         .enumerate()
         .map(|(n, member)| {
             let token = ctx.token(member.id, "member");
             let first = n % brokers.len();
-            tokio::spawn(follow(token, member.clone(), group, brokers.clone(), first, last.clone()))
+            tokio::spawn(follow(token, member.clone(), group, brokers.clone(), first, last.clone(), greeted.clone()))
         })
         .collect();
-    // Let everyone connect, then post.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Everyone connected (their broker's feed is in place, so the events stream exists), then
+    // the faults and the posting. Not a fixed delay: a 3-node cluster under load can take more
+    // than 3 s to elect its JetStream meta leader, and a replicated stream cannot be created
+    // while one of its peers is down, so faults injected before it exists leave it uncreated.
+    parley_testkit::wait::until("every client to get hello", Duration::from_secs(60), || async {
+        (greeted.load(Ordering::SeqCst) == clients).then_some(())
+    })
+    .await
+    .expect("every client connected");
     let mut final_seq = 0;
     for n in 0..messages {
         fault(n).await;

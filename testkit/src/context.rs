@@ -307,7 +307,14 @@ impl Drop for TestContext {
             nats.kill();
         }
         if std::thread::panicking() {
-            eprintln!("test services' logs are kept in {}", self.dir.display());
+            // Out of this binary's root, which the next test binary removes once we exited.
+            let kept = self.dir.parent().and_then(Path::file_name).map(|root| {
+                let name = root.to_string_lossy().replacen("parley-test-", "parley-kept-", 1);
+                std::env::temp_dir()
+                    .join(format!("{name}-{}", self.dir.file_name().unwrap_or_default().to_string_lossy()))
+            });
+            let kept = kept.filter(|kept| std::fs::rename(&self.dir, kept).is_ok());
+            eprintln!("test services' logs are kept in {}", kept.as_deref().unwrap_or(&self.dir).display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
