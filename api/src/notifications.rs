@@ -67,9 +67,9 @@ pub async fn for_messages(
     let mut rows = Rows::default();
     for message in messages {
         let preview = message.text.as_deref().map(preview);
+        debug_assert_eq!(message.ids.len(), message.mentions.len() + usize::from(message.reply_to.is_some()));
         let mut ids = message.ids.iter().copied();
-        for user in &message.mentions {
-            let Some(id) = ids.next() else { break };
+        for (user, id) in message.mentions.iter().zip(&mut ids) {
             rows.push(id, message, preview.clone(), Some(*user), None, NotificationKind::Mention);
         }
         if let (Some(reply_to), Some(id)) = (message.reply_to, ids.next()) {

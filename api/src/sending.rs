@@ -46,6 +46,11 @@ pub struct NewMessageWrite {
 }
 
 impl NewMessageWrite {
+    /// Whether it may notify anyone: its event announces the notifications it may create.
+    fn notifies(&self) -> bool {
+        !self.event.notifications.is_empty()
+    }
+
     /// The message as stored at `seq`, for the notifications it causes.
     fn notice(&self, seq: i64) -> MessageNotice {
         MessageNotice {
@@ -148,7 +153,7 @@ impl MessageCommitter {
         conversation: ConversationId,
         write: &NewMessageWrite,
     ) -> Result<Result<Sent, ApiError>, Failed> {
-        let notifies = !write.event.notifications.is_empty();
+        let notifies = write.notifies();
         let mut tx = if notifies {
             // The notifications' statement takes arrays: see `store` on its plans.
             self.db.begin_with(GENERIC_PLANS).await?
@@ -294,7 +299,7 @@ impl MessageCommitter {
         let notices: Vec<MessageNotice> = writes
             .iter()
             .zip(&rows)
-            .filter(|(write, _)| !write.mentions.is_empty() || write.reply_to.is_some())
+            .filter(|(write, _)| write.notifies())
             .filter_map(|(write, row)| Some(write.notice(row.seq?)))
             .collect();
         notifications::for_messages(&mut tx, *conversation.as_uuid(), &notices).await?;
